@@ -1,1 +1,36 @@
-//! Placeholder.
+//! The `sheep` daemon as a library: [`run`] serves a bound listener until cancelled, so
+//! tests can start nodes on port 0 in-process and the binary stays a thin shell.
+
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod server;
+pub mod sys;
+pub mod vdi;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use sys::{Sheep, StartError};
+
+/// Starts a node on `listener` and serves until `cancel` fires or a SHUTDOWN request
+/// arrives.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map_err(|source| {
+        StartError::Store(sd_store::StoreError::Io {
+            op: "local_addr",
+            path: cfg.dir.clone(),
+            source,
+        })
+    })?;
+    let sheep = Sheep::start(cfg, addr, cancel.clone()).await?;
+    tracing::info!(%addr, "sheep listening");
+    server::serve(listener, sheep, cancel).await;
+    tracing::info!("sheep stopped");
+    Ok(())
+}

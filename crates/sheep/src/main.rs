@@ -1,0 +1,252 @@
+//! `sheep [options] DIR`: parses the command line, takes the store lock, binds, daemonizes
+//! (unless `-f`), sets up logging and runs the node.
+
+use std::fs::{File, OpenOptions};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use sd_cluster::DriverSpec;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::prelude::*;
+
+/// Command line, as Sheepdog 1.0's `sheep` (see shared/spec/sheep-cli.md).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sheep",
+    version,
+    about = "sheepdog-rs storage daemon",
+    disable_version_flag = true
+)]
+struct Args {
+    /// Base directory: objects, epoch log, config and sheep.log.
+    dir: PathBuf,
+    /// Listen port.
+    #[arg(short = 'p', long = "port", default_value_t = sd_proto::SD_LISTEN_PORT)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(short = 'b', long = "bindaddr", default_value = "127.0.0.1")]
+    bindaddr: IpAddr,
+    /// Address advertised to other sheep (default: the bind address).
+    #[arg(short = 'y', long = "myaddr")]
+    myaddr: Option<IpAddr>,
+    /// Stay in the foreground and log to stderr too.
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+    /// Failure zone (default: from the address).
+    #[arg(short = 'z', long = "zone")]
+    zone: Option<u32>,
+    /// Cluster driver: local[:PATH] or zookeeper:HOST:PORT[,...].
+    #[arg(short = 'c', long = "cluster", default_value = "local")]
+    cluster: DriverSpec,
+    /// Logging: dir=DIR,level=LEVEL,format=default|json,dst=default|stdout.
+    #[arg(short = 'l', long = "log")]
+    log: Option<String>,
+    /// Write the daemon's pid to this file.
+    #[arg(short = 'P', long = "pidfile")]
+    pidfile: Option<PathBuf>,
+    /// Gateway only: hold no objects.
+    #[arg(short = 'g', long = "gateway")]
+    gateway: bool,
+    /// Number of vnodes.
+    #[arg(short = 'V', long = "vnodes")]
+    vnodes: Option<u16>,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
+}
+
+/// Parsed `-l` option.
+#[derive(Debug)]
+struct LogOpts {
+    dir: Option<PathBuf>,
+    level: tracing::Level,
+    json: bool,
+    stdout: bool,
+}
+
+fn parse_log(spec: Option<&str>) -> anyhow::Result<LogOpts> {
+    let mut o = LogOpts {
+        dir: None,
+        level: tracing::Level::INFO,
+        json: false,
+        stdout: false,
+    };
+    for kv in spec.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("bad -l item {kv:?}: expected key=value"))?;
+        match k {
+            "dir" => o.dir = Some(PathBuf::from(v)),
+            "level" => {
+                o.level = match v {
+                    "emerg" | "alert" | "crit" | "err" | "error" => tracing::Level::ERROR,
+                    "warning" | "warn" => tracing::Level::WARN,
+                    "notice" | "info" => tracing::Level::INFO,
+                    "debug" => tracing::Level::DEBUG,
+                    "trace" => tracing::Level::TRACE,
+                    _ => bail!("unknown log level {v:?}"),
+                }
+            }
+            "format" => {
+                o.json = match v {
+                    "default" | "server" => false,
+                    "json" => true,
+                    _ => bail!("unknown log format {v:?}"),
+                }
+            }
+            "dst" => {
+                o.stdout = match v {
+                    "default" => false,
+                    "stdout" => true,
+                    _ => bail!("unsupported log destination {v:?} (default or stdout)"),
+                }
+            }
+            _ => bail!("unknown -l key {k:?}"),
+        }
+    }
+    Ok(o)
+}
+
+fn init_logging(
+    opts: &LogOpts,
+    base: &Path,
+    foreground: bool,
+) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    let dir = opts.dir.clone().unwrap_or_else(|| base.to_path_buf());
+    let (file, guard) = if opts.stdout {
+        tracing_appender::non_blocking(std::io::stdout())
+    } else {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating log dir {}", dir.display()))?;
+        tracing_appender::non_blocking(tracing_appender::rolling::never(&dir, "sheep.log"))
+    };
+    let filter = tracing_subscriber::filter::LevelFilter::from_level(opts.level);
+    let file_layer = if opts.json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(file)
+            .with_ansi(false)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(file)
+            .with_ansi(false)
+            .boxed()
+    };
+    let stderr_layer = (foreground && !opts.stdout)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .context("installing the log subscriber")?;
+    Ok(guard)
+}
+
+/// Takes `DIR/lock` so two sheep never share a store. Held until the process exits.
+fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .with_context(|| format!("opening {}", dir.join("lock").display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .with_context(|| format!("another sheep is using {}", dir.display()))?;
+    Ok(f)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sheep: {e:#}");
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let log = parse_log(args.log.as_deref())?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let _lock = lock_dir(&dir)?;
+    let addr = SocketAddr::new(args.bindaddr, args.port);
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true).context("set_nonblocking")?;
+
+    if !args.foreground {
+        // Fork before any thread exists; the listener and lock fds are inherited.
+        nix::unistd::daemon(true, false).context("daemonizing")?;
+    }
+    let _guard = init_logging(&log, &dir, args.foreground)?;
+    let _pid = match &args.pidfile {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
+
+    let mut cfg = sheep::Config::new(dir);
+    cfg.zone = args.zone;
+    cfg.cluster = args.cluster;
+    cfg.advertise = args.myaddr;
+    cfg.vnodes = if args.gateway {
+        0
+    } else {
+        args.vnodes.unwrap_or(sd_proto::node::SD_DEFAULT_VNODES)
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sheep")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("signal received, stopping");
+            on_signal.cancel();
+        });
+        sheep::run(listener, cfg, cancel)
+            .await
+            .context("sheep failed")
+    })
+}
+
+/// A pid file removed when the daemon exits normally.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,265 @@
+//! Cluster and node operations: format, shutdown, node list, status and epoch history.
+
+use bytes::Bytes;
+use sd_proto::cluster::{
+    ClusterInfo, EpochLogRecord, NodeStatus, SD_DEFAULT_COPIES, SD_FORMAT_VERSION, SD_MAX_COPIES,
+    SheepdogConfig, flags,
+};
+use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
+use sd_proto::node::SdNode;
+use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
+
+use super::vdi::{MAX_SHIFT, MIN_SHIFT};
+use super::{After, Reply, blocking, expect_payload};
+use crate::error::SheepResult;
+use crate::sys::{EpochEntry, Sheep, now_secs, remove_epochs, write_config, write_epoch};
+use crate::vdi::VdiTable;
+
+/// The only store driver: one file per object.
+pub(crate) const STORE_NAME: &[u8] = b"plain";
+
+pub(super) async fn handle(
+    sheep: &Sheep,
+    req: &RequestHeader,
+    payload: Bytes,
+) -> SheepResult<Reply> {
+    match req.opcode {
+        Opcode::MakeFs => make_fs(sheep, req, payload).await,
+        Opcode::Shutdown => shutdown(sheep).await,
+        Opcode::GetNodeList => {
+            let nodes = sheep.sys().nodes.clone();
+            let bytes = SdNode::encode_list(&nodes);
+            if bytes.len() > usize::try_from(req.data_length).unwrap_or(0) {
+                return Err(SdResult::BufferSmall.into());
+            }
+            Ok(Reply {
+                node: Some(NodeRsp {
+                    nr_nodes: u32::try_from(nodes.len()).unwrap_or(0),
+                    ..NodeRsp::default()
+                }),
+                payload: bytes.into(),
+                ..Reply::default()
+            })
+        }
+        Opcode::StatSheep => {
+            let store = sheep.store.clone();
+            let space = blocking(move || store.space()).await?;
+            Ok(Reply {
+                node: Some(NodeRsp {
+                    nr_nodes: 0,
+                    store_size: space.used.saturating_add(space.free),
+                    store_free: space.free,
+                }),
+                ..Reply::default()
+            })
+        }
+        Opcode::StatCluster => Ok(stat_cluster(sheep, req)),
+        Opcode::ClusterInfo => {
+            let sys = sheep.sys();
+            let info = ClusterInfo {
+                proto_ver: SD_SHEEP_PROTO_VER,
+                disable_recovery: 0,
+                epoch: sys.epoch,
+                ctime: sys.config.ctime,
+                flags: sys.config.flags,
+                nr_copies: sys.config.copies,
+                copy_policy: sys.config.copy_policy,
+                status: sys.status.as_u8(),
+                block_size_shift: sys.config.block_size_shift,
+                default_store: sys.config.store.clone(),
+                nodes: sys.nodes.clone(),
+            };
+            Ok(Reply::data(info.encode()))
+        }
+        Opcode::GetClusterDefault => Ok(Reply {
+            cluster_default: Some(sheep.sys().defaults()),
+            ..Reply::default()
+        }),
+        Opcode::GetStoreList => {
+            let mut list = STORE_NAME.to_vec();
+            list.extend_from_slice(b" \0");
+            Ok(Reply::data(list))
+        }
+        Opcode::Exist => {
+            let store = sheep.store.clone();
+            let oid = req.obj().oid;
+            if blocking(move || Ok(store.exists(oid))).await? {
+                Ok(Reply::ok())
+            } else {
+                Err(SdResult::NoObj.into())
+            }
+        }
+        Opcode::GetEpoch => {
+            let want = req.obj().tgt_epoch;
+            let sys = sheep.sys();
+            let e = sys
+                .epochs
+                .iter()
+                .find(|e| e.epoch == want)
+                .ok_or(SdResult::NoTag)?;
+            let mut buf = SdNode::encode_list(&e.nodes);
+            buf.extend_from_slice(&e.time.to_le_bytes());
+            if buf.len() > usize::try_from(req.data_length).unwrap_or(0) {
+                return Err(SdResult::BufferSmall.into());
+            }
+            Ok(Reply::data(buf))
+        }
+        Opcode::StatRecovery => {
+            // Nothing to recover on a cluster of one: in_recovery = 0.
+            let len = usize::try_from(req.data_length).unwrap_or(0).min(24);
+            Ok(Reply::data(vec![0u8; len]))
+        }
+        Opcode::GetVnodes => Ok(Reply::data(
+            i32::from(sheep.me.nr_vnodes).to_le_bytes().to_vec(),
+        )),
+        Opcode::GetLoglevel => Ok(Reply::data(6i32.to_le_bytes().to_vec())),
+        Opcode::KillNode => {
+            sheep.sys_mut().status = NodeStatus::Killed;
+            Ok(Reply {
+                after: After::Stop,
+                ..Reply::default()
+            })
+        }
+        _ => Err(SdResult::InvalidParms.into()),
+    }
+}
+
+/// STAT_CLUSTER: epoch records newest first, as many as fit; the result is the status.
+fn stat_cluster(sheep: &Sheep, req: &RequestHeader) -> Reply {
+    let sys = sheep.sys();
+    let slots = usize::try_from(req.cluster().nodes_nr).unwrap_or(0);
+    let rec = EpochLogRecord::size(slots);
+    let max = usize::try_from(req.data_length).unwrap_or(0) / rec;
+    let mut out = Vec::new();
+    let mut result = match sys.status {
+        NodeStatus::Ok => SdResult::Success,
+        NodeStatus::Wait if sys.config.ctime == 0 => SdResult::WaitForFormat,
+        NodeStatus::Wait => SdResult::WaitForJoin,
+        NodeStatus::Shutdown => SdResult::Shutdown,
+        NodeStatus::Killed => SdResult::SystemError,
+    };
+    for (i, e) in sys.epochs.iter().rev().take(max).enumerate() {
+        if slots > 0 && e.nodes.len() > slots {
+            out.clear();
+            result = SdResult::BufferSmall;
+            break;
+        }
+        let mut r = EpochLogRecord {
+            time: e.time,
+            epoch: e.epoch,
+            nodes: if slots > 0 {
+                e.nodes.clone()
+            } else {
+                Vec::new()
+            },
+            ..EpochLogRecord::default()
+        };
+        if i == 0 {
+            r.ctime = sys.config.ctime;
+            r.nr_copies = sys.config.copies;
+            r.copy_policy = sys.config.copy_policy;
+            r.flags = sys.config.flags;
+            r.drv_name = sys.config.store.clone();
+        }
+        out.extend_from_slice(&r.encode(slots));
+    }
+    Reply {
+        result: Some(result),
+        payload: out.into(),
+        ..Reply::default()
+    }
+}
+
+async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepResult<Reply> {
+    expect_payload(req, &payload)?;
+    let a = req.cluster();
+    if c_str(&payload) != STORE_NAME {
+        return Err(SdResult::NoStore.into());
+    }
+    let copies = if a.copies == 0 {
+        SD_DEFAULT_COPIES
+    } else {
+        a.copies
+    };
+    let shift = if a.block_size_shift == 0 {
+        SD_DEFAULT_BLOCK_SIZE_SHIFT
+    } else {
+        a.block_size_shift
+    };
+    if copies > SD_MAX_COPIES || !(MIN_SHIFT..=MAX_SHIFT).contains(&shift) {
+        return Err(SdResult::InvalidParms.into());
+    }
+    if a.copy_policy != 0 {
+        // Erasure coding is not implemented.
+        return Err(SdResult::NoSupport.into());
+    }
+    let config = SheepdogConfig {
+        ctime: a.ctime,
+        flags: a.flags
+            & (flags::STRICT
+                | flags::AUTO_VNODES
+                | flags::USE_LOCK
+                | flags::RECYCLE_VID
+                | flags::AVOID_DISKFULL),
+        copies,
+        store: STORE_NAME.to_vec(),
+        shutdown: 0,
+        copy_policy: 0,
+        block_size_shift: shift,
+        version: SD_FORMAT_VERSION,
+        space: 0,
+    };
+
+    let _serial = sheep.cluster_ops.lock().await;
+    let nodes = sheep.sys().nodes.clone();
+    let entry = EpochEntry {
+        epoch: Epoch(1),
+        time: now_secs(),
+        nodes,
+    };
+    let store = sheep.store.clone();
+    let dir = sheep.cfg.dir.clone();
+    let (cfg2, entry2) = (config.clone(), entry.clone());
+    blocking(move || {
+        store.purge()?;
+        remove_epochs(&dir).map_err(|source| sd_store::StoreError::Io {
+            op: "remove epoch log",
+            path: dir.join("epoch"),
+            source,
+        })?;
+        write_epoch(&dir, &entry2)?;
+        write_config(&dir, &cfg2)
+    })
+    .await?;
+    *sheep.vdis_mut() = VdiTable::default();
+    {
+        let mut sys = sheep.sys_mut();
+        sys.config = config;
+        sys.epoch = Epoch(1);
+        sys.epochs = vec![entry];
+        sys.status = NodeStatus::Ok;
+    }
+    tracing::info!(copies, shift, "cluster formatted, epoch 1");
+    Ok(Reply::ok())
+}
+
+async fn shutdown(sheep: &Sheep) -> SheepResult<Reply> {
+    let _serial = sheep.cluster_ops.lock().await;
+    let mut config = sheep.sys().config.clone();
+    if config.ctime != 0 {
+        config.shutdown = 1;
+        let dir = sheep.cfg.dir.clone();
+        let c = config.clone();
+        blocking(move || write_config(&dir, &c)).await?;
+    }
+    {
+        let mut sys = sheep.sys_mut();
+        sys.config = config;
+        sys.status = NodeStatus::Shutdown;
+    }
+    tracing::info!("cluster shutdown requested");
+    Ok(Reply {
+        after: After::Stop,
+        ..Reply::default()
+    })
+}

@@ -1,0 +1,215 @@
+//! Request dispatch: admission rules (spec §5), then one handler per operation family.
+
+mod cluster;
+mod obj;
+mod vdi;
+
+use bytes::Bytes;
+use sd_proto::cluster::NodeStatus;
+use sd_proto::{NodeRsp, Opcode, RequestHeader, ResponseHeader, SdResult, VdiRsp};
+
+use crate::error::{SheepError, SheepResult};
+use crate::sys::Sheep;
+
+/// How an operation is served (spec §6 "Type").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Object I/O forwarded to the replicas.
+    Gateway,
+    /// Answered by the receiving node.
+    Local,
+    /// Decided cluster-wide.
+    Cluster,
+    /// Sheep-to-sheep store access, epoch-checked.
+    Peer,
+}
+
+/// Handler table: the kind and whether the op is served before the cluster runs.
+/// `None` means no handler (INVALID_PARMS).
+pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
+    use OpKind::*;
+    use Opcode as O;
+    Some(match op {
+        O::CreateAndWriteObj | O::ReadObj | O::WriteObj | O::RemoveObj => (Gateway, false),
+        O::DiscardObj | O::FlushVdi => (Local, false),
+        O::NewVdi | O::LockVdi | O::ReleaseVdi | O::GetVdiInfo | O::DelVdi => (Cluster, false),
+        O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
+        O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
+        O::GetLoglevel | O::KillNode => (Local, true),
+        O::MakeFs | O::Shutdown => (Cluster, true),
+        O::StatSheep | O::StatRecovery | O::GetVnodes => (Local, false),
+        O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
+        _ => return None,
+    })
+}
+
+/// What to do once the reply has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum After {
+    /// Nothing.
+    #[default]
+    Continue,
+    /// Stop the daemon (SHUTDOWN, KILL_NODE).
+    Stop,
+}
+
+/// A handler's answer: result, typed response fields and payload.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// Result code (handlers that fail return `Err` instead; this is for answers such as
+    /// STAT_CLUSTER that carry a payload together with a non-success status).
+    pub result: Option<SdResult>,
+    /// VDI response fields.
+    pub vdi: Option<VdiRsp>,
+    /// Node response fields.
+    pub node: Option<NodeRsp>,
+    /// Cluster default fields.
+    pub cluster_default: Option<(u8, u8, u8)>,
+    /// Payload.
+    pub payload: Bytes,
+    /// Follow-up action.
+    pub after: After,
+}
+
+impl Reply {
+    /// An empty success.
+    pub fn ok() -> Self {
+        Reply::default()
+    }
+    /// A success with payload.
+    pub fn data(payload: impl Into<Bytes>) -> Self {
+        Reply {
+            payload: payload.into(),
+            ..Reply::default()
+        }
+    }
+}
+
+/// Admission checks of spec §5, in order. `Err` is the answer.
+fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
+    let op = req.opcode;
+    if op.is_internal() {
+        if req.proto_ver != sd_proto::SD_SHEEP_PROTO_VER {
+            return Err(SdResult::VerMismatch);
+        }
+    } else if req.proto_ver > sd_proto::SD_PROTO_VER {
+        return Err(SdResult::VerMismatch);
+    }
+    let (kind, force) = op_info(op).ok_or(SdResult::InvalidParms)?;
+    let sys = sheep.sys();
+    match sys.status {
+        NodeStatus::Killed => return Err(SdResult::Killed),
+        NodeStatus::Shutdown => return Err(SdResult::Shutdown),
+        NodeStatus::Wait if !force => {
+            return Err(if sys.config.ctime == 0 {
+                SdResult::WaitForFormat
+            } else {
+                SdResult::WaitForJoin
+            });
+        }
+        _ => {}
+    }
+    if kind == OpKind::Peer {
+        if req.epoch < sys.epoch {
+            return Err(SdResult::OldNodeVer);
+        }
+        if req.epoch > sys.epoch {
+            return Err(SdResult::NewNodeVer);
+        }
+    }
+    Ok(kind)
+}
+
+/// Serves one request and builds the response header and payload.
+#[tracing::instrument(skip_all, fields(opcode = ?req.opcode, id = req.id))]
+pub async fn handle(
+    sheep: &Sheep,
+    req: RequestHeader,
+    payload: Bytes,
+) -> (ResponseHeader, Bytes, After) {
+    let outcome = match admit(sheep, &req) {
+        Ok(kind) => dispatch(sheep, kind, &req, payload).await,
+        Err(r) => Err(SheepError::Result(r)),
+    };
+    let epoch = sheep.sys().epoch;
+    match outcome {
+        Ok(reply) => {
+            let mut payload = reply.payload;
+            // Never send more than the client's buffer (spec §1, dog's read rule).
+            let cap = usize::try_from(req.data_length).unwrap_or(usize::MAX);
+            if payload.len() > cap {
+                tracing::error!(
+                    len = payload.len(),
+                    cap,
+                    "reply larger than the request buffer; truncated"
+                );
+                payload.truncate(cap);
+            }
+            let mut rsp =
+                ResponseHeader::reply_to(&req, epoch, reply.result.unwrap_or(SdResult::Success));
+            if let Some(v) = reply.vdi {
+                rsp = rsp.with_vdi(v);
+            }
+            if let Some(n) = reply.node {
+                rsp = rsp.with_node(n);
+            }
+            if let Some((c, p, s)) = reply.cluster_default {
+                rsp = rsp.with_cluster_default(c, p, s);
+            }
+            rsp.data_length = u32::try_from(payload.len()).unwrap_or(0);
+            (rsp, payload, reply.after)
+        }
+        Err(e) => {
+            let result = e.result();
+            match result {
+                SdResult::Eio | SdResult::SystemError | SdResult::NoSpace => {
+                    tracing::warn!(error = %e, %result, "request failed");
+                }
+                _ => tracing::debug!(error = %e, %result, "request refused"),
+            }
+            (
+                ResponseHeader::reply_to(&req, epoch, result),
+                Bytes::new(),
+                After::Continue,
+            )
+        }
+    }
+}
+
+async fn dispatch(
+    sheep: &Sheep,
+    kind: OpKind,
+    req: &RequestHeader,
+    payload: Bytes,
+) -> SheepResult<Reply> {
+    match kind {
+        OpKind::Gateway | OpKind::Peer => obj::handle(sheep, kind, req, payload).await,
+        OpKind::Cluster if matches!(req.opcode, Opcode::MakeFs | Opcode::Shutdown) => {
+            cluster::handle(sheep, req, payload).await
+        }
+        OpKind::Cluster => vdi::handle(sheep, req, payload).await,
+        OpKind::Local => match req.opcode {
+            Opcode::DiscardObj | Opcode::FlushVdi => obj::handle(sheep, kind, req, payload).await,
+            Opcode::ReadVdis | Opcode::ReadDelVdis => vdi::handle(sheep, req, payload).await,
+            _ => cluster::handle(sheep, req, payload).await,
+        },
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> SheepResult<T>
+where
+    F: FnOnce() -> Result<T, sd_store::StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// The payload must be exactly `len` bytes with the WRITE flag (else INVALID_PARMS).
+pub(crate) fn expect_payload(req: &RequestHeader, payload: &Bytes) -> SheepResult<()> {
+    if !req.has_payload() || payload.len() != usize::try_from(req.data_length).unwrap_or(usize::MAX)
+    {
+        return Err(SdResult::InvalidParms.into());
+    }
+    Ok(())
+}

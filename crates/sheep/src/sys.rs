@@ -1,0 +1,341 @@
+//! The node's shared state: cluster status, epoch history, VDI table and the store, with
+//! start-up recovery of all of it from the base directory.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sd_cluster::{ClusterDriver, DriverSpec, SingleNode};
+use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
+use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE};
+use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::{Epoch, Vid};
+use sd_store::{Store, StoreConfig, meta};
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::vdi::{VdiEntry, VdiTable};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store or a metadata file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] sd_store::StoreError),
+    /// A metadata file is corrupt.
+    #[error("corrupt {what} in {path}")]
+    Corrupt {
+        /// Which file.
+        what: &'static str,
+        /// Where.
+        path: String,
+    },
+    /// The store was formatted by an incompatible version.
+    #[error("store format version {found:#x}, expected {expected:#x}")]
+    Version {
+        /// Found.
+        found: u16,
+        /// Expected.
+        expected: u16,
+    },
+    /// Membership failed.
+    #[error(transparent)]
+    Cluster(#[from] sd_cluster::ClusterError),
+    /// The start-up task panicked.
+    #[error("start-up task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// One epoch of the membership history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// When it began (Unix seconds).
+    pub time: u64,
+    /// Its members, sorted.
+    pub nodes: Vec<SdNode>,
+}
+
+/// Cluster-wide state of this node. Read and replaced under a short lock, never held
+/// across an await.
+#[derive(Debug, Clone)]
+pub struct SysState {
+    /// Running, waiting, shutting down or killed.
+    pub status: NodeStatus,
+    /// Current epoch (0 before format).
+    pub epoch: Epoch,
+    /// The cluster's persistent configuration (ctime 0 = not formatted).
+    pub config: SheepdogConfig,
+    /// Current members, sorted.
+    pub nodes: Vec<SdNode>,
+    /// Epoch history, oldest first.
+    pub epochs: Vec<EpochEntry>,
+}
+
+impl SysState {
+    /// The cluster default copies/policy/shift.
+    pub fn defaults(&self) -> (u8, u8, u8) {
+        (
+            self.config.copies,
+            self.config.copy_policy,
+            self.config.block_size_shift,
+        )
+    }
+}
+
+/// A running node: the state every request handler shares.
+#[derive(Debug)]
+pub struct Sheep {
+    /// This node as the cluster sees it.
+    pub me: SdNode,
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Configuration.
+    pub cfg: Config,
+    sys: RwLock<SysState>,
+    vdis: RwLock<VdiTable>,
+    /// Serialises operations that change the VDI table or the cluster config
+    /// (the single-node stand-in for the cluster driver's total order).
+    pub cluster_ops: tokio::sync::Mutex<()>,
+    /// Serialises inode index updates that drop object references.
+    pub index_ops: tokio::sync::Mutex<()>,
+    /// Cancelled to stop the daemon.
+    pub cancel: CancellationToken,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sheepdog timestamp (`sec << 32 | nsec`) now.
+pub fn now_sd_time() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    sd_proto::cluster::sd_time(d.as_secs(), d.subsec_nanos())
+}
+
+/// Name of the epoch file of `e` under the base dir.
+pub fn epoch_file(e: Epoch) -> String {
+    format!("epoch/{:08}", e.get())
+}
+
+impl Sheep {
+    /// Opens the store and metadata in `cfg.dir`, joins the cluster and returns the node.
+    pub async fn start(
+        cfg: Config,
+        addr: std::net::SocketAddr,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Sheep>, StartError> {
+        let nid = NodeId::from_socket(match cfg.advertise {
+            Some(ip) => std::net::SocketAddr::new(ip, addr.port()),
+            None => addr,
+        });
+        let me = SdNode {
+            nid,
+            io_addr: [0; 16],
+            io_port: 0,
+            nr_vnodes: cfg.vnodes,
+            zone: cfg.zone.unwrap_or_else(|| nid.default_zone()),
+            space: 0,
+        };
+        let dir = cfg.dir.clone();
+        let sync = cfg.sync;
+        let (store, config, epochs, table) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(StoreConfig {
+                dir: dir.clone(),
+                sync,
+            })?;
+            let config = load_config(&dir)?;
+            let epochs = load_epochs(&dir)?;
+            let table = load_vdis(&store)?;
+            Ok::<_, StartError>((store, config, epochs, table))
+        })
+        .await
+        .map_err(StartError::Task)??;
+
+        let nodes = match &cfg.cluster {
+            DriverSpec::Local { .. } => SingleNode::new().join(me).await?,
+            DriverSpec::Zookeeper { args } => {
+                return Err(
+                    sd_cluster::ClusterError::Unsupported(format!("zookeeper:{args}")).into(),
+                );
+            }
+        };
+
+        let mut sys = SysState {
+            status: NodeStatus::Wait,
+            epoch: Epoch(0),
+            config,
+            nodes,
+            epochs,
+        };
+        if sys.config.ctime != 0 {
+            sys.status = NodeStatus::Ok;
+            let latest = sys.epochs.last().cloned();
+            match latest {
+                Some(last) if last.nodes == sys.nodes => sys.epoch = last.epoch,
+                other => {
+                    let epoch = other.map_or(Epoch(1), |l| l.epoch.next());
+                    let entry = EpochEntry {
+                        epoch,
+                        time: now_secs(),
+                        nodes: sys.nodes.clone(),
+                    };
+                    write_epoch(&cfg.dir, &entry)?;
+                    sys.epoch = epoch;
+                    sys.epochs.push(entry);
+                }
+            }
+        }
+        tracing::info!(epoch = %sys.epoch, status = ?sys.status, nodes = sys.nodes.len(), "node started");
+        Ok(Arc::new(Sheep {
+            me,
+            store: Arc::new(store),
+            cfg,
+            sys: RwLock::new(sys),
+            vdis: RwLock::new(table),
+            cluster_ops: tokio::sync::Mutex::new(()),
+            index_ops: tokio::sync::Mutex::new(()),
+            cancel,
+        }))
+    }
+
+    /// A snapshot of the cluster state.
+    pub fn sys(&self) -> RwLockReadGuard<'_, SysState> {
+        self.sys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mutable cluster state (hold briefly; never across an await).
+    pub fn sys_mut(&self) -> RwLockWriteGuard<'_, SysState> {
+        self.sys.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The VDI table.
+    pub fn vdis(&self) -> RwLockReadGuard<'_, VdiTable> {
+        self.vdis.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mutable VDI table (hold briefly; never across an await).
+    pub fn vdis_mut(&self) -> RwLockWriteGuard<'_, VdiTable> {
+        self.vdis.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The block size shift of `vid`'s objects, if the VDI is known.
+    pub fn vdi_shift(&self, vid: Vid) -> Option<u8> {
+        self.vdis().get(vid).map(|e| e.block_size_shift)
+    }
+}
+
+fn load_config(dir: &Path) -> Result<SheepdogConfig, StartError> {
+    match meta::read_file(dir, "config")? {
+        None => Ok(SheepdogConfig {
+            version: SD_FORMAT_VERSION,
+            ..SheepdogConfig::default()
+        }),
+        Some(bytes) => {
+            let c = SheepdogConfig::decode(&bytes).map_err(|_| StartError::Corrupt {
+                what: "config",
+                path: dir.join("config").display().to_string(),
+            })?;
+            if c.version != SD_FORMAT_VERSION {
+                return Err(StartError::Version {
+                    found: c.version,
+                    expected: SD_FORMAT_VERSION,
+                });
+            }
+            Ok(c)
+        }
+    }
+}
+
+/// Persists the cluster config.
+pub fn write_config(dir: &Path, c: &SheepdogConfig) -> Result<(), sd_store::StoreError> {
+    meta::write_file_atomic(dir, "config", &c.encode())
+}
+
+/// Persists one epoch file: the members followed by the 8-byte start time.
+pub fn write_epoch(dir: &Path, e: &EpochEntry) -> Result<(), sd_store::StoreError> {
+    let mut buf = SdNode::encode_list(&e.nodes);
+    buf.extend_from_slice(&e.time.to_le_bytes());
+    meta::write_file_atomic(dir, &epoch_file(e.epoch), &buf)
+}
+
+/// Removes every epoch file (cluster format).
+pub fn remove_epochs(dir: &Path) -> std::io::Result<()> {
+    let d = dir.join("epoch");
+    match std::fs::read_dir(&d) {
+        Ok(rd) => {
+            for ent in rd {
+                std::fs::remove_file(ent?.path())?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn load_epochs(dir: &Path) -> Result<Vec<EpochEntry>, StartError> {
+    let d = dir.join("epoch");
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&d) {
+        Ok(rd) => rd,
+        Err(_) => return Ok(out),
+    };
+    let mut numbers: Vec<u32> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name().to_str().and_then(|n| {
+                (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse().ok())
+                    .flatten()
+            })
+        })
+        .collect();
+    numbers.sort_unstable();
+    for n in numbers {
+        let epoch = Epoch(n);
+        let corrupt = || StartError::Corrupt {
+            what: "epoch file",
+            path: d.join(format!("{n:08}")).display().to_string(),
+        };
+        let bytes = meta::read_file(dir, &epoch_file(epoch))?.ok_or_else(corrupt)?;
+        let body = bytes.len().checked_sub(8).ok_or_else(corrupt)?;
+        if body % SD_NODE_SIZE != 0 {
+            return Err(corrupt());
+        }
+        let nodes = SdNode::decode_list(&bytes, body / SD_NODE_SIZE).map_err(|_| corrupt())?;
+        let mut t = [0u8; 8];
+        t.copy_from_slice(bytes.get(body..).ok_or_else(corrupt)?);
+        out.push(EpochEntry {
+            epoch,
+            time: u64::from_le_bytes(t),
+            nodes,
+        });
+    }
+    Ok(out)
+}
+
+fn load_vdis(store: &Store) -> Result<VdiTable, StartError> {
+    let mut table = VdiTable::default();
+    for oid in store.list()? {
+        if !oid.is_inode() {
+            continue;
+        }
+        let mut buf = vec![0u8; SD_INODE_HEADER_SIZE];
+        store.read(oid, 0, &mut buf)?;
+        match InodeHeader::decode(&buf) {
+            Ok(h) if h.vdi_id == oid.vid().get() => {
+                table.insert(oid.vid(), VdiEntry::from_header(&h));
+            }
+            _ => tracing::warn!(%oid, "ignoring inode object with an inconsistent header"),
+        }
+    }
+    Ok(table)
+}
