@@ -14,6 +14,8 @@ pub struct Config {
     pub zone: Option<u32>,
     /// Vnodes of this node (0 = gateway only).
     pub vnodes: u16,
+    /// Vnodes were fixed with `-V` rather than derived from disk space ("auto vnodes").
+    pub fixed_vnodes: bool,
     /// Membership driver.
     pub cluster: DriverSpec,
     /// How object writes reach the disk.
@@ -31,6 +33,7 @@ impl Config {
             dir,
             zone: None,
             vnodes: sd_proto::node::SD_DEFAULT_VNODES,
+            fixed_vnodes: false,
             cluster: DriverSpec::default(),
             sync: SyncMode::Writethrough,
             max_inflight_per_conn: 32,

@@ -199,6 +199,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.zone = args.zone;
     cfg.cluster = args.cluster;
     cfg.advertise = args.myaddr;
+    cfg.fixed_vnodes = args.vnodes.is_some();
     cfg.vnodes = if args.gateway {
         0
     } else {

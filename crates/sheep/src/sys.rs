@@ -146,12 +146,18 @@ impl Sheep {
         };
         let dir = cfg.dir.clone();
         let sync = cfg.sync;
+        let fixed_vnodes = cfg.fixed_vnodes;
         let (store, config, epochs, table) = tokio::task::spawn_blocking(move || {
             let store = Store::open(StoreConfig {
                 dir: dir.clone(),
                 sync,
             })?;
-            let config = load_config(&dir)?;
+            let mut config = load_config(&dir)?;
+            if config.ctime == 0 && !fixed_vnodes {
+                // An unformatted node reports its vnode strategy; `dog cluster format`
+                // checks that every node agrees with the one it asks for.
+                config.flags |= sd_proto::cluster::flags::AUTO_VNODES;
+            }
             let epochs = load_epochs(&dir)?;
             let table = load_vdis(&store)?;
             Ok::<_, StartError>((store, config, epochs, table))
