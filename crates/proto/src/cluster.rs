@@ -167,10 +167,11 @@ impl EpochLogRecord {
         EPOCH_LOG_SIZE + slots * SD_NODE_SIZE
     }
 
-    /// Encodes with exactly `slots` node slots (the caller checks `nodes.len() <= slots`).
+    /// Encodes with exactly `slots` node slots; nodes beyond `slots` are not encoded (the
+    /// caller answers BUFFER_SMALL instead of sending a cut list).
     pub fn encode(&self, slots: usize) -> Vec<u8> {
         let mut w = Writer::with_capacity(Self::size(slots));
-        let nr = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        let nr = u32::try_from(self.nodes.len().min(slots)).unwrap_or(u32::MAX);
         w.u64(self.ctime)
             .u64(self.time)
             .u32(self.epoch.0)
@@ -209,7 +210,10 @@ impl EpochLogRecord {
                 len: nr,
             });
         }
-        let nodes = SdNode::decode_list(r.bytes(slots * SD_NODE_SIZE)?, nr)?;
+        let slot_bytes = slots
+            .checked_mul(SD_NODE_SIZE)
+            .ok_or(DecodeError::Truncated)?;
+        let nodes = SdNode::decode_list(r.bytes(slot_bytes)?, nr)?;
         Ok(EpochLogRecord {
             ctime,
             time,
@@ -255,7 +259,7 @@ impl ClusterInfo {
     /// Encodes the full fixed-size record.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(CLUSTER_INFO_SIZE);
-        let nr = i16::try_from(self.nodes.len()).unwrap_or(i16::MAX);
+        let nr = i16::try_from(self.nodes.len().min(SD_MAX_NODES)).unwrap_or(i16::MAX);
         w.u8(self.proto_ver)
             .u8(self.disable_recovery)
             .bytes(&nr.to_le_bytes())

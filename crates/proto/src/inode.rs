@@ -188,8 +188,8 @@ impl Inode {
         }
     }
 
-    /// Decodes a full inode. A short buffer (the ≤ v0.8 layout without `gref`) decodes
-    /// with zeroed gref; anything shorter than header + index is an error.
+    /// Decodes a full inode. A buffer of exactly the ≤ v0.8 size (header + index, no `gref`)
+    /// decodes with zeroed gref; any other length short of the full inode is an error.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let header = InodeHeader::decode(buf)?;
         let index = buf
@@ -197,6 +197,7 @@ impl Inode {
             .ok_or(DecodeError::Truncated)?;
         let data_vdi_id = decode_index(index);
         let gref = match buf.get(SD_INODE_GREF_OFFSET..SD_INODE_SIZE) {
+            None if buf.len() != SD_INODE_GREF_OFFSET => return Err(DecodeError::Truncated),
             Some(g) => g
                 .chunks_exact(8)
                 .map(|c| {
