@@ -5,6 +5,7 @@
 //! the single-node `local` driver; the multi-sheep `local:PATH` and `zookeeper` drivers plug in
 //! behind the same trait.
 
+pub mod placement;
 mod single;
 mod spec;
 
