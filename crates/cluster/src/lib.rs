@@ -5,10 +5,13 @@
 //! the single-node `local` driver; the multi-sheep `local:PATH` and `zookeeper` drivers plug in
 //! behind the same trait.
 
+pub mod log;
+pub mod membership;
 pub mod placement;
 mod single;
 mod spec;
 
+pub use membership::{EpochEntry, Membership, Outcome, Status};
 pub use single::SingleNode;
 pub use spec::DriverSpec;
 

@@ -1,0 +1,256 @@
+//! The membership state machine: a pure fold over the ordered log. Every member applies the
+//! same records in the same order and so derives the same members, epochs and status.
+
+use std::collections::BTreeSet;
+
+use sd_proto::Epoch;
+use sd_proto::cluster::SheepdogConfig;
+use sd_proto::node::{NodeId, SdNode};
+
+use crate::log::{LogEntry, Record, Saved};
+
+/// Cluster status as the fold sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not formatted.
+    WaitFormat,
+    /// Formatted, but nodes needed for consistent data are missing.
+    WaitJoin,
+    /// Serving.
+    Ok,
+    /// Shut down.
+    Shutdown,
+}
+
+/// One epoch of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// When it began (Unix seconds, from the log).
+    pub time: u64,
+    /// Its members, sorted.
+    pub members: Vec<SdNode>,
+}
+
+/// What a member must act on after a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new epoch began: log it, then recover.
+    NewEpoch(EpochEntry),
+    /// The cluster was formatted with this config (epoch 1 follows as `NewEpoch`).
+    Formatted(SheepdogConfig),
+    /// The status changed.
+    Status(Status),
+    /// A notification to apply.
+    Notify {
+        /// Sender.
+        from: NodeId,
+        /// Message.
+        msg: Vec<u8>,
+    },
+}
+
+/// Nodes the cluster waits for, and how many of them may stay missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wait {
+    nodes: BTreeSet<NodeId>,
+    tolerate: usize,
+}
+
+/// The folded state of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    members: Vec<SdNode>,
+    config: SheepdogConfig,
+    epoch: Epoch,
+    history: Vec<EpochEntry>,
+    status: Status,
+    wait: Option<Wait>,
+    /// Members whose copies are complete: the last epoch every member finished recovering.
+    stable: BTreeSet<NodeId>,
+    /// Members that finished recovering the current epoch.
+    recovered: BTreeSet<NodeId>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            members: Vec::new(),
+            config: SheepdogConfig::default(),
+            epoch: Epoch(0),
+            history: Vec::new(),
+            status: Status::WaitFormat,
+            wait: None,
+            stable: BTreeSet::new(),
+            recovered: BTreeSet::new(),
+        }
+    }
+}
+
+impl Membership {
+    /// Current members, sorted by address.
+    pub fn members(&self) -> &[SdNode] {
+        &self.members
+    }
+    /// Current epoch (0 before format).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+    /// Cluster config (ctime 0: not formatted).
+    pub fn config(&self) -> &SheepdogConfig {
+        &self.config
+    }
+    /// Status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// Epochs seen by this fold, oldest first.
+    pub fn history(&self) -> &[EpochEntry] {
+        &self.history
+    }
+    /// Nodes the cluster waits for (empty unless `WaitJoin`).
+    pub fn waiting_for(&self) -> Vec<NodeId> {
+        self.wait.as_ref().map_or_else(Vec::new, |w| {
+            w.nodes
+                .iter()
+                .filter(|n| !self.is_member(n))
+                .copied()
+                .collect()
+        })
+    }
+    /// Whether `nid` is a member.
+    pub fn is_member(&self, nid: &NodeId) -> bool {
+        self.members.iter().any(|m| m.nid == *nid)
+    }
+
+    fn copies(&self) -> usize {
+        usize::from(self.config.copies.max(1))
+    }
+
+    fn bump(&mut self, time: u64, out: &mut Vec<Outcome>) {
+        self.epoch = self.epoch.next();
+        self.recovered.clear();
+        let e = EpochEntry {
+            epoch: self.epoch,
+            time,
+            members: self.members.clone(),
+        };
+        self.history.push(e.clone());
+        out.push(Outcome::NewEpoch(e));
+    }
+
+    fn set_status(&mut self, s: Status, out: &mut Vec<Outcome>) {
+        if self.status != s {
+            self.status = s;
+            out.push(Outcome::Status(s));
+        }
+    }
+
+    /// Ends a wait once enough of the awaited nodes are back; starts the next epoch.
+    fn check_wait(&mut self, time: u64, out: &mut Vec<Outcome>) {
+        let Some(w) = &self.wait else { return };
+        let missing = w.nodes.iter().filter(|n| !self.is_member(n)).count();
+        if missing <= w.tolerate {
+            self.wait = None;
+            self.set_status(Status::Ok, out);
+            self.bump(time, out);
+        }
+    }
+
+    fn adopt(&mut self, saved: &Saved, time: u64, out: &mut Vec<Outcome>) {
+        self.config = saved.config.clone();
+        self.epoch = saved.epoch;
+        self.history = vec![EpochEntry {
+            epoch: saved.epoch,
+            time,
+            members: saved.members.clone(),
+        }];
+        self.stable = saved.members.iter().map(|n| n.nid).collect();
+        self.wait = Some(Wait {
+            nodes: self.stable.clone(),
+            tolerate: 0,
+        });
+        self.set_status(Status::WaitJoin, out);
+    }
+
+    /// Applies one record; returns what the member must do.
+    pub fn apply(&mut self, rec: &Record) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let time = rec.time;
+        match &rec.entry {
+            LogEntry::Join { node, saved } => {
+                self.members.retain(|m| m.nid != node.nid);
+                self.members.push(*node);
+                self.members.sort_by_key(|m| m.nid);
+                let formatted = self.config.ctime != 0;
+                let saved_formatted = saved.config.ctime != 0;
+                match self.status {
+                    Status::WaitFormat if saved_formatted => {
+                        self.adopt(saved, time, &mut out);
+                        self.check_wait(time, &mut out);
+                    }
+                    Status::WaitJoin
+                        if saved.config.ctime == self.config.ctime && saved.epoch > self.epoch =>
+                    {
+                        // A node with a newer history: wait for its view instead.
+                        self.adopt(saved, time, &mut out);
+                        self.check_wait(time, &mut out);
+                    }
+                    Status::WaitJoin => self.check_wait(time, &mut out),
+                    Status::Ok if formatted => {
+                        // A joiner, or a restarted member that may have missed writes: a new
+                        // epoch makes it recover.
+                        self.bump(time, &mut out);
+                    }
+                    _ => {}
+                }
+            }
+            LogEntry::Leave { nid } => {
+                if !self.is_member(nid) {
+                    return out;
+                }
+                self.members.retain(|m| m.nid != *nid);
+                self.recovered.remove(nid);
+                if self.status == Status::Ok {
+                    let lost = self.stable.iter().filter(|n| !self.is_member(n)).count();
+                    if lost >= self.copies() {
+                        // Every copy of some object may be gone: serve nothing until enough
+                        // of the lost nodes return.
+                        self.wait = Some(Wait {
+                            nodes: self.stable.clone(),
+                            tolerate: self.copies() - 1,
+                        });
+                        self.set_status(Status::WaitJoin, &mut out);
+                    } else {
+                        self.bump(time, &mut out);
+                    }
+                }
+            }
+            LogEntry::Format { config } => {
+                self.config = config.clone();
+                self.epoch = Epoch(0);
+                self.history.clear();
+                self.wait = None;
+                self.stable = self.members.iter().map(|n| n.nid).collect();
+                out.push(Outcome::Formatted(config.clone()));
+                self.set_status(Status::Ok, &mut out);
+                self.bump(time, &mut out);
+            }
+            LogEntry::Shutdown => self.set_status(Status::Shutdown, &mut out),
+            LogEntry::RecoveryDone { nid, epoch } => {
+                if *epoch == self.epoch && self.is_member(nid) {
+                    self.recovered.insert(*nid);
+                    if self.members.iter().all(|m| self.recovered.contains(&m.nid)) {
+                        self.stable = self.members.iter().map(|n| n.nid).collect();
+                    }
+                }
+            }
+            LogEntry::Notify { from, msg } => out.push(Outcome::Notify {
+                from: *from,
+                msg: msg.clone(),
+            }),
+        }
+        out
+    }
+}

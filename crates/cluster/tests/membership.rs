@@ -1,0 +1,212 @@
+//! Table-style tests of the membership fold and the log record codec.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
+
+use proptest::prelude::*;
+use sd_cluster::log::{LogEntry, Record, Saved};
+use sd_cluster::{Membership, Outcome, Status};
+use sd_proto::Epoch;
+use sd_proto::cluster::SheepdogConfig;
+use sd_proto::node::{NodeId, SdNode};
+
+fn node(i: u16) -> SdNode {
+    SdNode {
+        nid: NodeId::from_socket(format!("127.0.0.1:{}", 7000 + i).parse().unwrap()),
+        nr_vnodes: 128,
+        zone: u32::from(i),
+        ..SdNode::default()
+    }
+}
+
+fn config(copies: u8) -> SheepdogConfig {
+    SheepdogConfig {
+        ctime: 42 << 32,
+        copies,
+        store: b"plain".to_vec(),
+        block_size_shift: 22,
+        version: 6,
+        ..SheepdogConfig::default()
+    }
+}
+
+fn fresh() -> Saved {
+    Saved {
+        config: SheepdogConfig::default(),
+        epoch: Epoch(0),
+        members: vec![],
+    }
+}
+
+fn rec(entry: LogEntry) -> Record {
+    Record { time: 100, entry }
+}
+
+fn join(i: u16, saved: Saved) -> Record {
+    rec(LogEntry::Join {
+        node: node(i),
+        saved,
+    })
+}
+
+fn leave(i: u16) -> Record {
+    rec(LogEntry::Leave { nid: node(i).nid })
+}
+
+fn run(m: &mut Membership, recs: &[Record]) -> Vec<Outcome> {
+    recs.iter().flat_map(|r| m.apply(r)).collect()
+}
+
+fn ports(m: &Membership) -> Vec<u16> {
+    m.members().iter().map(|n| n.nid.port - 7000).collect()
+}
+
+#[test]
+fn joins_leaves_and_format_bump_epochs_in_order() {
+    let mut m = Membership::default();
+    run(
+        &mut m,
+        &[join(0, fresh()), join(1, fresh()), join(2, fresh())],
+    );
+    assert_eq!((m.status(), m.epoch()), (Status::WaitFormat, Epoch(0)));
+    let out = run(&mut m, &[rec(LogEntry::Format { config: config(2) })]);
+    assert!(matches!(out[0], Outcome::Formatted(_)));
+    assert_eq!((m.status(), m.epoch()), (Status::Ok, Epoch(1)));
+    run(&mut m, &[leave(1)]);
+    assert_eq!((m.epoch(), ports(&m)), (Epoch(2), vec![0, 2]));
+    // A duplicate leave (two members noticed the death) changes nothing.
+    assert!(run(&mut m, &[leave(1)]).is_empty());
+    run(&mut m, &[join(1, fresh())]);
+    assert_eq!((m.epoch(), ports(&m)), (Epoch(3), vec![0, 1, 2]));
+    // A restart without a leave in between still bumps the epoch (the node must recover).
+    run(&mut m, &[join(2, fresh())]);
+    assert_eq!((m.epoch(), ports(&m)), (Epoch(4), vec![0, 1, 2]));
+    let epochs: Vec<u32> = m.history().iter().map(|e| e.epoch.get()).collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn losing_copies_nodes_at_once_waits_until_enough_return() {
+    let mut m = Membership::default();
+    let joins: Vec<Record> = (0..5).map(|i| join(i, fresh())).collect();
+    run(&mut m, &joins);
+    run(&mut m, &[rec(LogEntry::Format { config: config(3) })]);
+    run(&mut m, &[leave(0), leave(1)]);
+    assert_eq!((m.status(), m.epoch()), (Status::Ok, Epoch(3)));
+    run(&mut m, &[leave(2)]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    assert_eq!(m.epoch(), Epoch(3));
+    assert_eq!(m.waiting_for().len(), 3);
+    run(&mut m, &[join(1, fresh())]);
+    assert_eq!((m.status(), m.epoch()), (Status::Ok, Epoch(4)));
+}
+
+#[test]
+fn recovery_done_everywhere_makes_the_view_stable() {
+    let mut m = Membership::default();
+    let joins: Vec<Record> = (0..4).map(|i| join(i, fresh())).collect();
+    run(&mut m, &joins);
+    run(&mut m, &[rec(LogEntry::Format { config: config(2) })]);
+    run(&mut m, &[leave(0)]);
+    // Epoch 2 recovered by every member: losing one more is survivable again.
+    let done: Vec<Record> = (1..4)
+        .map(|i| {
+            rec(LogEntry::RecoveryDone {
+                nid: node(i).nid,
+                epoch: Epoch(2),
+            })
+        })
+        .collect();
+    run(&mut m, &done);
+    run(&mut m, &[leave(1)]);
+    assert_eq!(m.status(), Status::Ok);
+    // Without recovery, a second loss of copies=2 nodes since the stable view waits.
+    run(&mut m, &[leave(2)]);
+    assert_eq!(m.status(), Status::WaitJoin);
+}
+
+#[test]
+fn a_restarted_cluster_waits_for_every_node_of_its_last_epoch() {
+    let saved = Saved {
+        config: config(2),
+        epoch: Epoch(7),
+        members: vec![node(0), node(1), node(2)],
+    };
+    let mut m = Membership::default();
+    run(&mut m, &[join(0, saved.clone()), join(1, saved.clone())]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    assert_eq!(m.waiting_for(), vec![node(2).nid]);
+    let out = run(&mut m, &[join(2, saved)]);
+    assert!(out.contains(&Outcome::Status(Status::Ok)));
+    assert_eq!(m.epoch(), Epoch(8));
+    assert_eq!(m.config().ctime, 42 << 32);
+}
+
+#[test]
+fn shutdown_and_notifications_pass_through() {
+    let mut m = Membership::default();
+    let msg = LogEntry::Notify {
+        from: node(0).nid,
+        msg: b"hello".to_vec(),
+    };
+    assert_eq!(
+        run(&mut m, &[rec(msg)]),
+        vec![Outcome::Notify {
+            from: node(0).nid,
+            msg: b"hello".to_vec()
+        }]
+    );
+    run(&mut m, &[rec(LogEntry::Shutdown)]);
+    assert_eq!(m.status(), Status::Shutdown);
+}
+
+fn entry() -> impl Strategy<Value = LogEntry> {
+    prop_oneof![
+        (0u16..50, 0u32..9, 0usize..4).prop_map(|(i, e, n)| LogEntry::Join {
+            node: node(i),
+            saved: Saved {
+                config: config(3),
+                epoch: Epoch(e),
+                members: (0..n as u16).map(node).collect()
+            }
+        }),
+        (0u16..50).prop_map(|i| LogEntry::Leave { nid: node(i).nid }),
+        Just(LogEntry::Format { config: config(2) }),
+        Just(LogEntry::Shutdown),
+        (0u16..50, any::<u32>()).prop_map(|(i, e)| LogEntry::RecoveryDone {
+            nid: node(i).nid,
+            epoch: Epoch(e)
+        }),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(|msg| LogEntry::Notify {
+            from: node(1).nid,
+            msg
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(time in any::<u64>(), e in entry()) {
+        let r = Record { time, entry: e };
+        prop_assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn record_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = Record::decode(&bytes);
+    }
+
+    /// Two members folding the same log agree on everything.
+    #[test]
+    fn folds_are_deterministic(entries in proptest::collection::vec(entry(), 0..40)) {
+        let recs: Vec<Record> = entries.into_iter().map(rec).collect();
+        let (mut a, mut b) = (Membership::default(), Membership::default());
+        let oa = run(&mut a, &recs);
+        let ob = run(&mut b, &recs);
+        prop_assert_eq!(oa, ob);
+        prop_assert_eq!(a, b);
+    }
+}
