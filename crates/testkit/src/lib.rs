@@ -1,1 +1,34 @@
-//! Placeholder.
+//! Process harness for sheepdog-rs tests.
+//!
+//! Finds the built `sheep` and `dog` binaries ([`bin_path`]), starts real daemons in
+//! temporary directories on free ports ([`Sheep`]), SIGKILLs and restarts them, runs `dog`
+//! with a deadline ([`dog`]), speaks the wire protocol on raw sockets ([`RawClient`],
+//! [`req`]) and derives the bytes tests write from a seed and an offset ([`pattern`]).
+//!
+//! Every wait in here polls against a deadline ([`poll_until`]); nothing sleeps for a fixed
+//! time, and nothing can block forever: sockets carry read/write timeouts and child
+//! processes are killed when their deadline passes or their handle drops.
+//!
+//! The binaries are not built by this crate: run `cargo build --workspace --bins` first, or
+//! point `SHEEPDOG_BIN_DIR` at a directory holding them.
+
+#![forbid(unsafe_code)]
+
+mod bins;
+mod dog;
+mod fsutil;
+mod pattern;
+mod poll;
+mod port;
+mod raw;
+pub mod req;
+mod sheep;
+
+pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
+pub use dog::{DOG_TIMEOUT, DogOutput, dog};
+pub use fsutil::dir_names;
+pub use pattern::{assert_same_bytes, pattern, random_seed};
+pub use poll::poll_until;
+pub use port::free_port;
+pub use raw::{IO_TIMEOUT, MAX_RESPONSE_PAYLOAD, RawClient, Response};
+pub use sheep::{READY_TIMEOUT, Sheep};

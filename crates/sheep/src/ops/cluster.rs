@@ -194,7 +194,8 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         return Err(SdResult::NoSupport.into());
     }
     let config = SheepdogConfig {
-        ctime: a.ctime,
+        // ctime 0 means "not formatted" everywhere, so a client that sends none gets now.
+        ctime: if a.ctime == 0 { crate::sys::now_sd_time() } else { a.ctime },
         flags: a.flags
             & (flags::STRICT
                 | flags::AUTO_VNODES

@@ -1,0 +1,363 @@
+//! [`Sheep`]: one real `sheep` daemon process on a loopback port.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sd_proto::SdResult;
+
+use crate::raw::RawClient;
+use crate::{DogOutput, bin_path, free_port, poll_until, req};
+
+/// How long a starting daemon may take to answer its first request.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one readiness probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Bytes of daemon output kept for error messages.
+const TAIL_MAX: usize = 64 << 10;
+
+/// Attempts at finding a port no other process grabs between [`free_port`] and the bind.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running (or SIGKILLed, awaiting restart) `sheep -f` process.
+///
+/// The daemon's stdout and stderr are drained by background threads into a bounded tail
+/// that error messages quote. Dropping the handle SIGKILLs the daemon (printing that tail if
+/// the test is panicking); a temporary base directory made by [`Sheep::start_temp`] is
+/// removed after that.
+#[derive(Debug)]
+pub struct Sheep {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    extra: Vec<OsString>,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    // Declared last: removed only after `Drop` has killed the daemon.
+    root: Option<tempfile::TempDir>,
+}
+
+/// Why one start attempt failed.
+enum StartFailure {
+    /// The daemon could not bind its port (taken in the meantime): try another one.
+    PortTaken(anyhow::Error),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartFailure {
+    fn from(e: anyhow::Error) -> Self {
+        StartFailure::Other(e)
+    }
+}
+
+impl Sheep {
+    /// Starts `sheep -f -p PORT -b 127.0.0.1 [extra...] DIR` and waits until it answers a
+    /// GET_NODE_LIST. The daemon's working directory is `dir`'s parent, so stray relative
+    /// paths land next to the base directory where a test can see them.
+    pub fn start(dir: &Path, port: u16, extra: &[&str]) -> anyhow::Result<Sheep> {
+        // Absolute, because the daemon runs in another working directory.
+        let dir =
+            std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let mut s = Sheep::new(dir, port, extra, None);
+        match s.spawn_ready() {
+            Ok(()) => Ok(s),
+            Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => Err(e),
+        }
+    }
+
+    /// Starts a daemon on a free port with a fresh base directory `ROOT/dir` inside a new
+    /// temporary directory `ROOT`, which holds nothing else. Retries with another port if
+    /// the chosen one was taken before the daemon bound it.
+    pub fn start_temp(extra: &[&str]) -> anyhow::Result<Sheep> {
+        let root = tempfile::Builder::new()
+            .prefix("sheepdog-it-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let dir = root.path().join("dir");
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut s = Sheep::new(dir, free_port()?, extra, Some(root));
+        let mut attempt = 1;
+        loop {
+            match s.spawn_ready() {
+                Ok(()) => return Ok(s),
+                Err(StartFailure::PortTaken(e)) if attempt < PORT_ATTEMPTS => {
+                    eprintln!("sheep could not bind port {}, retrying: {e:#}", s.port);
+                    s.port = free_port()?;
+                    attempt += 1;
+                }
+                Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn new(dir: PathBuf, port: u16, extra: &[&str], root: Option<tempfile::TempDir>) -> Sheep {
+        Sheep {
+            child: None,
+            dir,
+            port,
+            extra: extra.iter().map(OsString::from).collect(),
+            output: Arc::new(Mutex::new(Vec::new())),
+            readers: Vec::new(),
+            root,
+        }
+    }
+
+    /// The base directory (`DIR`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The temporary directory holding `DIR`, for [`Sheep::start_temp`] daemons.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The listen port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The process id, while a process is running or not yet reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A new raw protocol connection.
+    pub fn connect(&self) -> anyhow::Result<RawClient> {
+        RawClient::connect(self.addr())
+    }
+
+    /// Runs `dog ARGS -p PORT` against this daemon.
+    pub fn dog(&self, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<DogOutput> {
+        let port = self.port.to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-p", port.as_str()]);
+        crate::dog(&all, stdin)
+    }
+
+    /// Formats the cluster over a raw connection, as `dog cluster format` does (store
+    /// "plain", server-default copies and object size, ctime now).
+    pub fn format(&self) -> anyhow::Result<()> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("clock before 1970")?;
+        let ctime = sd_proto::cluster::sd_time(now.as_secs(), now.subsec_nanos());
+        self.connect()?
+            .call_ok(&req::make_fs(ctime, 0), req::STORE_PLAIN)
+            .map(drop)
+    }
+
+    /// True while the process runs (reaps it if it has exited).
+    pub fn is_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Fails, quoting the daemon's output, unless the process is running.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("sheep is not running (killed by the test)");
+        };
+        match child.try_wait().context("checking the sheep process")? {
+            None => Ok(()),
+            Some(status) => Err(anyhow!(
+                "sheep on port {} exited unexpectedly with {status}\n{}",
+                self.port,
+                self.diagnostics()
+            )),
+        }
+    }
+
+    /// SIGKILLs the daemon (a power cut, as far as the store can tell) and reaps it.
+    pub fn kill9(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("sheep is not running")?;
+        let pid = i32::try_from(child.id()).context("pid out of range")?;
+        // The child is ours and not yet reaped, so the pid cannot have been reused.
+        if child.try_wait()?.is_none() {
+            kill(Pid::from_raw(pid), Signal::SIGKILL).context("SIGKILL sheep")?;
+        }
+        let status = child.wait().context("reaping sheep")?;
+        self.join_readers();
+        Ok(status)
+    }
+
+    /// Starts the daemon again on the same directory, port and arguments (after
+    /// [`Sheep::kill9`], or after it exited by itself).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.is_alive() {
+            bail!("sheep on port {} is still running", self.port);
+        }
+        if let Some(mut old) = self.child.take() {
+            old.wait().context("reaping sheep")?;
+        }
+        self.join_readers();
+        match self.spawn_ready() {
+            Ok(()) => Ok(()),
+            Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => Err(e),
+        }
+    }
+
+    /// The last [`TAIL_MAX`] bytes the daemon wrote to stdout and stderr.
+    pub fn output_tail(&self) -> String {
+        let out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The last few KiB of `DIR/sheep.log` (empty if it cannot be read).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read(self.dir.join("sheep.log")).unwrap_or_default();
+        let from = log.len().saturating_sub(8 << 10);
+        String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned()
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "--- sheep output (tail) ---\n{}\n--- DIR/sheep.log (tail) ---\n{}",
+            self.output_tail(),
+            self.log_tail()
+        )
+    }
+
+    fn spawn_ready(&mut self) -> Result<(), StartFailure> {
+        self.spawn()?;
+        let addr = self.addr();
+        let waited = poll_until(READY_TIMEOUT, "sheep to answer GET_NODE_LIST", || {
+            let child = self.child.as_mut().context("sheep was not spawned")?;
+            if let Some(status) = child.try_wait().context("checking the sheep process")? {
+                bail!("sheep exited with {status} before it was ready");
+            }
+            let Ok(mut c) = RawClient::connect(addr) else {
+                return Ok(None);
+            };
+            // Short, so that a listener that is not our daemon's (the port was taken) cannot
+            // hold the loop while our daemon exits; a slow answer is just retried.
+            c.set_io_timeout(PROBE_TIMEOUT)?;
+            match c.call(&req::get_node_list(), &[]) {
+                Ok(rsp) if rsp.result() == SdResult::Success => Ok(Some(())),
+                _ => Ok(None),
+            }
+        });
+        // The listener that answered must be ours: a daemon that lost the race for the port
+        // exits at once, before anything answers on its behalf.
+        let result = waited.and_then(|()| self.check_alive());
+        let Err(e) = result else {
+            return Ok(());
+        };
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The pipes are closed now, so the tail holds everything the daemon said.
+        self.join_readers();
+        let diag = self.diagnostics();
+        let port_taken = diag.contains("binding") || diag.contains("Address already in use");
+        let e = e.context(format!(
+            "starting sheep on port {} in {}\n{diag}",
+            self.port,
+            self.dir.display(),
+        ));
+        Err(if port_taken {
+            StartFailure::PortTaken(e)
+        } else {
+            StartFailure::Other(e)
+        })
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = bin_path("sheep")?;
+        let cwd = self.dir.parent().unwrap_or(&self.dir);
+        let mut child = Command::new(&bin)
+            .arg("-f")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-b")
+            .arg("127.0.0.1")
+            .args(&self.extra)
+            .arg(&self.dir)
+            .current_dir(cwd)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        if let Some(out) = child.stdout.take() {
+            self.readers
+                .push(drain(Pipe::Out(out), self.output.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            self.readers
+                .push(drain(Pipe::Err(err), self.output.clone()));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Sheep {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.kill9();
+        }
+        self.join_readers();
+        if std::thread::panicking() {
+            // The test is failing: show what the daemon said (nextest prints it with the
+            // failure) before the temporary directory and its sheep.log disappear.
+            eprintln!("sheep on port {}:\n{}", self.port, self.diagnostics());
+        }
+    }
+}
+
+enum Pipe {
+    Out(ChildStdout),
+    Err(ChildStderr),
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Pipe::Out(p) => p.read(buf),
+            Pipe::Err(p) => p.read(buf),
+        }
+    }
+}
+
+/// Copies a pipe into the shared tail until end-of-file, keeping the last [`TAIL_MAX`] bytes.
+fn drain(mut pipe: Pipe, tail: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            t.extend_from_slice(buf.get(..n).unwrap_or_default());
+            let excess = t.len().saturating_sub(TAIL_MAX);
+            t.drain(..excess);
+        }
+    })
+}

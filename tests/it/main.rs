@@ -1,0 +1,21 @@
+//! The sheepdog-rs integration suite: real `sheep` daemons on loopback ports, driven by the
+//! real `dog` and by raw protocol sockets. Build the binaries first:
+//! `cargo build --workspace --bins && cargo nextest run -p it`.
+
+// This whole crate is test code: a panic is how a test fails, and the lengths it casts are
+// its own small constants. The workspace denies these lints for non-test code (STYLE habit 3);
+// clippy.toml's `allow-*-in-tests` does not reach helper functions outside `#[test]`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod admission;
+mod bad_input;
+mod common;
+mod concurrency;
+mod dog_cli;
+mod harness;
+mod restart;
+mod tidy;
