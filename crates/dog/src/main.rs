@@ -1,2 +1,24 @@
-//! Placeholder.
-fn main() {}
+//! `dog`: the Sheepdog administration CLI, compatible with Sheepdog 1.0's `dog` in its
+//! command tree, output formats and exit codes (shared/spec/dog-cli.md).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cluster;
+mod ctx;
+mod exit;
+mod format;
+mod getopt;
+mod node;
+mod table;
+mod usage;
+mod vdi;
+mod vdi_io;
+
+#[cfg(test)]
+mod fake_sheep;
+
+fn main() {
+    let code = cli::run(std::env::args_os().collect());
+    std::process::exit(i32::from(code));
+}

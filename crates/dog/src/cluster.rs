@@ -1,0 +1,214 @@
+//! `dog cluster info|format|shutdown` (spec dog-cli.md §4.6, §7).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sd_client::{ClientError, MakeFs};
+use sd_proto::SdResult;
+use sd_proto::cluster::{flags, sd_time};
+use sd_proto::node::SD_MAX_NODES;
+
+use crate::ctx::Ctx;
+use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL};
+use crate::format::{self, ClusterInfoView};
+use crate::sd_err;
+
+/// The caution printed before formatting a cluster that has VDIs.
+const FORMAT_PRINT: &str = "    __\n   ()'`;\n   /\\|`\n  /  |   Caution! The cluster is not empty.\n(/_)_|_  Are you sure you want to continue? [yes/no]: ";
+
+/// Store used when `-b` is absent.
+const DEFAULT_STORE: &[u8] = b"plain";
+
+/// `cluster info`: STAT_CLUSTER for every epoch, growing the node slots on BUFFER_SMALL.
+pub async fn info(ctx: &mut Ctx) -> CmdResult {
+    let mut nodes_nr = u32::try_from(ctx.nodes.len()).unwrap_or(u32::MAX);
+    let epochs = ctx.epoch.get();
+    let Some(c) = ctx.conn().await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    let stat = loop {
+        match c.stat_cluster(nodes_nr, epochs).await {
+            Ok(st) if st.result == SdResult::BufferSmall => {
+                if usize::try_from(nodes_nr).is_ok_and(|n| n > SD_MAX_NODES) {
+                    sd_err!("{}", SdResult::BufferSmall.message());
+                    return Ok(EXIT_SYSFAIL);
+                }
+                nodes_nr = nodes_nr.saturating_mul(2).max(1);
+            }
+            Ok(st) => break st,
+            Err(e) => {
+                Ctx::report_transport(&e);
+                return Ok(EXIT_SYSFAIL);
+            }
+        }
+    };
+    let records = match stat.records() {
+        Ok(r) => r,
+        Err(e) => {
+            sd_err!("bad STAT_CLUSTER reply: {e}");
+            return Ok(EXIT_SYSFAIL);
+        }
+    };
+    let view = ClusterInfoView {
+        raw: ctx.opts.raw,
+        verbose: ctx.opts.verbose,
+        diff: ctx.opts.diff,
+    };
+    let text = format::format_cluster_info(stat.result, &records, view, &chrono::Local);
+    ctx.put(&text);
+    Ok(EXIT_SUCCESS)
+}
+
+/// `cluster format`: checks every node's vnode strategy, confirms, then MAKE_FS.
+pub async fn format(ctx: &mut Ctx) -> CmdResult {
+    let o = ctx.opts.clone();
+    let nodes = ctx.nodes.clone();
+    for n in &nodes {
+        let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
+            sd_err!("Fail to execute request");
+            return Ok(EXIT_FAILURE);
+        };
+        let ci = match c.cluster_info().await {
+            Ok(ci) => ci,
+            Err(ClientError::Result(r)) => {
+                sd_err!("{}", r.message());
+                return Ok(EXIT_FAILURE);
+            }
+            Err(e) => {
+                Ctx::report_transport(&e);
+                sd_err!("Fail to execute request");
+                return Ok(EXIT_FAILURE);
+            }
+        };
+        if n.nr_vnodes != 0 {
+            let auto = ci.flags & flags::AUTO_VNODES != 0;
+            if auto && o.fixed_vnodes {
+                sd_err!(
+                    "Can not apply the option of '-V', because there are vnode strategy of sheep is auto in the cluster"
+                );
+                return Ok(EXIT_FAILURE);
+            }
+            if !auto && !o.fixed_vnodes {
+                sd_err!(
+                    "Need to specify the option of '-V', because there are vnode strategy of sheep is fixed in the cluster"
+                );
+                return Ok(EXIT_FAILURE);
+            }
+        }
+    }
+    let zones = ctx.zones();
+    if usize::from(o.copies) > zones {
+        ctx.confirm(&format!(
+            "Number of copies ({}) is larger than number of zones ({zones}).\nAre you sure you want to continue? [yes/no]: ",
+            o.copies
+        ))?;
+    }
+    let Some(c) = ctx.conn().await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    let inuse = match c.read_vdis().await {
+        Ok(m) => m,
+        Err(ClientError::Result(r)) => {
+            sd_err!("{}", r.message());
+            return Ok(EXIT_FAILURE);
+        }
+        Err(e) => {
+            Ctx::report_transport(&e);
+            return Ok(EXIT_SYSFAIL);
+        }
+    };
+    if !inuse.is_empty() && !o.force {
+        ctx.confirm(FORMAT_PRINT)?;
+    }
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ctime = sd_time(now.as_secs(), now.subsec_micros() * 1000);
+    let store: &[u8] = if o.store.is_empty() {
+        DEFAULT_STORE
+    } else {
+        &o.store
+    };
+    let mut cflags = 0;
+    for (on, bit) in [
+        (o.strict, flags::STRICT),
+        (o.use_lock, flags::USE_LOCK),
+        (o.recycle_vid, flags::RECYCLE_VID),
+        (!o.fixed_vnodes, flags::AUTO_VNODES),
+        (o.avoid_diskfull, flags::AVOID_DISKFULL),
+    ] {
+        if on {
+            cflags |= bit;
+        }
+    }
+    ctx.put(&format!("using backend {} store\n", format::text(store)));
+    let req = MakeFs {
+        store,
+        copies: o.copies,
+        copy_policy: o.copy_policy,
+        block_size_shift: o.block_size_shift,
+        flags: cflags,
+        ctime,
+    };
+    let Some(c) = ctx.conn().await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    match c.make_fs(&req).await {
+        Ok(()) => Ok(EXIT_SUCCESS),
+        Err(ClientError::Result(r)) => {
+            sd_err!("Format failed: {}", r.message());
+            if r == SdResult::NoStore {
+                list_store(ctx).await
+            } else {
+                Ok(EXIT_SYSFAIL)
+            }
+        }
+        Err(e) => {
+            Ctx::report_transport(&e);
+            Ok(EXIT_SYSFAIL)
+        }
+    }
+}
+
+/// Prints the server's store drivers after a NO_STORE format failure.
+async fn list_store(ctx: &mut Ctx) -> CmdResult {
+    let Some(c) = ctx.conn().await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    match c.get_store_list().await {
+        Ok(buf) => {
+            let names = format::text(sd_proto::c_str(&buf));
+            ctx.put(&format!(
+                "Available stores:\n---------------------------------------\n{names}\n"
+            ));
+            Ok(EXIT_SYSFAIL)
+        }
+        Err(ClientError::Result(r)) => {
+            sd_err!("Restore failed: {}", r.message());
+            Ok(EXIT_FAILURE)
+        }
+        Err(e) => {
+            Ctx::report_transport(&e);
+            Ok(EXIT_SYSFAIL)
+        }
+    }
+}
+
+/// `cluster shutdown`.
+pub async fn shutdown(ctx: &mut Ctx) -> CmdResult {
+    let Some(c) = ctx.conn().await else {
+        sd_err!("failed to execute request");
+        return Ok(EXIT_FAILURE);
+    };
+    match c.shutdown().await {
+        Ok(()) => Ok(EXIT_SUCCESS),
+        Err(e) => {
+            match &e {
+                ClientError::Result(r) => sd_err!("Response's result: {}", r.message()),
+                other => Ctx::report_transport(other),
+            }
+            sd_err!("failed to execute request");
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
