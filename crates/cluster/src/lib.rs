@@ -1,34 +1,22 @@
-//! Cluster membership behind one trait, [`ClusterDriver`], and the `-c` driver spec.
+//! Cluster membership: the ordered log every member folds ([`log`], [`membership`]), object
+//! placement ([`placement`]), the `-c` driver spec, and the [`ClusterDriver`] trait the
+//! drivers implement.
 //!
-//! Every member must see joins, leaves and notifications in the same total order; all
-//! cluster-wide state (epochs, the VDI bitmap) is derived from that stream. This issue ships
-//! the single-node `local` driver; the multi-sheep `local:PATH` and `zookeeper` drivers plug in
-//! behind the same trait.
+//! Every member sees joins, leaves and notifications in the same total order; all
+//! cluster-wide state (members, epochs, status, the VDI table) is a deterministic fold of
+//! that order. This crate is pure: drivers, which need I/O, live in the daemon.
 
 pub mod log;
 pub mod membership;
 pub mod placement;
-mod single;
 mod spec;
 
 pub use membership::{EpochEntry, Membership, Outcome, Status};
-pub use single::SingleNode;
 pub use spec::DriverSpec;
 
 use std::future::Future;
 
-use sd_proto::node::SdNode;
-
-/// One membership event, delivered to every member in the same order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A node joined (including this one, first).
-    Joined(SdNode),
-    /// A node left or died.
-    Left(SdNode),
-    /// A cluster-wide notification (format, VDI create/delete, lock, shutdown).
-    Notification(Vec<u8>),
-}
+use log::LogEntry;
 
 /// Why a driver failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,24 +29,27 @@ pub enum ClusterError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The driver is known but not available in this build.
-    #[error("cluster driver {0:?} is not supported yet")]
-    Unsupported(String),
+    /// The shared state could not be read or written.
+    #[error("cluster driver I/O on {what}")]
+    Io {
+        /// What was being accessed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The coordination service failed.
+    #[error("cluster service: {0}")]
+    Service(String),
     /// The driver has shut down.
     #[error("cluster driver closed")]
     Closed,
 }
 
-/// A membership service: ordered join/leave/notification events.
-pub trait ClusterDriver: Send {
-    /// Joins the cluster as `me`; returns the members including `me`, sorted.
-    fn join(
-        &mut self,
-        me: SdNode,
-    ) -> impl Future<Output = Result<Vec<SdNode>, ClusterError>> + Send;
-    /// Broadcasts a notification; it comes back through [`ClusterDriver::next_event`] in
-    /// total order on every member, including this one.
-    fn notify(&mut self, msg: Vec<u8>) -> impl Future<Output = Result<(), ClusterError>> + Send;
-    /// The next event.
-    fn next_event(&mut self) -> impl Future<Output = Result<Event, ClusterError>> + Send;
+/// A membership service: an append-only log, totally ordered and delivered to every member
+/// from its beginning, plus failure detection (a dead member's `Leave` is appended by the
+/// driver). Each driver delivers records through a channel it returns when it starts.
+pub trait ClusterDriver: Send + Sync + 'static {
+    /// Appends `entry` to the log; it is delivered to every member, this one included.
+    fn append(&self, entry: LogEntry) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }

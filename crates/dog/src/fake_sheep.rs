@@ -529,12 +529,16 @@ async fn prealloc_cow_and_errors() {
     );
     assert_eq!(seen[3], (WriteObj, inode, 4664, 4, W | 0x04));
 
-    // Short stdin: the chunk is zero-filled and writing stops.
+    // Short stdin: only the bytes read are written (no zero fill over existing data) and
+    // writing stops; empty stdin writes nothing.
     let (code, _, _) = dog(port, "vdi write pre 4M", b"abc").await;
     assert_eq!(code, 0);
     let seen = take(&st);
-    assert_eq!(seen[2], (WriteObj, 0x00a1_edc6_0000_0001, 0, 4 << 20, W));
+    assert_eq!(seen[2], (WriteObj, 0x00a1_edc6_0000_0001, 0, 3, W));
     assert_eq!(seen.len(), 3);
+    let (code, _, _) = dog(port, "vdi write pre 4M", b"").await;
+    assert_eq!(code, 0);
+    assert_eq!(take(&st).len(), 2, "lookup and inode read only");
 
     let (code, _, _) = dog(port, "vdi read pre 9M", b"").await;
     assert_eq!(code, 1, "offset beyond the end");

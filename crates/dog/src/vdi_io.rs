@@ -281,7 +281,10 @@ fn read_full(f: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// `vdi write NAME [OFFSET [LEN]]`: unallocated objects are created, objects owned by
 /// an ancestor are copied on write, own objects are overwritten; every created object
-/// is recorded with a 4-byte inode write. A short stdin zero-fills the chunk and stops.
+/// is recorded with a 4-byte inode write. A short stdin writes what it got and stops:
+/// unlike Sheepdog's dog, which zero-filled the rest of the chunk (and wrote one more
+/// all-zero object when input ended on an object boundary), so existing data past the
+/// end of the input was overwritten with zeros.
 pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let r = match open_range(ctx, args, 0, b"", "Write").await {
         Ok(r) => r,
@@ -326,8 +329,12 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             }
         };
         let short = filled.got < filled.buf.len();
+        if filled.got == 0 {
+            break;
+        }
+        let data = filled.buf.get(..filled.got).unwrap_or_default();
         if ctx
-            .write_object(kind, own.data_oid(idx), cow, c.offset, &filled.buf, opts)
+            .write_object(kind, own.data_oid(idx), cow, c.offset, data, opts)
             .await
             .is_err()
         {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sd_cluster::{ClusterDriver, DriverSpec, SingleNode};
+use sd_cluster::DriverSpec;
 use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
 use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE};
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
@@ -166,11 +166,12 @@ impl Sheep {
         .map_err(StartError::Task)??;
 
         let nodes = match &cfg.cluster {
-            DriverSpec::Local { .. } => SingleNode::new().join(me).await?,
+            DriverSpec::Local { .. } => vec![me],
             DriverSpec::Zookeeper { args } => {
-                return Err(
-                    sd_cluster::ClusterError::Unsupported(format!("zookeeper:{args}")).into(),
-                );
+                return Err(sd_cluster::ClusterError::Service(format!(
+                    "zookeeper:{args}: the ZooKeeper driver is not available yet"
+                ))
+                .into());
             }
         };
 

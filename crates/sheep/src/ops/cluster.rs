@@ -195,7 +195,11 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     }
     let config = SheepdogConfig {
         // ctime 0 means "not formatted" everywhere, so a client that sends none gets now.
-        ctime: if a.ctime == 0 { crate::sys::now_sd_time() } else { a.ctime },
+        ctime: if a.ctime == 0 {
+            crate::sys::now_sd_time()
+        } else {
+            a.ctime
+        },
         flags: a.flags
             & (flags::STRICT
                 | flags::AUTO_VNODES
