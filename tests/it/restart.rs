@@ -58,8 +58,8 @@ fn acknowledged_writes_survive_sigkill() {
     );
     assert_eq!(
         rsp.header.epoch,
-        Epoch(1),
-        "same membership, same epoch after restart"
+        Epoch(2),
+        "a restarted node rejoins in a new epoch (it must recover what it missed)"
     );
     fx.assert_healthy();
 }

@@ -26,6 +26,9 @@ pub enum LogEntry {
     Join {
         /// The node.
         node: SdNode,
+        /// A number unique to this run of the node's process, so it recognises its own
+        /// join when replaying the log.
+        incarnation: u64,
         /// Its persisted state.
         saved: Saved,
     },
@@ -86,9 +89,14 @@ impl Record {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(&self.time.to_le_bytes());
         match &self.entry {
-            LogEntry::Join { node, saved } => {
+            LogEntry::Join {
+                node,
+                incarnation,
+                saved,
+            } => {
                 out.push(1);
                 node.encode_into(&mut out);
+                out.extend_from_slice(&incarnation.to_le_bytes());
                 out.extend_from_slice(&saved.config.encode());
                 out.extend_from_slice(&saved.epoch.get().to_le_bytes());
                 put_nodes(&mut out, &saved.members);
@@ -125,11 +133,13 @@ impl Record {
         let entry = match r.u8()? {
             1 => {
                 let node = SdNode::decode(r.take(SD_NODE_SIZE)?)?;
+                let incarnation = r.u64()?;
                 let config = SheepdogConfig::decode(r.take(SD_CONFIG_SIZE)?)?;
                 let epoch = Epoch(r.u32()?);
                 let members = r.nodes()?;
                 LogEntry::Join {
                     node,
+                    incarnation,
                     saved: Saved {
                         config,
                         epoch,

@@ -42,6 +42,9 @@ pub enum Outcome {
     Formatted(SheepdogConfig),
     /// The status changed.
     Status(Status),
+    /// Every member finished recovering this epoch: copies no longer placed on a node may
+    /// be removed from it.
+    Stable(Epoch),
     /// A notification to apply.
     Notify {
         /// Sender.
@@ -179,7 +182,7 @@ impl Membership {
         let mut out = Vec::new();
         let time = rec.time;
         match &rec.entry {
-            LogEntry::Join { node, saved } => {
+            LogEntry::Join { node, saved, .. } => {
                 self.members.retain(|m| m.nid != node.nid);
                 self.members.push(*node);
                 self.members.sort_by_key(|m| m.nid);
@@ -243,6 +246,7 @@ impl Membership {
                     self.recovered.insert(*nid);
                     if self.members.iter().all(|m| self.recovered.contains(&m.nid)) {
                         self.stable = self.members.iter().map(|n| n.nid).collect();
+                        out.push(Outcome::Stable(self.epoch));
                     }
                 }
             }

@@ -48,6 +48,7 @@ fn rec(entry: LogEntry) -> Record {
 fn join(i: u16, saved: Saved) -> Record {
     rec(LogEntry::Join {
         node: node(i),
+        incarnation: u64::from(i),
         saved,
     })
 }
@@ -167,6 +168,7 @@ fn entry() -> impl Strategy<Value = LogEntry> {
     prop_oneof![
         (0u16..50, 0u32..9, 0usize..4).prop_map(|(i, e, n)| LogEntry::Join {
             node: node(i),
+            incarnation: u64::from(e) << 7,
             saved: Saved {
                 config: config(3),
                 epoch: Epoch(e),

@@ -1,9 +1,15 @@
 //! The `sheep` daemon as a library: [`run`] serves a bound listener until cancelled, so
 //! tests can start nodes on port 0 in-process and the binary stays a thin shell.
 
+pub mod cluster;
 pub mod config;
+pub mod driver;
 pub mod error;
+pub mod gateway;
+pub mod local;
 pub mod ops;
+pub mod peer;
+pub mod recovery;
 pub mod server;
 pub mod sys;
 pub mod vdi;

@@ -1,20 +1,28 @@
-//! The node's shared state: cluster status, epoch history, VDI table and the store, with
-//! start-up recovery of all of it from the base directory.
+//! The node's shared state (cluster status, epoch history, placement, VDI table, store,
+//! peers) and start-up: load what `DIR` holds, join the cluster, wait until our own join
+//! has been applied.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sd_cluster::DriverSpec;
+use sd_cluster::EpochEntry;
+use sd_cluster::log::Saved;
+use sd_cluster::placement::Ring;
 use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
-use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE};
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
-use sd_proto::{Epoch, Vid};
+use sd_proto::{Epoch, Oid, Vid};
 use sd_store::{Store, StoreConfig, meta};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::vdi::{VdiEntry, VdiTable};
+use crate::cluster::Pending;
+use crate::driver::Driver;
+use crate::peer::PeerPool;
+use crate::recovery::Recovery;
+use crate::vdi::VdiTable;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,17 +52,9 @@ pub enum StartError {
     /// The start-up task panicked.
     #[error("start-up task failed")]
     Task(#[source] tokio::task::JoinError),
-}
-
-/// One epoch of the membership history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochEntry {
-    /// The epoch.
-    pub epoch: Epoch,
-    /// When it began (Unix seconds).
-    pub time: u64,
-    /// Its members, sorted.
-    pub nodes: Vec<SdNode>,
+    /// The daemon was stopped before it joined.
+    #[error("stopped before joining the cluster")]
+    Cancelled,
 }
 
 /// Cluster-wide state of this node. Read and replaced under a short lock, never held
@@ -71,6 +71,8 @@ pub struct SysState {
     pub nodes: Vec<SdNode>,
     /// Epoch history, oldest first.
     pub epochs: Vec<EpochEntry>,
+    /// Placement of the current epoch.
+    pub ring: Arc<Ring>,
 }
 
 impl SysState {
@@ -82,6 +84,14 @@ impl SysState {
             self.config.block_size_shift,
         )
     }
+
+    /// The ring of epoch `e`, if this node knows its members.
+    pub fn ring_at(&self, e: Epoch) -> Option<Ring> {
+        self.epochs
+            .iter()
+            .find(|h| h.epoch == e)
+            .map(|h| Ring::new(&h.members))
+    }
 }
 
 /// A running node: the state every request handler shares.
@@ -89,17 +99,30 @@ impl SysState {
 pub struct Sheep {
     /// This node as the cluster sees it.
     pub me: SdNode,
+    /// Unique to this run of the process (recognises our own join in the log).
+    pub incarnation: u64,
     /// The object store.
     pub store: Arc<Store>,
     /// Configuration.
     pub cfg: Config,
     sys: RwLock<SysState>,
     vdis: RwLock<VdiTable>,
-    /// Serialises operations that change the VDI table or the cluster config
-    /// (the single-node stand-in for the cluster driver's total order).
-    pub cluster_ops: tokio::sync::Mutex<()>,
+    /// The membership service.
+    pub driver: Driver,
+    /// Cluster operations waiting for their notification to be applied.
+    pub pending: Pending,
+    /// The current epoch, for waiters.
+    pub epoch_tx: watch::Sender<Epoch>,
+    /// Bumped whenever the VDI table changes, for waiters.
+    pub vdi_version: watch::Sender<u64>,
+    /// Connections to the other sheep.
+    pub peers: PeerPool,
+    /// Object recovery.
+    pub recovery: Recovery,
     /// Serialises inode index updates that drop object references.
     pub index_ops: tokio::sync::Mutex<()>,
+    /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
+    pub shutdown_requested: AtomicBool,
     /// Cancelled to stop the daemon.
     pub cancel: CancellationToken,
 }
@@ -125,8 +148,16 @@ pub fn epoch_file(e: Epoch) -> String {
     format!("epoch/{:08}", e.get())
 }
 
+/// What start-up reads from `DIR`.
+struct Loaded {
+    store: Store,
+    config: SheepdogConfig,
+    epochs: Vec<EpochEntry>,
+}
+
 impl Sheep {
-    /// Opens the store and metadata in `cfg.dir`, joins the cluster and returns the node.
+    /// Opens the store and metadata in `cfg.dir`, joins the cluster, and returns once our
+    /// own join has been applied.
     pub async fn start(
         cfg: Config,
         addr: std::net::SocketAddr,
@@ -147,7 +178,7 @@ impl Sheep {
         let dir = cfg.dir.clone();
         let sync = cfg.sync;
         let fixed_vnodes = cfg.fixed_vnodes;
-        let (store, config, epochs, table) = tokio::task::spawn_blocking(move || {
+        let loaded = tokio::task::spawn_blocking(move || {
             let store = Store::open(StoreConfig {
                 dir: dir.clone(),
                 sync,
@@ -159,58 +190,69 @@ impl Sheep {
                 config.flags |= sd_proto::cluster::flags::AUTO_VNODES;
             }
             let epochs = load_epochs(&dir)?;
-            let table = load_vdis(&store)?;
-            Ok::<_, StartError>((store, config, epochs, table))
+            Ok::<_, StartError>(Loaded {
+                store,
+                config,
+                epochs,
+            })
         })
         .await
         .map_err(StartError::Task)??;
 
-        let nodes = match &cfg.cluster {
-            DriverSpec::Local { .. } => vec![me],
-            DriverSpec::Zookeeper { args } => {
-                return Err(sd_cluster::ClusterError::Service(format!(
-                    "zookeeper:{args}: the ZooKeeper driver is not available yet"
-                ))
-                .into());
-            }
+        let saved = Saved {
+            config: if loaded.config.ctime == 0 {
+                SheepdogConfig::default()
+            } else {
+                loaded.config.clone()
+            },
+            epoch: loaded.epochs.last().map_or(Epoch(0), |e| e.epoch),
+            members: loaded
+                .epochs
+                .last()
+                .map(|e| e.members.clone())
+                .unwrap_or_default(),
         };
-
-        let mut sys = SysState {
+        let incarnation = now_sd_time() ^ (u64::from(std::process::id()) << 16);
+        let (driver, records) =
+            crate::driver::start(&cfg.cluster, me, incarnation, saved, cancel.clone()).await?;
+        let (epoch_tx, _) = watch::channel(Epoch(0));
+        let sys = SysState {
             status: NodeStatus::Wait,
             epoch: Epoch(0),
-            config,
-            nodes,
-            epochs,
+            config: loaded.config,
+            nodes: Vec::new(),
+            epochs: loaded.epochs,
+            ring: Arc::new(Ring::new(&[])),
         };
-        if sys.config.ctime != 0 {
-            sys.status = NodeStatus::Ok;
-            let latest = sys.epochs.last().cloned();
-            match latest {
-                Some(last) if last.nodes == sys.nodes => sys.epoch = last.epoch,
-                other => {
-                    let epoch = other.map_or(Epoch(1), |l| l.epoch.next());
-                    let entry = EpochEntry {
-                        epoch,
-                        time: now_secs(),
-                        nodes: sys.nodes.clone(),
-                    };
-                    write_epoch(&cfg.dir, &entry)?;
-                    sys.epoch = epoch;
-                    sys.epochs.push(entry);
-                }
-            }
-        }
-        tracing::info!(epoch = %sys.epoch, status = ?sys.status, nodes = sys.nodes.len(), "node started");
-        Ok(Arc::new(Sheep {
+        let sheep = Arc::new(Sheep {
             me,
-            store: Arc::new(store),
+            incarnation,
+            store: Arc::new(loaded.store),
             cfg,
             sys: RwLock::new(sys),
-            vdis: RwLock::new(table),
-            cluster_ops: tokio::sync::Mutex::new(()),
+            vdis: RwLock::new(VdiTable::default()),
+            driver,
+            pending: Pending::default(),
+            epoch_tx,
+            vdi_version: watch::channel(0).0,
+            peers: PeerPool::default(),
+            recovery: Recovery::default(),
             index_ops: tokio::sync::Mutex::new(()),
+            shutdown_requested: AtomicBool::new(false),
             cancel,
-        }))
+        });
+        let (live_tx, mut live_rx) = watch::channel(false);
+        tokio::spawn(crate::cluster::run(sheep.clone(), records, live_tx));
+        tokio::spawn(crate::recovery::run(sheep.clone()));
+        tokio::select! {
+            r = live_rx.wait_for(|l| *l) => { r.map_err(|_| StartError::Cancelled)?; }
+            () = sheep.cancel.cancelled() => return Err(StartError::Cancelled),
+        }
+        {
+            let sys = sheep.sys();
+            tracing::info!(epoch = %sys.epoch, status = ?sys.status, nodes = sys.nodes.len(), "joined the cluster");
+        }
+        Ok(sheep)
     }
 
     /// A snapshot of the cluster state.
@@ -237,9 +279,23 @@ impl Sheep {
     pub fn vdi_shift(&self, vid: Vid) -> Option<u8> {
         self.vdis().get(vid).map(|e| e.block_size_shift)
     }
+
+    /// Redundancy of `oid`: `requested` if non-zero, else its VDI's, else the cluster's.
+    pub fn copies_of(&self, oid: Oid, requested: u8) -> usize {
+        let c = if requested != 0 {
+            requested
+        } else {
+            self.vdis()
+                .get(oid.vid())
+                .map(|e| e.nr_copies)
+                .filter(|c| *c != 0)
+                .unwrap_or_else(|| self.sys().config.copies)
+        };
+        usize::from(c.max(1))
+    }
 }
 
-fn load_config(dir: &Path) -> Result<SheepdogConfig, StartError> {
+pub(crate) fn load_config(dir: &Path) -> Result<SheepdogConfig, StartError> {
     match meta::read_file(dir, "config")? {
         None => Ok(SheepdogConfig {
             version: SD_FORMAT_VERSION,
@@ -268,7 +324,7 @@ pub fn write_config(dir: &Path, c: &SheepdogConfig) -> Result<(), sd_store::Stor
 
 /// Persists one epoch file: the members followed by the 8-byte start time.
 pub fn write_epoch(dir: &Path, e: &EpochEntry) -> Result<(), sd_store::StoreError> {
-    let mut buf = SdNode::encode_list(&e.nodes);
+    let mut buf = SdNode::encode_list(&e.members);
     buf.extend_from_slice(&e.time.to_le_bytes());
     meta::write_file_atomic(dir, &epoch_file(e.epoch), &buf)
 }
@@ -317,32 +373,14 @@ fn load_epochs(dir: &Path) -> Result<Vec<EpochEntry>, StartError> {
         if body % SD_NODE_SIZE != 0 {
             return Err(corrupt());
         }
-        let nodes = SdNode::decode_list(&bytes, body / SD_NODE_SIZE).map_err(|_| corrupt())?;
+        let members = SdNode::decode_list(&bytes, body / SD_NODE_SIZE).map_err(|_| corrupt())?;
         let mut t = [0u8; 8];
         t.copy_from_slice(bytes.get(body..).ok_or_else(corrupt)?);
         out.push(EpochEntry {
             epoch,
             time: u64::from_le_bytes(t),
-            nodes,
+            members,
         });
     }
     Ok(out)
-}
-
-fn load_vdis(store: &Store) -> Result<VdiTable, StartError> {
-    let mut table = VdiTable::default();
-    for oid in store.list()? {
-        if !oid.is_inode() {
-            continue;
-        }
-        let mut buf = vec![0u8; SD_INODE_HEADER_SIZE];
-        store.read(oid, 0, &mut buf)?;
-        match InodeHeader::decode(&buf) {
-            Ok(h) if h.vdi_id == oid.vid().get() => {
-                table.insert(oid.vid(), VdiEntry::from_header(&h));
-            }
-            _ => tracing::warn!(%oid, "ignoring inode object with an inconsistent header"),
-        }
-    }
-    Ok(table)
 }

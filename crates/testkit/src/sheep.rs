@@ -45,6 +45,9 @@ pub struct Sheep {
     readers: Vec<JoinHandle<()>>,
     // Declared last: removed only after `Drop` has killed the daemon.
     root: Option<tempfile::TempDir>,
+    /// The private `-c local:PATH` state of a daemon started without its own `-c`, so
+    /// tests running in parallel never join each other's clusters.
+    cluster: Option<tempfile::TempDir>,
 }
 
 /// Why one start attempt failed.
@@ -102,14 +105,32 @@ impl Sheep {
     }
 
     fn new(dir: PathBuf, port: u16, extra: &[&str], root: Option<tempfile::TempDir>) -> Sheep {
+        let mut extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
+        let has_driver = extra.iter().any(|a| a == "-c" || a == "--cluster");
+        let cluster = if has_driver {
+            None
+        } else {
+            // A private cluster of one; the directory lives as long as this handle.
+            tempfile::Builder::new()
+                .prefix("sheepdog-cluster-")
+                .tempdir()
+                .ok()
+        };
+        if let Some(c) = &cluster {
+            extra.push("-c".into());
+            let mut spec = OsString::from("local:");
+            spec.push(c.path());
+            extra.push(spec);
+        }
         Sheep {
             child: None,
             dir,
             port,
-            extra: extra.iter().map(OsString::from).collect(),
+            extra,
             output: Arc::new(Mutex::new(Vec::new())),
             readers: Vec::new(),
             root,
+            cluster,
         }
     }
 

@@ -10,10 +10,18 @@ use sd_proto::node::SdNode;
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sd_cluster::ClusterDriver;
+use sd_cluster::log::LogEntry;
+
 use super::{After, Reply, blocking, expect_payload};
-use crate::error::SheepResult;
-use crate::sys::{EpochEntry, Sheep, now_secs, remove_epochs, write_config, write_epoch};
-use crate::vdi::VdiTable;
+use crate::error::{SheepError, SheepResult};
+use crate::sys::{Sheep, write_config};
+
+/// How long MAKE_FS waits for its record to be applied.
+const FORMAT_WAIT: Duration = Duration::from_secs(30);
 
 /// The only store driver: one file per object.
 pub(crate) const STORE_NAME: &[u8] = b"plain";
@@ -97,7 +105,7 @@ pub(super) async fn handle(
                 .iter()
                 .find(|e| e.epoch == want)
                 .ok_or(SdResult::NoTag)?;
-            let mut buf = SdNode::encode_list(&e.nodes);
+            let mut buf = SdNode::encode_list(&e.members);
             buf.extend_from_slice(&e.time.to_le_bytes());
             if buf.len() > usize::try_from(req.data_length).unwrap_or(0) {
                 return Err(SdResult::BufferSmall.into());
@@ -105,9 +113,15 @@ pub(super) async fn handle(
             Ok(Reply::data(buf))
         }
         Opcode::StatRecovery => {
-            // Nothing to recover on a cluster of one: in_recovery = 0.
-            let len = usize::try_from(req.data_length).unwrap_or(0).min(24);
-            Ok(Reply::data(vec![0u8; len]))
+            // recovery_state: u8 in_recovery, u32 state @4, u64 nr_finished @8, u64 nr_total @16.
+            let p = sheep.recovery.progress();
+            let mut out = Vec::with_capacity(24);
+            out.extend_from_slice(&[u8::from(p.active), 0, 0, 0]);
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&p.done.to_le_bytes());
+            out.extend_from_slice(&p.total.to_le_bytes());
+            out.truncate(usize::try_from(req.data_length).unwrap_or(0));
+            Ok(Reply::data(out))
         }
         Opcode::GetVnodes => Ok(Reply::data(
             i32::from(sheep.me.nr_vnodes).to_le_bytes().to_vec(),
@@ -139,7 +153,7 @@ fn stat_cluster(sheep: &Sheep, req: &RequestHeader) -> Reply {
         NodeStatus::Killed => SdResult::SystemError,
     };
     for (i, e) in sys.epochs.iter().rev().take(max).enumerate() {
-        if slots > 0 && e.nodes.len() > slots {
+        if slots > 0 && e.members.len() > slots {
             out.clear();
             result = SdResult::BufferSmall;
             break;
@@ -148,7 +162,7 @@ fn stat_cluster(sheep: &Sheep, req: &RequestHeader) -> Reply {
             time: e.time,
             epoch: e.epoch,
             nodes: if slots > 0 {
-                e.nodes.clone()
+                e.members.clone()
             } else {
                 Vec::new()
             },
@@ -215,53 +229,43 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         space: 0,
     };
 
-    let _serial = sheep.cluster_ops.lock().await;
-    let nodes = sheep.sys().nodes.clone();
-    let entry = EpochEntry {
-        epoch: Epoch(1),
-        time: now_secs(),
-        nodes,
+    // Every member formats when it applies this record, in log order.
+    let ctime = config.ctime;
+    let mut rx = sheep.epoch_tx.subscribe();
+    sheep
+        .driver
+        .append(LogEntry::Format { config })
+        .await
+        .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
+    let formatted = |_: &Epoch| {
+        let sys = sheep.sys();
+        sys.config.ctime == ctime && sys.status == NodeStatus::Ok
     };
-    let store = sheep.store.clone();
-    let dir = sheep.cfg.dir.clone();
-    let (cfg2, entry2) = (config.clone(), entry.clone());
-    blocking(move || {
-        store.purge()?;
-        remove_epochs(&dir).map_err(|source| sd_store::StoreError::Io {
-            op: "remove epoch log",
-            path: dir.join("epoch"),
-            source,
-        })?;
-        write_epoch(&dir, &entry2)?;
-        write_config(&dir, &cfg2)
-    })
-    .await?;
-    *sheep.vdis_mut() = VdiTable::default();
+    if tokio::time::timeout(FORMAT_WAIT, rx.wait_for(formatted))
+        .await
+        .is_err()
     {
-        let mut sys = sheep.sys_mut();
-        sys.config = config;
-        sys.epoch = Epoch(1);
-        sys.epochs = vec![entry];
-        sys.status = NodeStatus::Ok;
+        return Err(SdResult::ClusterError.into());
     }
-    tracing::info!(copies, shift, "cluster formatted, epoch 1");
+    tracing::info!(copies, shift, "cluster formatted");
     Ok(Reply::ok())
 }
 
 async fn shutdown(sheep: &Sheep) -> SheepResult<Reply> {
-    let _serial = sheep.cluster_ops.lock().await;
+    // Every other member stops when it applies the record; this one stops after answering.
+    sheep.shutdown_requested.store(true, Ordering::SeqCst);
     let mut config = sheep.sys().config.clone();
     if config.ctime != 0 {
         config.shutdown = 1;
         let dir = sheep.cfg.dir.clone();
-        let c = config.clone();
-        blocking(move || write_config(&dir, &c)).await?;
+        blocking(move || write_config(&dir, &config)).await?;
     }
-    {
-        let mut sys = sheep.sys_mut();
-        sys.config = config;
-        sys.status = NodeStatus::Shutdown;
-    }
+    sheep
+        .driver
+        .append(LogEntry::Shutdown)
+        .await
+        .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
+    sheep.sys_mut().status = NodeStatus::Shutdown;
     tracing::info!("cluster shutdown requested");
     Ok(Reply {
         after: After::Stop,

@@ -37,7 +37,7 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
         O::GetLoglevel | O::KillNode => (Local, true),
         O::MakeFs | O::Shutdown => (Cluster, true),
-        O::StatSheep | O::StatRecovery | O::GetVnodes => (Local, false),
+        O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
         _ => return None,
     })
@@ -189,7 +189,9 @@ async fn dispatch(
         }
         OpKind::Cluster => vdi::handle(sheep, req, payload).await,
         OpKind::Local => match req.opcode {
-            Opcode::DiscardObj | Opcode::FlushVdi => obj::handle(sheep, kind, req, payload).await,
+            Opcode::DiscardObj | Opcode::FlushVdi | Opcode::GetObjList => {
+                obj::handle(sheep, kind, req, payload).await
+            }
             Opcode::ReadVdis | Opcode::ReadDelVdis => vdi::handle(sheep, req, payload).await,
             _ => cluster::handle(sheep, req, payload).await,
         },

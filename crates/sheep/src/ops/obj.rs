@@ -1,16 +1,15 @@
-//! Object operations: the gateway ops (CREATE_AND_WRITE/READ/WRITE/REMOVE_OBJ), their peer
-//! counterparts, FLUSH_VDI and DISCARD_OBJ.
-//!
-//! A cluster of one is its own only replica, so the gateway path goes straight to the local
-//! store; replication fans out from the same functions.
+//! Object operations: the gateway ops (CREATE_AND_WRITE/READ/WRITE/REMOVE_OBJ) through the
+//! replicating gateway, their peer counterparts on this node's store, FLUSH_VDI,
+//! DISCARD_OBJ and GET_OBJ_LIST.
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::inode::{SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_index};
-use sd_proto::{Flags, ObjectKind, Oid, RequestHeader, SdResult, Vid};
-use sd_store::{CreateSpec, StoreError};
+use sd_proto::{Flags, Oid, RequestHeader, SdResult, Vid};
 
 use super::{OpKind, Reply, blocking};
 use crate::error::SheepResult;
+use crate::gateway::{self, Mutation};
+use crate::local;
 use crate::sys::Sheep;
 
 pub(super) async fn handle(
@@ -21,24 +20,78 @@ pub(super) async fn handle(
 ) -> SheepResult<Reply> {
     use sd_proto::Opcode as O;
     let args = req.obj();
-    tracing::debug!(oid = %args.oid, offset = args.offset, len = req.data_length, "object op");
-    let gateway = kind == OpKind::Gateway;
+    let oid = args.oid;
+    tracing::debug!(%oid, offset = args.offset, len = req.data_length, ?kind, "object op");
+    let copies = sheep.copies_of(oid, args.copies);
     match req.opcode {
-        O::ReadObj | O::ReadPeer => read(sheep, args.oid, args.offset, req.data_length).await,
-        O::WriteObj | O::WritePeer => {
+        O::ReadObj => Ok(Reply::data(
+            gateway::read(sheep, oid, args.offset, req.data_length, copies).await?,
+        )),
+        O::WriteObj => {
             super::expect_payload(req, &payload)?;
-            write(sheep, gateway, args.oid, args.offset, payload).await
-        }
-        O::CreateAndWriteObj | O::CreateAndWritePeer => {
-            super::expect_payload(req, &payload)?;
-            let cow = req.flags.contains(Flags::COW).then_some(args.cow_oid);
-            create_and_write(sheep, gateway, args.oid, cow, args.offset, payload).await
-        }
-        O::RemoveObj | O::RemovePeer => {
-            let store = sheep.store.clone();
-            let oid = args.oid;
-            blocking(move || store.remove(oid)).await?;
+            check_writable(sheep, oid)?;
+            if oid.is_inode() && touches_index(args.offset, payload.len()) {
+                write_inode_index(sheep, oid, args.offset, payload, copies).await?;
+            } else {
+                let m = Mutation::Write {
+                    offset: args.offset,
+                    data: payload,
+                };
+                gateway::mutate(sheep, oid, copies, m).await?;
+            }
             Ok(Reply::ok())
+        }
+        O::CreateAndWriteObj => {
+            super::expect_payload(req, &payload)?;
+            check_known_vdi(sheep, oid).await?;
+            check_writable(sheep, oid)?;
+            let cow = req.flags.contains(Flags::COW).then_some(args.cow_oid);
+            let (offset, data) = match cow {
+                Some(src) => (
+                    0,
+                    copy_on_write(sheep, oid, src, args.offset, payload).await?,
+                ),
+                None => (args.offset, payload),
+            };
+            gateway::mutate(sheep, oid, copies, Mutation::Create { offset, data }).await?;
+            Ok(Reply::ok())
+        }
+        O::RemoveObj => {
+            gateway::mutate(sheep, oid, copies, Mutation::Remove).await?;
+            Ok(Reply::ok())
+        }
+        O::ReadPeer => {
+            let recovery = req.flags.contains(Flags::RECOVERY);
+            Ok(Reply::data(
+                local::read(sheep, oid, args.offset, req.data_length, recovery).await?,
+            ))
+        }
+        O::WritePeer => {
+            super::expect_payload(req, &payload)?;
+            local::write(sheep, oid, args.offset, payload).await?;
+            Ok(Reply::ok())
+        }
+        O::CreateAndWritePeer => {
+            super::expect_payload(req, &payload)?;
+            local::create(sheep, oid, args.offset, payload).await?;
+            Ok(Reply::ok())
+        }
+        O::RemovePeer => {
+            local::remove(sheep, oid).await?;
+            Ok(Reply::ok())
+        }
+        O::GetObjList => {
+            let store = sheep.store.clone();
+            let list = blocking(move || store.list()).await?;
+            let cap = usize::try_from(req.data_length).unwrap_or(0);
+            if list.len().saturating_mul(8) > cap {
+                return Err(SdResult::BufferSmall.into());
+            }
+            let mut out = Vec::with_capacity(list.len() * 8);
+            for oid in list {
+                out.extend_from_slice(&oid.get().to_le_bytes());
+            }
+            Ok(Reply::data(out))
         }
         // Writethrough: every acknowledged write is already on disk.
         O::FlushVdi => Ok(Reply::ok()),
@@ -48,24 +101,17 @@ pub(super) async fn handle(
     }
 }
 
-/// Object size for a create: data-like objects take their VDI's block size, which means
-/// the VDI must exist; metadata objects have fixed sizes.
-fn create_spec(sheep: &Sheep, oid: Oid) -> SheepResult<CreateSpec> {
-    let shift = match oid.kind() {
-        ObjectKind::Data | ObjectKind::VmState => {
-            sheep.vdi_shift(oid.vid()).ok_or(SdResult::NoVdi)?
-        }
-        ObjectKind::Inode | ObjectKind::Attr => {
-            sheep.vdi_shift(oid.vid()).ok_or(SdResult::NoVdi)?;
-            0
-        }
-        // Hyper volumes and refcount ledgers are not implemented.
-        ObjectKind::Btree | ObjectKind::Ledger => return Err(SdResult::NoSupport.into()),
-    };
-    Ok(CreateSpec {
-        size: oid.object_size(shift),
-        sparse: oid.is_sparse(),
-    })
+/// A create names a VDI this gateway must know. Before answering NO_VDI, catch up with
+/// the cluster log: the VDI may have been created through another gateway a moment ago.
+async fn check_known_vdi(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    if sheep.vdi_shift(oid.vid()).is_some() {
+        return Ok(());
+    }
+    crate::cluster::barrier(sheep).await?;
+    match sheep.vdi_shift(oid.vid()) {
+        Some(_) => Ok(()),
+        None => Err(SdResult::NoVdi.into()),
+    }
 }
 
 /// Writes to data objects of a snapshot are refused (QEMU then re-reads the inode).
@@ -76,95 +122,31 @@ fn check_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     Ok(())
 }
 
-async fn read(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResult<Reply> {
-    let store = sheep.store.clone();
-    let len = u64::from(len);
-    let data = blocking(move || {
-        // Bound the allocation by the object, not by what the client claims.
-        let size = store.object_size(oid)?;
-        let end = offset.checked_add(len).filter(|e| *e <= size);
-        let Some(_) = end else {
-            return Err(StoreError::OutOfBounds {
-                oid,
-                offset,
-                len,
-                size,
-            });
-        };
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        store.read(oid, offset, &mut buf)?;
-        Ok(buf)
-    })
-    .await?;
-    Ok(Reply::data(data))
-}
-
-async fn write(
+/// The whole new object of a copy-on-write create: the source object with `data` laid
+/// over it at `offset`.
+async fn copy_on_write(
     sheep: &Sheep,
-    gateway: bool,
     oid: Oid,
+    src: Oid,
     offset: u64,
     data: Bytes,
-) -> SheepResult<Reply> {
-    if gateway {
-        check_writable(sheep, oid)?;
-        if oid.is_inode() && touches_index(offset, data.len()) {
-            return write_inode_index(sheep, oid, offset, data).await;
-        }
+) -> SheepResult<Bytes> {
+    let shift = sheep.vdi_shift(oid.vid()).ok_or(SdResult::NoVdi)?;
+    let size = oid.object_size(shift);
+    let len = u32::try_from(size)
+        .map_err(|_| crate::error::SheepError::Result(SdResult::InvalidParms))?;
+    if offset == 0 && data.len() as u64 == size {
+        return Ok(data);
     }
-    let store = sheep.store.clone();
-    blocking(move || store.write(oid, offset, &data)).await?;
-    Ok(Reply::ok())
-}
-
-async fn create_and_write(
-    sheep: &Sheep,
-    gateway: bool,
-    oid: Oid,
-    cow: Option<Oid>,
-    offset: u64,
-    data: Bytes,
-) -> SheepResult<Reply> {
-    if gateway {
-        check_writable(sheep, oid)?;
-    }
-    let spec = create_spec(sheep, oid)?;
-    let store = sheep.store.clone();
-    blocking(move || {
-        let whole = usize::try_from(spec.size).ok() == Some(data.len()) && offset == 0;
-        match cow {
-            Some(src) if !whole => {
-                // Copy-on-write: the new object starts as a copy of the source.
-                let len = usize::try_from(spec.size).map_err(|_| StoreError::OutOfBounds {
-                    oid,
-                    offset,
-                    len: spec.size,
-                    size: spec.size,
-                })?;
-                let mut buf = BytesMut::zeroed(len);
-                store.read(src, 0, &mut buf)?;
-                let start = usize::try_from(offset).ok();
-                let end = start.and_then(|s| s.checked_add(data.len()));
-                let dst = match (start, end) {
-                    (Some(s), Some(e)) => buf.get_mut(s..e),
-                    _ => None,
-                };
-                let Some(dst) = dst else {
-                    return Err(StoreError::OutOfBounds {
-                        oid,
-                        offset,
-                        len: data.len() as u64,
-                        size: spec.size,
-                    });
-                };
-                dst.copy_from_slice(&data);
-                store.create_and_write(oid, spec, 0, &buf)
-            }
-            _ => store.create_and_write(oid, spec, offset, &data),
-        }
-    })
-    .await?;
-    Ok(Reply::ok())
+    let base = gateway::read(sheep, src, 0, len, sheep.copies_of(src, 0)).await?;
+    let mut buf = BytesMut::from(base.as_ref());
+    let start = usize::try_from(offset).ok();
+    let dst = start.and_then(|s| buf.get_mut(s..s.checked_add(data.len())?));
+    let Some(dst) = dst else {
+        return Err(SdResult::InvalidParms.into());
+    };
+    dst.copy_from_slice(&data);
+    Ok(buf.freeze())
 }
 
 const INDEX_START: u64 = SD_INODE_HEADER_SIZE as u64;
@@ -185,67 +167,57 @@ async fn write_inode_index(
     oid: Oid,
     offset: u64,
     data: Bytes,
-) -> SheepResult<Reply> {
+    copies: usize,
+) -> SheepResult<()> {
     let _serial = sheep.index_ops.lock().await;
-    let store = sheep.store.clone();
+    let end = offset.saturating_add(data.len() as u64);
+    // Whole entries overlapped by the write.
+    let first = (offset.max(INDEX_START) - INDEX_START) / 4;
+    let last = (end.min(INDEX_END) - INDEX_START).div_ceil(4);
+    let span = u32::try_from((last - first) * 4).unwrap_or(0);
+    let at = INDEX_START + first * 4;
+    let before = gateway::read(sheep, oid, at, span, copies).await?;
+    gateway::mutate(sheep, oid, copies, Mutation::Write { offset, data }).await?;
+    let after = gateway::read(sheep, oid, at, span, copies).await?;
     let own = oid.vid();
-    let freed = blocking(move || {
-        let end = offset.saturating_add(data.len() as u64);
-        // Whole entries overlapped by the write.
-        let first = (offset.max(INDEX_START) - INDEX_START) / 4;
-        let last = (end.min(INDEX_END) - INDEX_START).div_ceil(4);
-        let span = usize::try_from((last - first) * 4).unwrap_or(0);
-        let at = INDEX_START + first * 4;
-        let mut before = vec![0u8; span];
-        store.read(oid, at, &mut before)?;
-        store.write(oid, offset, &data)?;
-        let mut after = vec![0u8; span];
-        store.read(oid, at, &mut after)?;
-        let mut freed = Vec::new();
-        for (i, (old, new)) in decode_index(&before)
-            .into_iter()
-            .zip(decode_index(&after))
-            .enumerate()
-        {
-            if old == own.get() && new == 0 {
-                let idx = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
-                freed.push(own.data_oid(idx));
-            }
+    let mut freed = 0usize;
+    for (i, (old, new)) in decode_index(&before)
+        .into_iter()
+        .zip(decode_index(&after))
+        .enumerate()
+    {
+        if old == own.get() && new == 0 {
+            let idx = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
+            remove_if_present(sheep, own.data_oid(idx)).await?;
+            freed += 1;
         }
-        for data_oid in &freed {
-            match store.remove(*data_oid) {
-                Ok(()) | Err(StoreError::NoObject(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(freed.len())
-    })
-    .await?;
+    }
     if freed > 0 {
         tracing::debug!(vid = %own, freed, "dropped unreferenced data objects");
     }
-    Ok(Reply::ok())
+    Ok(())
+}
+
+async fn remove_if_present(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    match gateway::mutate(sheep, oid, sheep.copies_of(oid, 0), Mutation::Remove).await {
+        Err(e) if e.result() == SdResult::NoObj => Ok(()),
+        other => other,
+    }
 }
 
 /// Removes every data object `vid` owns according to its index (DEL_VDI).
 pub(crate) async fn remove_owned_objects(sheep: &Sheep, vid: Vid) -> SheepResult<usize> {
-    let store = sheep.store.clone();
-    blocking(move || {
-        let mut index = vec![0u8; SD_INODE_DATA_INDEX_SIZE];
-        store.read(vid.inode_oid(), INDEX_START, &mut index)?;
-        let mut n = 0;
-        for (idx, owner) in decode_index(&index).into_iter().enumerate() {
-            if owner != vid.get() {
-                continue;
-            }
-            let idx = u32::try_from(idx).unwrap_or(u32::MAX);
-            match store.remove(vid.data_oid(idx)) {
-                Ok(()) => n += 1,
-                Err(StoreError::NoObject(_)) => {}
-                Err(e) => return Err(e),
-            }
+    let copies = sheep.copies_of(vid.inode_oid(), 0);
+    let len = u32::try_from(SD_INODE_DATA_INDEX_SIZE).unwrap_or(0);
+    let index = gateway::read(sheep, vid.inode_oid(), INDEX_START, len, copies).await?;
+    let mut n = 0;
+    for (idx, owner) in decode_index(&index).into_iter().enumerate() {
+        if owner != vid.get() {
+            continue;
         }
-        Ok(n)
-    })
-    .await
+        let idx = u32::try_from(idx).unwrap_or(u32::MAX);
+        remove_if_present(sheep, vid.data_oid(idx)).await?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -1,15 +1,14 @@
 //! VDI operations: create, look up, lock, delete, and the VDI bitmaps.
 
+use super::{Reply, expect_payload};
+use crate::cluster::ClusterMsg;
+use crate::error::SheepResult;
+use crate::gateway::{self, Mutation};
+use crate::sys::Sheep;
 use bytes::Bytes;
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
-use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_MAX_VDI_LEN};
+use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN};
 use sd_proto::{RequestHeader, SdResult, VdiRsp, Vid, c_str};
-use sd_store::CreateSpec;
-
-use super::{Reply, blocking, expect_payload};
-use crate::error::SheepResult;
-use crate::sys::{Sheep, now_sd_time};
-use crate::vdi::VdiEntry;
 
 /// Smallest and largest block size shift this node serves. The upper bound keeps every
 /// object write inside one request payload (`MAX_REQUEST_PAYLOAD`).
@@ -126,75 +125,68 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         return Err(SdResult::InvalidParms.into());
     }
 
-    let _serial = sheep.cluster_ops.lock().await;
-    let miss = match sheep.vdis().lookup(&name, b"", 0) {
-        Ok(_) => return Err(SdResult::VdiExist.into()),
-        Err(m) => m,
-    };
-    let vid = match (miss.result, miss.free) {
-        (SdResult::NoVdi, Some(v)) => v,
-        (SdResult::NoVdi, None) | (SdResult::FullVdi, _) => return Err(SdResult::FullVdi.into()),
-        (other, _) => return Err(other.into()),
-    };
+    // Every member allocates the vid in log order from identical tables, so two gateways
+    // never hand out the same one.
+    let applied = crate::cluster::submit(sheep, |token| ClusterMsg::NewVdi {
+        token,
+        name: name.clone(),
+        size: a.vdi_size,
+        copies,
+        shift,
+    })
+    .await?;
+    let vid = applied.vid;
+    let snap_id = sheep.vdis().get(vid).map_or(1, |e| e.snap_id);
     let header = InodeHeader {
         name,
-        create_time: now_sd_time(),
+        create_time: sd_proto::cluster::sd_time(applied.time, 0),
         vdi_size: a.vdi_size,
         nr_copies: copies,
         block_size_shift: shift,
-        snap_id: miss.next_snap_id,
+        snap_id,
         vdi_id: vid.get(),
         ..InodeHeader::default()
     };
-    let entry = VdiEntry::from_header(&header);
-    let bytes = header.encode();
-    let store = sheep.store.clone();
-    blocking(move || {
-        store.create_and_write(
-            vid.inode_oid(),
-            CreateSpec {
-                size: SD_INODE_SIZE as u64,
-                sparse: true,
-            },
-            0,
-            &bytes,
-        )
-    })
+    gateway::mutate(
+        sheep,
+        vid.inode_oid(),
+        usize::from(copies),
+        Mutation::Create {
+            offset: 0,
+            data: header.encode().into(),
+        },
+    )
     .await?;
-    sheep.vdis_mut().insert(vid, entry);
     tracing::info!(%vid, size = a.vdi_size, copies, "created VDI");
     Ok(vdi_reply(sheep, vid))
 }
 
 async fn del_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepResult<Reply> {
     let (name, tag) = name_and_tag(req, &payload)?;
-    let _serial = sheep.cluster_ops.lock().await;
     let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
 
     // Sheepdog refuses to wipe an inode whose index is still set but answers SUCCESS anyway,
     // leaving a named inode behind; we free what the VDI owns and then wipe it.
     let freed = super::obj::remove_owned_objects(sheep, vid).await?;
-    let store = sheep.store.clone();
-    blocking(move || {
-        let oid = vid.inode_oid();
-        let mut buf = vec![0u8; SD_INODE_HEADER_SIZE];
-        store.read(oid, 0, &mut buf)?;
-        let mut h = InodeHeader::decode(&buf).unwrap_or_default();
-        h.name.clear();
-        h.vdi_size = 0;
-        // Recreating the sparse inode atomically clears the index and refcounts.
-        store.create_and_write(
-            oid,
-            CreateSpec {
-                size: SD_INODE_SIZE as u64,
-                sparse: true,
-            },
-            0,
-            &h.encode(),
-        )
-    })
+    let copies = sheep.copies_of(vid.inode_oid(), 0);
+    let oid = vid.inode_oid();
+    let len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(0);
+    let head = gateway::read(sheep, oid, 0, len, copies).await?;
+    let mut h = InodeHeader::decode(&head).unwrap_or_default();
+    h.name.clear();
+    h.vdi_size = 0;
+    // Recreating the sparse inode clears the index and refcounts.
+    gateway::mutate(
+        sheep,
+        oid,
+        copies,
+        Mutation::Create {
+            offset: 0,
+            data: h.encode().into(),
+        },
+    )
     .await?;
-    sheep.vdis_mut().mark_deleted(vid);
+    crate::cluster::submit(sheep, |token| ClusterMsg::DelVdi { token, vid }).await?;
     tracing::info!(%vid, freed, "deleted VDI");
     Ok(Reply {
         vdi: Some(VdiRsp {

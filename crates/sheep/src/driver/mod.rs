@@ -1,0 +1,54 @@
+//! Cluster drivers: the ordered log and failure detection behind `sd_cluster::ClusterDriver`.
+//! They live in the daemon because they do I/O; the fold they feed is pure (`sd_cluster`).
+
+pub mod local;
+
+use std::path::PathBuf;
+
+use sd_cluster::log::{LogEntry, Record, Saved};
+use sd_cluster::{ClusterDriver, ClusterError, DriverSpec};
+use sd_proto::node::SdNode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Shared state directory of `-c local` when no PATH is given (Sheepdog 1.0 used
+/// /tmp/sheepdog_shm).
+pub const DEFAULT_LOCAL_PATH: &str = "/tmp/sheepdog-rs-local";
+
+/// The driver chosen with `-c`.
+#[derive(Debug)]
+pub enum Driver {
+    /// Several sheep on one host, sharing a directory.
+    Local(local::LocalDriver),
+}
+
+impl ClusterDriver for Driver {
+    async fn append(&self, entry: LogEntry) -> Result<(), ClusterError> {
+        match self {
+            Driver::Local(d) => d.append(entry).await,
+        }
+    }
+}
+
+/// Starts the driver of `spec` as `me`, appends our `Join` and returns the driver and the
+/// stream of records from the beginning of the log.
+pub async fn start(
+    spec: &DriverSpec,
+    me: SdNode,
+    incarnation: u64,
+    saved: Saved,
+    cancel: CancellationToken,
+) -> Result<(Driver, mpsc::Receiver<Record>), ClusterError> {
+    match spec {
+        DriverSpec::Local { path } => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCAL_PATH));
+            let (d, rx) = local::LocalDriver::start(path, me, incarnation, saved, cancel).await?;
+            Ok((Driver::Local(d), rx))
+        }
+        DriverSpec::Zookeeper { args } => Err(ClusterError::Service(format!(
+            "zookeeper:{args}: the ZooKeeper driver is not available yet"
+        ))),
+    }
+}

@@ -1,0 +1,241 @@
+//! The gateway: object I/O fanned out to the replicas the vnode ring of the current epoch
+//! names. A write is acknowledged only when every replica acknowledged it; a read is served
+//! by one replica, falling back to the others. When the membership moves under a request
+//! (a replica died, or answers with another epoch) the request waits for the epoch to
+//! settle and is retried against the new replicas, so clients do not see epoch errors.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use sd_proto::cluster::NodeStatus;
+use sd_proto::node::NodeId;
+use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
+use tokio::time::Instant;
+
+use crate::error::{SheepError, SheepResult};
+use crate::local;
+use crate::sys::Sheep;
+
+/// How long a request keeps retrying while the cluster changes under it.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one wait for a new epoch lasts before the request is simply retried.
+const EPOCH_WAIT: Duration = Duration::from_millis(500);
+
+/// A replicated mutation.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Create (replacing) with `data` at `offset`.
+    Create {
+        /// Offset.
+        offset: u64,
+        /// Data.
+        data: Bytes,
+    },
+    /// Overwrite part of an existing object.
+    Write {
+        /// Offset.
+        offset: u64,
+        /// Data.
+        data: Bytes,
+    },
+    /// Remove the object.
+    Remove,
+}
+
+/// What one replica answered.
+#[derive(Debug)]
+enum Answer {
+    Done(Bytes),
+    /// The cluster is moving: try again in a newer epoch.
+    Retry,
+    Failed(SdResult),
+}
+
+fn classify(r: SheepResult<Bytes>) -> Answer {
+    match r {
+        Ok(b) => Answer::Done(b),
+        Err(e) => match e.result() {
+            SdResult::OldNodeVer
+            | SdResult::NewNodeVer
+            | SdResult::NetworkError
+            | SdResult::WaitForJoin => Answer::Retry,
+            other => Answer::Failed(other),
+        },
+    }
+}
+
+/// The current epoch and the replicas of `oid` in it.
+fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<NodeId>)> {
+    let sys = sheep.sys();
+    match sys.status {
+        NodeStatus::Ok => {}
+        NodeStatus::Wait => return Err(SdResult::WaitForJoin.into()),
+        NodeStatus::Shutdown => return Err(SdResult::Shutdown.into()),
+        NodeStatus::Killed => return Err(SdResult::Killed.into()),
+    }
+    let t: Vec<NodeId> = sys
+        .ring
+        .replicas(oid, copies)
+        .iter()
+        .map(|n| n.nid)
+        .collect();
+    if t.is_empty() {
+        return Err(SdResult::Halt.into());
+    }
+    Ok((sys.epoch, t))
+}
+
+/// Waits until the epoch moves past `epoch` (or a short while passes), within `deadline`.
+async fn settle(sheep: &Sheep, epoch: Epoch, deadline: Instant) -> SheepResult<()> {
+    if Instant::now() >= deadline {
+        tracing::warn!(%epoch, "cluster did not settle in time");
+        return Err(SdResult::NetworkError.into());
+    }
+    let mut rx = sheep.epoch_tx.subscribe();
+    let wait = EPOCH_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+    let _ = tokio::time::timeout(wait, rx.wait_for(|e| *e != epoch)).await;
+    Ok(())
+}
+
+fn peer_header(op: Opcode, epoch: Epoch, oid: Oid, copies: usize, offset: u64) -> RequestHeader {
+    let mut h = RequestHeader::new(op).with_obj(ObjArgs {
+        oid,
+        copies: u8::try_from(copies).unwrap_or(u8::MAX),
+        offset,
+        ..ObjArgs::default()
+    });
+    h.epoch = epoch;
+    h
+}
+
+async fn peer_call(
+    sheep: &Sheep,
+    nid: NodeId,
+    h: RequestHeader,
+    payload: &[u8],
+) -> SheepResult<Bytes> {
+    match sheep.peers.call(nid, h, payload).await {
+        Ok((rsp, data)) if rsp.result == SdResult::Success => Ok(data),
+        Ok((rsp, _)) => Err(rsp.result.into()),
+        Err(e) => {
+            tracing::debug!(error = %e, "peer call failed");
+            Err(SdResult::NetworkError.into())
+        }
+    }
+}
+
+async fn mutate_one(
+    sheep: &Sheep,
+    nid: NodeId,
+    epoch: Epoch,
+    oid: Oid,
+    copies: usize,
+    m: &Mutation,
+) -> SheepResult<Bytes> {
+    if nid == sheep.me.nid {
+        return match m {
+            Mutation::Create { offset, data } => {
+                local::create(sheep, oid, *offset, data.clone()).await
+            }
+            Mutation::Write { offset, data } => {
+                local::write(sheep, oid, *offset, data.clone()).await
+            }
+            Mutation::Remove => local::remove(sheep, oid).await,
+        }
+        .map(|()| Bytes::new());
+    }
+    let (op, offset, data) = match m {
+        Mutation::Create { offset, data } => (Opcode::CreateAndWritePeer, *offset, Some(data)),
+        Mutation::Write { offset, data } => (Opcode::WritePeer, *offset, Some(data)),
+        Mutation::Remove => (Opcode::RemovePeer, 0, None),
+    };
+    let mut h = peer_header(op, epoch, oid, copies, offset);
+    let payload: &[u8] = match data {
+        Some(d) => {
+            h.flags = Flags::WRITE;
+            h.data_length =
+                u32::try_from(d.len()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+            d
+        }
+        None => &[],
+    };
+    peer_call(sheep, nid, h, payload).await
+}
+
+/// Applies `m` to every replica of `oid`; succeeds when all of them did.
+pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> SheepResult<()> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let (epoch, nodes) = targets(sheep, oid, copies)?;
+        let answers = join_all(
+            nodes
+                .iter()
+                .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m)),
+        )
+        .await;
+        let mut retry = false;
+        let mut failed = None;
+        let mut missing = 0usize;
+        for a in answers.into_iter().map(classify) {
+            match a {
+                Answer::Done(_) => {}
+                Answer::Retry => retry = true,
+                Answer::Failed(SdResult::NoObj) if matches!(m, Mutation::Remove) => missing += 1,
+                Answer::Failed(r) => failed = failed.or(Some(r)),
+            }
+        }
+        if let Some(r) = failed {
+            return Err(r.into());
+        }
+        if retry {
+            tracing::debug!(%oid, %epoch, "replica set moving; retrying");
+            settle(sheep, epoch, deadline).await?;
+            continue;
+        }
+        if missing == nodes.len() {
+            return Err(SdResult::NoObj.into());
+        }
+        return Ok(());
+    }
+}
+
+/// Reads `len` bytes at `offset` of `oid` from one replica (this node first if it is one).
+pub async fn read(
+    sheep: &Sheep,
+    oid: Oid,
+    offset: u64,
+    len: u32,
+    copies: usize,
+) -> SheepResult<Bytes> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let (epoch, mut nodes) = targets(sheep, oid, copies)?;
+        if let Some(i) = nodes.iter().position(|n| *n == sheep.me.nid) {
+            nodes.swap(0, i);
+        }
+        let mut retry = false;
+        let mut last = SdResult::NoObj;
+        for nid in nodes {
+            let r = if nid == sheep.me.nid {
+                local::read(sheep, oid, offset, len, false).await
+            } else {
+                let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
+                h.data_length = len;
+                peer_call(sheep, nid, h, &[]).await
+            };
+            match classify(r) {
+                Answer::Done(b) => return Ok(b),
+                Answer::Retry => retry = true,
+                // Bad parameters are the same on every replica.
+                Answer::Failed(SdResult::InvalidParms) => return Err(SdResult::InvalidParms.into()),
+                Answer::Failed(r) => last = r,
+            }
+        }
+        if retry {
+            settle(sheep, epoch, deadline).await?;
+            continue;
+        }
+        return Err(last.into());
+    }
+}

@@ -1,0 +1,115 @@
+//! This node's replica operations: the store behind the peer ops and behind the gateway
+//! when this node is one of the replicas. Objects still awaiting recovery are recovered
+//! before they are served.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sd_proto::{ObjectKind, Oid, SdResult};
+use sd_store::{CreateSpec, StoreError};
+
+use crate::error::SheepResult;
+use crate::ops::blocking;
+use crate::sys::Sheep;
+
+/// How long a replica waits to learn a VDI another gateway just created.
+const VDI_WAIT: Duration = Duration::from_secs(5);
+
+/// Object size for a create: data-like objects take their VDI's block size, so the VDI must
+/// be known here. A VDI created through another gateway may reach this node's table a
+/// moment after that gateway's first write: wait for it briefly.
+async fn create_spec(sheep: &Sheep, oid: Oid) -> SheepResult<CreateSpec> {
+    if matches!(oid.kind(), ObjectKind::Btree | ObjectKind::Ledger) {
+        // Hyper volumes and refcount ledgers are not implemented.
+        return Err(SdResult::NoSupport.into());
+    }
+    let mut rx = sheep.vdi_version.subscribe();
+    let shift = match tokio::time::timeout(VDI_WAIT, async {
+        loop {
+            if let Some(s) = sheep.vdi_shift(oid.vid()) {
+                return Some(s);
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await
+    {
+        Ok(Some(s)) => s,
+        _ => return Err(SdResult::NoVdi.into()),
+    };
+    Ok(CreateSpec {
+        size: oid.object_size(shift),
+        sparse: oid.is_sparse(),
+    })
+}
+
+/// Reads from the local copy. A recovery read (`for_recovery`) of a copy that is not yet
+/// trustworthy answers NO_OBJ so the recovering node asks someone else.
+pub async fn read(
+    sheep: &Sheep,
+    oid: Oid,
+    offset: u64,
+    len: u32,
+    for_recovery: bool,
+) -> SheepResult<Bytes> {
+    if sheep.recovery.needs(oid) {
+        if for_recovery {
+            return Err(SdResult::NoObj.into());
+        }
+        sheep.recovery.recover_now(sheep, oid).await?;
+    }
+    let store = sheep.store.clone();
+    let len = u64::from(len);
+    let data = blocking(move || {
+        // Bound the allocation by the object, not by what the client claims.
+        let size = store.object_size(oid)?;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::OutOfBounds {
+                oid,
+                offset,
+                len,
+                size,
+            });
+        }
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        store.read(oid, offset, &mut buf)?;
+        Ok(buf)
+    })
+    .await?;
+    Ok(Bytes::from(data))
+}
+
+/// Overwrites part of the local copy.
+pub async fn write(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
+    if sheep.recovery.needs(oid) {
+        sheep.recovery.recover_now(sheep, oid).await?;
+    }
+    let store = sheep.store.clone();
+    blocking(move || store.write(oid, offset, &data)).await
+}
+
+/// Creates (or replaces) the local copy.
+pub async fn create(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
+    let spec = create_spec(sheep, oid).await?;
+    let store = sheep.store.clone();
+    sheep
+        .recovery
+        .replace(oid, async move {
+            blocking(move || store.create_and_write(oid, spec, offset, &data)).await
+        })
+        .await
+}
+
+/// Removes the local copy.
+pub async fn remove(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    let store = sheep.store.clone();
+    sheep
+        .recovery
+        .replace(
+            oid,
+            async move { blocking(move || store.remove(oid)).await },
+        )
+        .await
+}

@@ -1,0 +1,400 @@
+//! Object recovery after an epoch change: each node works out which objects it must hold
+//! in the new epoch and fetches those it lacks from nodes that held them in earlier epochs.
+//!
+//! Local copies are not trusted after this node (re)joins: they may have missed writes while
+//! it was away. Such copies are *unverified* and are refetched before they are served.
+//! Objects the node no longer needs are removed only once every member has recovered the
+//! epoch (`Outcome::Stable`). Client I/O to an object still pending recovers it first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sd_cluster::ClusterDriver;
+use sd_cluster::log::LogEntry;
+use sd_cluster::placement::Ring;
+use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
+use sd_store::CreateSpec;
+use tokio::sync::Semaphore;
+
+use crate::error::{SheepError, SheepResult};
+use crate::sys::Sheep;
+
+/// Objects recovered in parallel by the background task.
+const PARALLEL: usize = 4;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Epoch being recovered.
+    epoch: Epoch,
+    /// Bumped whenever recovery restarts; running work notices and stops.
+    generation: u64,
+    /// Objects this node must fetch before serving them.
+    pending: HashSet<Oid>,
+    /// Local copies not validated since this node (re)joined.
+    unverified: HashSet<Oid>,
+    /// Objects recovered / to recover in this epoch.
+    done: u64,
+    total: u64,
+    active: bool,
+    /// The rejoin scan has to (re)mark local copies unverified.
+    rescan: bool,
+    locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Recovery state shared by the background task and the I/O path.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    state: Mutex<State>,
+    kick: tokio::sync::Notify,
+}
+
+/// Progress for STAT_RECOVERY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Recovery is running.
+    pub active: bool,
+    /// Objects done.
+    pub done: u64,
+    /// Objects to do.
+    pub total: u64,
+}
+
+impl Recovery {
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new epoch began (`rejoined`: this node just joined and must not trust its store).
+    pub fn start_epoch(&self, _sheep: &Sheep, epoch: Epoch, rejoined: bool) {
+        let mut st = self.st();
+        st.epoch = epoch;
+        st.generation += 1;
+        st.active = true;
+        st.rescan |= rejoined;
+        drop(st);
+        self.kick.notify_one();
+    }
+
+    /// The cluster was formatted: nothing is pending any more.
+    pub fn reset(&self) {
+        let mut st = self.st();
+        st.generation += 1;
+        st.pending.clear();
+        st.unverified.clear();
+        st.active = false;
+        st.done = 0;
+        st.total = 0;
+    }
+
+    /// Whether `oid`'s local copy must be recovered before it is served.
+    pub fn needs(&self, oid: Oid) -> bool {
+        let st = self.st();
+        st.pending.contains(&oid) || st.unverified.contains(&oid)
+    }
+
+    /// Progress of the current epoch.
+    pub fn progress(&self) -> Progress {
+        let st = self.st();
+        Progress {
+            active: st.active,
+            done: st.done,
+            total: st.total,
+        }
+    }
+
+    fn lock_for(&self, oid: Oid) -> Arc<tokio::sync::Mutex<()>> {
+        self.st().locks.entry(oid).or_default().clone()
+    }
+
+    fn settle(&self, oid: Oid) {
+        let mut st = self.st();
+        let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
+        if was {
+            st.done += 1;
+        }
+        st.locks.remove(&oid);
+    }
+
+    /// Runs `op`, which replaces or removes the whole local copy of `oid`, excluding any
+    /// recovery of that object; afterwards an older copy no longer matters.
+    pub async fn replace<F>(&self, oid: Oid, op: F) -> SheepResult<()>
+    where
+        F: std::future::Future<Output = SheepResult<()>>,
+    {
+        if !self.needs(oid) {
+            return op.await;
+        }
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        op.await?;
+        self.settle(oid);
+        Ok(())
+    }
+
+    /// Recovers `oid` now (client I/O reached it before the background task did).
+    pub async fn recover_now(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        if !self.needs(oid) {
+            return Ok(());
+        }
+        let epoch = self.st().epoch;
+        recover_one(sheep, oid, epoch).await?;
+        self.settle(oid);
+        Ok(())
+    }
+}
+
+/// Fetches `oid` from the most recent epoch's holders that are still alive and stores it.
+async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
+    let copies = sheep.copies_of(oid, 0);
+    let (sources, size) = {
+        let sys = sheep.sys();
+        let alive: HashSet<_> = sys.nodes.iter().map(|n| n.nid).collect();
+        let mut sources = Vec::new();
+        for h in sys.epochs.iter().rev().filter(|h| h.epoch < epoch) {
+            for n in Ring::new(&h.members).replicas(oid, copies) {
+                if n.nid != sheep.me.nid && alive.contains(&n.nid) && !sources.contains(&n.nid) {
+                    sources.push(n.nid);
+                }
+            }
+        }
+        // Last resort: current holders (they may have recovered it already).
+        for n in sys.ring.replicas(oid, copies) {
+            if n.nid != sheep.me.nid && !sources.contains(&n.nid) {
+                sources.push(n.nid);
+            }
+        }
+        let shift = sheep
+            .vdi_shift(oid.vid())
+            .unwrap_or(sys.config.block_size_shift);
+        (sources, oid.object_size(shift))
+    };
+    let len = u32::try_from(size).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    for nid in sources {
+        let mut h = RequestHeader::new(Opcode::ReadPeer).with_obj(ObjArgs {
+            oid,
+            tgt_epoch: epoch,
+            ..ObjArgs::default()
+        });
+        h.flags = Flags::RECOVERY;
+        h.epoch = epoch;
+        h.data_length = len;
+        match sheep.peers.call(nid, h, &[]).await {
+            Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                store_copy(sheep, oid, data).await?;
+                tracing::debug!(%oid, from = %nid, "recovered object");
+                return Ok(());
+            }
+            Ok((rsp, _)) => {
+                tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve")
+            }
+            Err(e) => tracing::debug!(%oid, from = %nid, error = %e, "source unreachable"),
+        }
+    }
+    if sheep.store.exists(oid) {
+        tracing::warn!(%oid, "no other live copy; keeping the local one");
+        return Ok(());
+    }
+    tracing::error!(%oid, "no live copy of the object found");
+    Err(SdResult::NoObj.into())
+}
+
+async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes) -> SheepResult<()> {
+    let store = sheep.store.clone();
+    let spec = CreateSpec {
+        size: data.len() as u64,
+        sparse: oid.is_sparse(),
+    };
+    // Atomic and durable in both store modes: the old holder may drop its copy later.
+    Ok(tokio::task::spawn_blocking(move || store.create_and_write(oid, spec, 0, &data)).await??)
+}
+
+/// Every object some live member stores (ours included).
+async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
+    let store = sheep.store.clone();
+    let mut all: HashSet<Oid> = tokio::task::spawn_blocking(move || store.list())
+        .await??
+        .into_iter()
+        .collect();
+    let others: Vec<_> = sheep
+        .sys()
+        .nodes
+        .iter()
+        .map(|n| n.nid)
+        .filter(|n| *n != sheep.me.nid)
+        .collect();
+    for nid in others {
+        let mut buf_len: u32 = 1 << 20;
+        loop {
+            let mut h = RequestHeader::new(Opcode::GetObjList);
+            h.data_length = buf_len;
+            match sheep.peers.call(nid, h, &[]).await {
+                Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                    for c in data.chunks_exact(8) {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        all.insert(Oid::new(u64::from_le_bytes(a)));
+                    }
+                    break;
+                }
+                Ok((rsp, _)) if rsp.result == SdResult::BufferSmall && buf_len < (1 << 30) => {
+                    buf_len *= 4
+                }
+                Ok((rsp, _)) => {
+                    tracing::warn!(node = %nid, result = %rsp.result, "object list refused");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(node = %nid, error = %e, "object list unavailable");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The background recovery task.
+pub async fn run(sheep: Arc<Sheep>) {
+    loop {
+        tokio::select! {
+            () = sheep.cancel.cancelled() => return,
+            () = sheep.recovery.kick.notified() => {}
+        }
+        if let Err(e) = recover_epoch(&sheep).await {
+            tracing::warn!(error = %e, "recovery pass failed; will retry at the next epoch");
+        }
+    }
+}
+
+async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
+    let rec = &sheep.recovery;
+    let (epoch, generation, rescan) = {
+        let mut st = rec.st();
+        let r = (st.epoch, st.generation, st.rescan);
+        st.rescan = false;
+        r
+    };
+    if rescan {
+        let store = sheep.store.clone();
+        let local = tokio::task::spawn_blocking(move || store.list()).await??;
+        rec.st().unverified.extend(local);
+    }
+    let all = cluster_objects(sheep).await?;
+    let ring = sheep.sys().ring.clone();
+    let me = sheep.me.nid;
+    let mut todo = Vec::new();
+    for oid in all {
+        let copies = sheep.copies_of(oid, 0);
+        if ring.replicas(oid, copies).iter().any(|n| n.nid == me) {
+            let have = sheep.store.exists(oid);
+            let mut st = rec.st();
+            if !have {
+                st.pending.insert(oid);
+            }
+            if st.pending.contains(&oid) || st.unverified.contains(&oid) {
+                todo.push(oid);
+            }
+        }
+    }
+    {
+        let mut st = rec.st();
+        if st.generation != generation {
+            return Ok(());
+        }
+        st.done = 0;
+        st.total = todo.len() as u64;
+    }
+    tracing::info!(%epoch, objects = todo.len(), "recovery started");
+    let sem = Arc::new(Semaphore::new(PARALLEL));
+    let mut tasks = tokio::task::JoinSet::new();
+    for oid in todo {
+        if rec.st().generation != generation {
+            break;
+        }
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let sheep = sheep.clone();
+        tasks.spawn(async move {
+            let r = sheep.recovery.recover_now(&sheep, oid).await;
+            drop(permit);
+            (oid, r)
+        });
+    }
+    let mut failed = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((oid, Err(e))) = r {
+            failed += 1;
+            tracing::warn!(%oid, error = %e, "object not recovered");
+        }
+    }
+    let current = {
+        let mut st = rec.st();
+        let current = st.generation == generation;
+        if current {
+            st.active = false;
+        }
+        current
+    };
+    if !current {
+        return Ok(());
+    }
+    tracing::info!(%epoch, failed, "recovery finished");
+    sheep
+        .driver
+        .append(LogEntry::RecoveryDone { nid: me, epoch })
+        .await
+        .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
+    Ok(())
+}
+
+/// Every member recovered `epoch`: drop the copies this node no longer holds.
+pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
+    if sheep.sys().epoch != epoch {
+        return Ok(());
+    }
+    let ring = sheep.sys().ring.clone();
+    let store = sheep.store.clone();
+    let list = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.list()
+    })
+    .await??;
+    let mut stale = Vec::new();
+    for oid in list {
+        let copies = sheep.copies_of(oid, 0);
+        if !ring
+            .replicas(oid, copies)
+            .iter()
+            .any(|n| n.nid == sheep.me.nid)
+        {
+            stale.push(oid);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut st = sheep.recovery.st();
+        for oid in &stale {
+            st.unverified.remove(oid);
+            st.pending.remove(oid);
+        }
+    }
+    let n = stale.len();
+    tokio::task::spawn_blocking(move || {
+        for oid in stale {
+            match store.remove(oid) {
+                Ok(()) | Err(sd_store::StoreError::NoObject(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    tracing::info!(%epoch, removed = n, "removed copies no longer placed here");
+    Ok(())
+}
