@@ -46,8 +46,8 @@ pub struct Sheep {
     // Declared last: removed only after `Drop` has killed the daemon.
     root: Option<tempfile::TempDir>,
     /// The private `-c local:PATH` state of a daemon started without its own `-c`, so
-    /// tests running in parallel never join each other's clusters.
-    cluster: Option<tempfile::TempDir>,
+    /// tests running in parallel never join each other's clusters. Only held, never read.
+    _cluster: Option<tempfile::TempDir>,
 }
 
 /// Why one start attempt failed.
@@ -130,7 +130,7 @@ impl Sheep {
             output: Arc::new(Mutex::new(Vec::new())),
             readers: Vec::new(),
             root,
-            cluster,
+            _cluster: cluster,
         }
     }
 
