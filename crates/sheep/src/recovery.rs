@@ -22,6 +22,14 @@ use crate::sys::Sheep;
 
 /// Objects recovered in parallel by the background task.
 const PARALLEL: usize = 4;
+/// Attempts per source that is still catching up with the epoch.
+const SOURCE_ATTEMPTS: u32 = 50;
+/// Pause between those attempts.
+const SOURCE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+/// Passes over the objects that could not be recovered yet, before giving up on the epoch.
+const PASSES: u32 = 240;
+/// Pause between passes.
+const PASS_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, Default)]
 struct State {
@@ -172,6 +180,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         (sources, oid.object_size(shift))
     };
     let len = u32::try_from(size).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let mut busy = false;
     for nid in sources {
         let mut h = RequestHeader::new(Opcode::ReadPeer).with_obj(ObjArgs {
             oid,
@@ -181,17 +190,35 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         h.flags = Flags::RECOVERY;
         h.epoch = epoch;
         h.data_length = len;
-        match sheep.peers.call(nid, h, &[]).await {
-            Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                store_copy(sheep, oid, data).await?;
-                tracing::debug!(%oid, from = %nid, "recovered object");
-                return Ok(());
+        // A source still applying the epoch answers NEW_NODE_VER: give it a moment.
+        for attempt in 0..SOURCE_ATTEMPTS {
+            match sheep.peers.call(nid, h, &[]).await {
+                Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                    store_copy(sheep, oid, data).await?;
+                    tracing::debug!(%oid, from = %nid, "recovered object");
+                    return Ok(());
+                }
+                Ok((rsp, _))
+                    if rsp.result == SdResult::NewNodeVer && attempt + 1 < SOURCE_ATTEMPTS =>
+                {
+                    tokio::time::sleep(SOURCE_BACKOFF).await;
+                }
+                Ok((rsp, _)) => {
+                    busy |= matches!(rsp.result, SdResult::NewNodeVer | SdResult::OldNodeVer);
+                    tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve");
+                    break;
+                }
+                Err(e) => {
+                    busy = true;
+                    tracing::debug!(%oid, from = %nid, error = %e, "source unreachable");
+                    break;
+                }
             }
-            Ok((rsp, _)) => {
-                tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve")
-            }
-            Err(e) => tracing::debug!(%oid, from = %nid, error = %e, "source unreachable"),
         }
+    }
+    if busy {
+        // Some source could not answer yet: try again later rather than give up.
+        return Err(SdResult::Again.into());
     }
     if sheep.store.exists(oid) {
         tracing::warn!(%oid, "no other live copy; keeping the local one");
@@ -308,28 +335,45 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
         st.total = todo.len() as u64;
     }
     tracing::info!(%epoch, objects = todo.len(), "recovery started");
-    let sem = Arc::new(Semaphore::new(PARALLEL));
-    let mut tasks = tokio::task::JoinSet::new();
-    for oid in todo {
-        if rec.st().generation != generation {
-            break;
-        }
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
-        };
-        let sheep = sheep.clone();
-        tasks.spawn(async move {
-            let r = sheep.recovery.recover_now(&sheep, oid).await;
-            drop(permit);
-            (oid, r)
-        });
-    }
     let mut failed = 0usize;
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((oid, Err(e))) = r {
-            failed += 1;
-            tracing::warn!(%oid, error = %e, "object not recovered");
+    for pass in 0..PASSES {
+        if pass > 0 {
+            tokio::time::sleep(PASS_BACKOFF).await;
         }
+        let sem = Arc::new(Semaphore::new(PARALLEL));
+        let mut tasks = tokio::task::JoinSet::new();
+        for oid in std::mem::take(&mut todo) {
+            if rec.st().generation != generation {
+                return Ok(());
+            }
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            let sheep = sheep.clone();
+            tasks.spawn(async move {
+                let r = sheep.recovery.recover_now(&sheep, oid).await;
+                drop(permit);
+                (oid, r)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((oid, Err(e))) = r {
+                if e.result() == SdResult::Again {
+                    todo.push(oid);
+                } else {
+                    failed += 1;
+                    tracing::warn!(%oid, error = %e, "object not recovered");
+                }
+            }
+        }
+        if todo.is_empty() {
+            break;
+        }
+    }
+    if !todo.is_empty() || failed > 0 {
+        // Not announcing completion keeps every other copy in place.
+        tracing::warn!(%epoch, failed, waiting = todo.len(), "recovery incomplete; will retry at the next epoch");
+        return Ok(());
     }
     let current = {
         let mut st = rec.st();
@@ -342,7 +386,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
     if !current {
         return Ok(());
     }
-    tracing::info!(%epoch, failed, "recovery finished");
+    tracing::info!(%epoch, "recovery finished");
     sheep
         .driver
         .append(LogEntry::RecoveryDone { nid: me, epoch })
