@@ -177,6 +177,15 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::VdiWrite => crate::vdi_io::write(ctx, &args).await,
         Handler::NodeList => crate::node::list(ctx),
         Handler::NodeInfo => crate::node::info(ctx).await,
+        Handler::NodeKill => crate::node::kill(ctx, &args).await,
+        Handler::NodeRecovery => match args.first().copied() {
+            None | Some(b"info") => crate::node::recovery(ctx).await,
+            Some(b"set-throttle" | b"get-throttle") => {
+                sd_err!("dog node recovery throttling is not implemented yet");
+                Ok(EXIT_FAILURE)
+            }
+            Some(_) => Ok(EXIT_USAGE),
+        },
         Handler::ClusterInfo => crate::cluster::info(ctx).await,
         Handler::ClusterFormat => crate::cluster::format(ctx).await,
         Handler::ClusterShutdown => crate::cluster::shutdown(ctx).await,
@@ -306,6 +315,7 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
         ("cluster", 'F') => o.avoid_diskfull = true,
         ("cluster", 'V') => o.fixed_vnodes = true,
         ("cluster", 'd') => o.diff = true,
+        ("node", 'l') => o.local = true,
         // Options of commands this dog does not implement are accepted and ignored.
         _ => {}
     }

@@ -153,6 +153,8 @@ pub struct Options {
     pub fixed_vnodes: bool,
     /// `-d` (cluster info).
     pub diff: bool,
+    /// `-l` (node kill): the daemon given by `-a`/`-p`.
+    pub local: bool,
 }
 
 /// Whether a write creates the object.

@@ -276,6 +276,55 @@ pub fn format_node_list_row(idx: usize, node: &SdNode, raw: bool) -> String {
     }
 }
 
+/// A STAT_RECOVERY reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryState {
+    /// The node is recovering.
+    pub in_recovery: bool,
+    /// Objects recovered.
+    pub finished: u64,
+    /// Objects to recover.
+    pub total: u64,
+}
+
+impl RecoveryState {
+    /// Decodes the 24-byte `recovery_state`.
+    pub fn decode(b: &[u8]) -> Option<RecoveryState> {
+        let u64_at = |o: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+        };
+        Some(RecoveryState {
+            in_recovery: *b.first()? != 0,
+            finished: u64_at(8)?,
+            total: u64_at(16)?,
+        })
+    }
+}
+
+/// One `dog node recovery` row: `"%4d   %-20s%5d%11d%11.1f%%"`, raw `"%d %s %d %d %lu %lu"`.
+pub fn format_recovery_row(idx: usize, node: &SdNode, st: &RecoveryState, raw: bool) -> String {
+    let host = node.nid.to_string();
+    if raw {
+        format!(
+            "{idx} {host} {} {} {} {}\n",
+            node.nr_vnodes, node.zone, st.finished, st.total
+        )
+    } else {
+        let pct = if st.total == 0 {
+            0.0
+        } else {
+            st.finished as f64 * 100.0 / st.total as f64
+        };
+        format!(
+            "{idx:>4}   {}{:>5}{:>11}{:>11.1}%\n",
+            pad_right(&host, 20),
+            node.nr_vnodes,
+            node.zone,
+            pct
+        )
+    }
+}
+
 /// The header line of `dog node info`.
 pub const NODE_INFO_HEADER: &str = "Id\tSize\tUsed\tAvail\tUse%\n";
 
@@ -723,6 +772,40 @@ mod tests {
                 &Utc
             ),
             "Cluster status: Waiting for cluster to be formatted\n\n"
+        );
+    }
+
+    #[test]
+    fn recovery_rows() {
+        let node = SdNode {
+            nid: sd_proto::node::NodeId::from_socket("127.0.0.1:7001".parse().unwrap()),
+            nr_vnodes: 128,
+            zone: 1,
+            ..SdNode::default()
+        };
+        let st = RecoveryState {
+            in_recovery: true,
+            finished: 1,
+            total: 3,
+        };
+        assert_eq!(
+            format_recovery_row(1, &node, &st, false),
+            "   1   127.0.0.1:7001        128          1       33.3%\n"
+        );
+        assert_eq!(
+            format_recovery_row(1, &node, &st, true),
+            "1 127.0.0.1:7001 128 1 1 3\n"
+        );
+        let mut b = vec![1u8, 0, 0, 0, 1, 0, 0, 0];
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.extend_from_slice(&9u64.to_le_bytes());
+        assert_eq!(
+            RecoveryState::decode(&b),
+            Some(RecoveryState {
+                in_recovery: true,
+                finished: 5,
+                total: 9
+            })
         );
     }
 }

@@ -1,9 +1,10 @@
-//! `dog node list|info` (spec dog-cli.md §4.4, §4.5).
+//! `dog node list|info|kill|recovery` (spec dog-cli.md §4.4, §4.5, §4.7).
 
 use sd_client::ClientError;
+use sd_proto::{Opcode, RequestHeader, SdResult};
 
 use crate::ctx::Ctx;
-use crate::exit::{CmdResult, EXIT_SUCCESS, EXIT_SYSFAIL};
+use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE};
 use crate::format;
 use crate::sd_err;
 use crate::vdi::{live_vids, read_listed};
@@ -65,5 +66,76 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
     }
     let total = format::format_node_info_total(total_size, total_free, vdi_total, raw);
     ctx.put(&total);
+    Ok(EXIT_SUCCESS)
+}
+
+/// `node kill <node id>` (or `-l`: the daemon given by `-a`/`-p`): KILL_NODE.
+pub async fn kill(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
+    let addr = if ctx.opts.local {
+        ctx.addr
+    } else {
+        let Some(arg) = args.first() else {
+            return Ok(EXIT_USAGE);
+        };
+        let text = String::from_utf8_lossy(arg);
+        let idx = text.parse::<usize>().ok().filter(|i| *i < ctx.nodes.len());
+        let Some(node) = idx.and_then(|i| ctx.nodes.get(i)) else {
+            sd_err!("Invalid node id '{text}'");
+            return Ok(EXIT_USAGE);
+        };
+        node.nid.socket_addr()
+    };
+    let Some(c) = ctx.conn_at(addr).await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    match c.call(RequestHeader::new(Opcode::KillNode), &[]).await {
+        Ok((rsp, _)) if rsp.result == SdResult::Success => Ok(EXIT_SUCCESS),
+        Ok((rsp, _)) => {
+            sd_err!("Failed to execute request: {}", rsp.result.message());
+            Ok(EXIT_FAILURE)
+        }
+        // The node stops right after answering; a closed connection is expected.
+        Err(ClientError::Closed) => Ok(EXIT_SUCCESS),
+        Err(e) => {
+            Ctx::report_transport(&e);
+            Ok(EXIT_SYSFAIL)
+        }
+    }
+}
+
+/// Size of the STAT_RECOVERY reply.
+const RECOVERY_STATE_LEN: u32 = 24;
+
+/// `node recovery [info]`: STAT_RECOVERY to every node, listing those in recovery.
+pub async fn recovery(ctx: &mut Ctx) -> CmdResult {
+    ctx.update_node_list().await?;
+    let raw = ctx.opts.raw;
+    if !raw {
+        ctx.put("Nodes In Recovery:\n");
+        ctx.put("  Id   Host:Port         V-Nodes       Zone       Progress\n");
+    }
+    let nodes = ctx.nodes.clone();
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
+            continue;
+        };
+        let mut h = RequestHeader::new(Opcode::StatRecovery);
+        h.data_length = RECOVERY_STATE_LEN;
+        let data = match c.call(h, &[]).await {
+            Ok((rsp, data)) if rsp.result == SdResult::Success => data,
+            Ok(_) => continue,
+            Err(e) => {
+                Ctx::report_transport(&e);
+                continue;
+            }
+        };
+        let Some(state) = format::RecoveryState::decode(&data) else {
+            continue;
+        };
+        if state.in_recovery {
+            let row = format::format_recovery_row(i, n, &state, raw);
+            ctx.put(&row);
+        }
+    }
     Ok(EXIT_SUCCESS)
 }

@@ -185,6 +185,10 @@ pub enum Handler {
     NodeList,
     /// `node info`.
     NodeInfo,
+    /// `node kill`.
+    NodeKill,
+    /// `node recovery [info]`.
+    NodeRecovery,
     /// `cluster info`.
     ClusterInfo,
     /// `cluster format`.
@@ -455,7 +459,7 @@ const NODE_SUBS: &[SubCmd] = &[
         "aprhlT",
         "kill node",
         NEED_NODELIST,
-        NI,
+        Handler::NodeKill,
     ),
     sub(
         "list",
@@ -473,18 +477,21 @@ const NODE_SUBS: &[SubCmd] = &[
         NEED_NODELIST,
         Handler::NodeInfo,
     ),
-    nested(
-        "recovery",
-        Some("<max> <interval>"),
-        "aphPrT",
-        "show recovery information or set/get recovery speed throttling of nodes",
-        0,
-        &[
-            ss("info", "show recovery information of nodes (default)"),
-            ss("set-throttle", "set new throttling"),
-            ss("get-throttle", "get current throttling"),
-        ],
-    ),
+    SubCmd {
+        handler: Handler::NodeRecovery,
+        ..nested(
+            "recovery",
+            Some("<max> <interval>"),
+            "aphPrT",
+            "show recovery information or set/get recovery speed throttling of nodes",
+            0,
+            &[
+                ss("info", "show recovery information of nodes (default)"),
+                ss("set-throttle", "set new throttling"),
+                ss("get-throttle", "get current throttling"),
+            ],
+        )
+    },
     nested(
         "md",
         Some("[disks]"),
