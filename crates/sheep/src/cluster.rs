@@ -371,9 +371,13 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
         sheep.sys_mut().epochs.clear();
     }
     persist_epochs(sheep, fold).await?;
+    // Our copies may have missed writes while we were away: none is served until checked.
+    let store = sheep.store.clone();
+    let local = blocking(move || store.list()).await?;
+    sheep.recovery.distrust(local);
     sync_sys(sheep, fold);
     if fold.status() == Status::Ok {
-        sheep.recovery.start_epoch(sheep, fold.epoch(), true);
+        sheep.recovery.start_epoch(sheep, fold.epoch(), false);
     }
     Ok(())
 }

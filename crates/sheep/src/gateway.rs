@@ -21,6 +21,8 @@ use crate::sys::Sheep;
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one wait for a new epoch lasts before the request is simply retried.
 const EPOCH_WAIT: Duration = Duration::from_millis(500);
+/// The pause before retrying a replica that has not applied our epoch yet.
+const BEHIND_WAIT: Duration = Duration::from_millis(5);
 
 /// A replicated mutation.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ enum Answer {
     Done(Bytes),
     /// The cluster is moving: try again in a newer epoch.
     Retry,
+    /// A replica has not applied our epoch yet: try again in a moment.
+    Behind,
     Failed(SdResult),
 }
 
@@ -56,10 +60,8 @@ fn classify(r: SheepResult<Bytes>) -> Answer {
     match r {
         Ok(b) => Answer::Done(b),
         Err(e) => match e.result() {
-            SdResult::OldNodeVer
-            | SdResult::NewNodeVer
-            | SdResult::NetworkError
-            | SdResult::WaitForJoin => Answer::Retry,
+            SdResult::NewNodeVer | SdResult::Again => Answer::Behind,
+            SdResult::OldNodeVer | SdResult::NetworkError | SdResult::WaitForJoin => Answer::Retry,
             other => Answer::Failed(other),
         },
     }
@@ -87,13 +89,15 @@ fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<No
 }
 
 /// Waits until the epoch moves past `epoch` (or a short while passes), within `deadline`.
-async fn settle(sheep: &Sheep, epoch: Epoch, deadline: Instant) -> SheepResult<()> {
+/// `behind`: only a replica lags behind our epoch, so a short pause is enough.
+async fn settle(sheep: &Sheep, epoch: Epoch, behind: bool, deadline: Instant) -> SheepResult<()> {
     if Instant::now() >= deadline {
         tracing::warn!(%epoch, "cluster did not settle in time");
         return Err(SdResult::NetworkError.into());
     }
+    let limit = if behind { BEHIND_WAIT } else { EPOCH_WAIT };
     let mut rx = sheep.epoch_tx.subscribe();
-    let wait = EPOCH_WAIT.min(deadline.saturating_duration_since(Instant::now()));
+    let wait = limit.min(deadline.saturating_duration_since(Instant::now()));
     let _ = tokio::time::timeout(wait, rx.wait_for(|e| *e != epoch)).await;
     Ok(())
 }
@@ -174,13 +178,14 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
                 .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m)),
         )
         .await;
-        let mut retry = false;
+        let (mut retry, mut behind) = (false, false);
         let mut failed = None;
         let mut missing = 0usize;
         for a in answers.into_iter().map(classify) {
             match a {
                 Answer::Done(_) => {}
                 Answer::Retry => retry = true,
+                Answer::Behind => behind = true,
                 Answer::Failed(SdResult::NoObj) if matches!(m, Mutation::Remove) => missing += 1,
                 Answer::Failed(r) => failed = failed.or(Some(r)),
             }
@@ -188,9 +193,9 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
         if let Some(r) = failed {
             return Err(r.into());
         }
-        if retry {
+        if retry || behind {
             tracing::debug!(%oid, %epoch, "replica set moving; retrying");
-            settle(sheep, epoch, deadline).await?;
+            settle(sheep, epoch, !retry, deadline).await?;
             continue;
         }
         if missing == nodes.len() {
@@ -214,7 +219,7 @@ pub async fn read(
         if let Some(i) = nodes.iter().position(|n| *n == sheep.me.nid) {
             nodes.swap(0, i);
         }
-        let mut retry = false;
+        let (mut retry, mut behind) = (false, false);
         let mut last = SdResult::NoObj;
         for nid in nodes {
             let r = if nid == sheep.me.nid {
@@ -227,13 +232,14 @@ pub async fn read(
             match classify(r) {
                 Answer::Done(b) => return Ok(b),
                 Answer::Retry => retry = true,
+                Answer::Behind => behind = true,
                 // Bad parameters are the same on every replica.
                 Answer::Failed(SdResult::InvalidParms) => return Err(SdResult::InvalidParms.into()),
                 Answer::Failed(r) => last = r,
             }
         }
-        if retry {
-            settle(sheep, epoch, deadline).await?;
+        if retry || behind {
+            settle(sheep, epoch, !retry, deadline).await?;
             continue;
         }
         return Err(last.into());

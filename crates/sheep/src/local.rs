@@ -59,6 +59,8 @@ pub async fn read(
             return Err(SdResult::NoObj.into());
         }
         sheep.recovery.recover_now(sheep, oid).await?;
+    } else if !for_recovery && !sheep.store.exists(oid) {
+        sheep.recovery.recover_missing(sheep, oid).await?;
     }
     let store = sheep.store.clone();
     let len = u64::from(len);
@@ -85,6 +87,8 @@ pub async fn read(
 pub async fn write(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
     if sheep.recovery.needs(oid) {
         sheep.recovery.recover_now(sheep, oid).await?;
+    } else if !sheep.store.exists(oid) {
+        sheep.recovery.recover_missing(sheep, oid).await?;
     }
     let store = sheep.store.clone();
     blocking(move || store.write(oid, offset, &data)).await

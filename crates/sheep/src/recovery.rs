@@ -140,6 +140,29 @@ impl Recovery {
         Ok(())
     }
 
+    /// This node just (re)joined: none of `local` may be served before it is checked
+    /// against the other copies.
+    pub fn distrust(&self, local: Vec<Oid>) {
+        let mut st = self.st();
+        st.unverified.extend(local);
+        st.rescan = false;
+    }
+
+    /// `oid` is missing here although this node is asked for it: it may be an object the
+    /// new epoch placed here that recovery has not reached yet. Fetch it from its earlier
+    /// holders; NO_OBJ if no live node has it.
+    pub async fn recover_missing(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        if sheep.store.exists(oid) {
+            return Ok(());
+        }
+        let epoch = sheep.sys().epoch;
+        recover_one(sheep, oid, epoch).await?;
+        self.settle(oid);
+        Ok(())
+    }
+
     /// Recovers `oid` now (client I/O reached it before the background task did).
     pub async fn recover_now(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
         let lock = self.lock_for(oid);
