@@ -1,0 +1,53 @@
+//! Benchmark helper (not a test): 4 KiB writes at random offsets of the already written
+//! part of a VDI, one at a time, for a number of seconds; prints IOPS and latency
+//! percentiles. Usage: `write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES]`.
+#![allow(clippy::indexing_slicing, clippy::cast_possible_truncation, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use sd_client::{Connection, WriteOpts};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, addr, name, secs, rest @ ..] = args.as_slice() else {
+        bail!("usage: write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES]");
+    };
+    let addr = addr.parse().context("address")?;
+    let secs: u64 = secs.parse().context("seconds")?;
+    let span: u64 = match rest.first() {
+        Some(s) => s.parse().context("span")?,
+        None => 64 << 20,
+    };
+    let mut c = Connection::connect(addr).await?;
+    let vid = c
+        .get_vdi_info(name.as_bytes(), b"", 0)
+        .await?
+        .vid()
+        .context("vid")?;
+    let obj = 4u64 << 20;
+    let block = vec![0xa5u8; 4096];
+    let mut rng = rand::rng();
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let off = rng.random_range(0..span / 4096) * 4096;
+        let (idx, inner) = (off / obj, off % obj);
+        let t = Instant::now();
+        c.write_obj(vid.data_oid(idx as u32), inner, &block, WriteOpts::default())
+            .await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "writes={} iops={:.0} p50_us={} p99_us={}",
+        lat.len(),
+        lat.len() as f64 / secs as f64,
+        pct(0.50).as_micros(),
+        pct(0.99).as_micros()
+    );
+    Ok(())
+}
