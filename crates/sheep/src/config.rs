@@ -24,6 +24,47 @@ pub struct Config {
     pub max_inflight_per_conn: usize,
     /// Address advertised to other sheep instead of the listener's (`-y`).
     pub advertise: Option<std::net::IpAddr>,
+    /// Recovery throttling (`-R max=N,interval=MS`).
+    pub recovery: RecoveryThrottle,
+}
+
+/// At most `max` objects recovered per `interval`, at most `max` at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryThrottle {
+    /// Objects per interval (and in flight).
+    pub max: usize,
+    /// The interval; zero means no rate limit, only the parallelism bound.
+    pub interval: std::time::Duration,
+}
+
+impl Default for RecoveryThrottle {
+    fn default() -> Self {
+        RecoveryThrottle {
+            max: 4,
+            interval: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl std::str::FromStr for RecoveryThrottle {
+    type Err = String;
+
+    /// Parses `max=N,interval=MS` (either key may be omitted).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut t = RecoveryThrottle::default();
+        for kv in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {kv:?}"))?;
+            let n: u64 = v.parse().map_err(|_| format!("bad number {v:?}"))?;
+            match k {
+                "max" if n > 0 => t.max = usize::try_from(n).unwrap_or(usize::MAX),
+                "interval" => t.interval = std::time::Duration::from_millis(n),
+                _ => return Err(format!("unknown or invalid {kv:?} (max=N>0,interval=MS)")),
+            }
+        }
+        Ok(t)
+    }
 }
 
 impl Config {
@@ -38,6 +79,23 @@ impl Config {
             sync: SyncMode::Writethrough,
             max_inflight_per_conn: 32,
             advertise: None,
+            recovery: RecoveryThrottle::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_recovery_throttle() {
+        let t: RecoveryThrottle = "max=8,interval=100".parse().unwrap();
+        assert_eq!((t.max, t.interval.as_millis()), (8, 100));
+        let t: RecoveryThrottle = "max=2".parse().unwrap();
+        assert_eq!((t.max, t.interval.as_millis()), (2, 0));
+        assert!("max=0".parse::<RecoveryThrottle>().is_err());
+        assert!("speed=3".parse::<RecoveryThrottle>().is_err());
+        assert!("max".parse::<RecoveryThrottle>().is_err());
     }
 }

@@ -50,6 +50,9 @@ struct Args {
     /// Gateway only: hold no objects.
     #[arg(short = 'g', long = "gateway")]
     gateway: bool,
+    /// Recovery throttling: max=N objects per interval=MS.
+    #[arg(short = 'R', long = "recovery")]
+    recovery: Option<sheep::config::RecoveryThrottle>,
     /// Number of vnodes.
     #[arg(short = 'V', long = "vnodes")]
     vnodes: Option<u16>,
@@ -200,6 +203,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.cluster = args.cluster;
     cfg.advertise = args.myaddr;
     cfg.fixed_vnodes = args.vnodes.is_some();
+    cfg.recovery = args.recovery.unwrap_or_default();
     cfg.vnodes = if args.gateway {
         0
     } else {

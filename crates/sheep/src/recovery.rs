@@ -20,8 +20,6 @@ use tokio::sync::Semaphore;
 use crate::error::{SheepError, SheepResult};
 use crate::sys::Sheep;
 
-/// Objects recovered in parallel by the background task.
-const PARALLEL: usize = 4;
 /// Attempts per source that is still catching up with the epoch.
 const SOURCE_ATTEMPTS: u32 = 50;
 /// Pause between those attempts.
@@ -363,11 +361,21 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
         if pass > 0 {
             tokio::time::sleep(PASS_BACKOFF).await;
         }
-        let sem = Arc::new(Semaphore::new(PARALLEL));
+        let throttle = sheep.cfg.recovery;
+        let sem = Arc::new(Semaphore::new(throttle.max.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut window = (tokio::time::Instant::now(), 0usize);
         for oid in std::mem::take(&mut todo) {
             if rec.st().generation != generation {
                 return Ok(());
+            }
+            // Rate limit: at most `max` objects started per `interval`.
+            if !throttle.interval.is_zero() {
+                if window.1 >= throttle.max {
+                    tokio::time::sleep_until(window.0 + throttle.interval).await;
+                    window = (tokio::time::Instant::now(), 0);
+                }
+                window.1 += 1;
             }
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 break;
