@@ -13,6 +13,7 @@
 
 mod admission;
 mod bad_input;
+mod cluster;
 mod common;
 mod concurrency;
 mod dog_cli;

@@ -275,10 +275,11 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
         .collect();
     for nid in others {
         let mut buf_len: u32 = 1 << 20;
+        let mut attempts = 0u32;
         loop {
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
-            match sheep.peers.call(nid, h, &[]).await {
+            let refused = match sheep.peers.call(nid, h, &[]).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     for c in data.chunks_exact(8) {
                         let mut a = [0u8; 8];
@@ -288,17 +289,21 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
                     break;
                 }
                 Ok((rsp, _)) if rsp.result == SdResult::BufferSmall && buf_len < (1 << 30) => {
-                    buf_len *= 4
+                    buf_len *= 4;
+                    continue;
                 }
-                Ok((rsp, _)) => {
-                    tracing::warn!(node = %nid, result = %rsp.result, "object list refused");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(node = %nid, error = %e, "object list unavailable");
-                    break;
-                }
+                Ok((rsp, _)) => rsp.result.to_string(),
+                Err(e) => e.to_string(),
+            };
+            // Without this member's list we cannot know what to recover: never announce
+            // completion on a partial view. A member still applying the epoch catches up
+            // in moments; a dead one is about to leave, which starts a new pass anyway.
+            attempts += 1;
+            if attempts >= SOURCE_ATTEMPTS {
+                tracing::warn!(node = %nid, reason = %refused, "object list unavailable");
+                return Err(SdResult::Again.into());
             }
+            tokio::time::sleep(SOURCE_BACKOFF).await;
         }
     }
     Ok(all)

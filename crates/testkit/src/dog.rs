@@ -1,7 +1,7 @@
 //! Running the real `dog` binary with a deadline.
 
 use std::io::{Read, Write};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,6 +56,25 @@ impl DogOutput {
 /// Runs `dog ARGS` with `stdin` (or an empty stdin), capturing both output streams; kills it
 /// after [`DOG_TIMEOUT`]. Set `-p PORT` in `args` (or use [`crate::Sheep::dog`]).
 pub fn dog(args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<DogOutput> {
+    let mut child = spawn_dog(args)?;
+    let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
+    let writer = child.take_stdin().map(|mut w| {
+        std::thread::spawn(move || {
+            // dog may exit without reading everything; a broken pipe is its business.
+            let _ = w.write_all(&input);
+        })
+    });
+    let out = child.wait();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    out
+}
+
+/// Starts `dog ARGS` with its stdin on a pipe the caller feeds (see
+/// [`DogChild::take_stdin`]), so a test can stream data into `dog vdi write` and act while
+/// dog is in the middle of it. Set `-p PORT` in `args` (or use [`crate::Sheep::spawn_dog`]).
+pub fn spawn_dog(args: &[&str]) -> anyhow::Result<DogChild> {
     let bin = bin_path("dog")?;
     let mut child = Command::new(&bin)
         .args(args)
@@ -67,42 +86,76 @@ pub fn dog(args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<DogOutput> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("spawning {}", bin.display()))?;
-
-    let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
-    let writer = child.stdin.take().map(|mut w| {
-        std::thread::spawn(move || {
-            // dog may exit without reading everything; a broken pipe is its business.
-            let _ = w.write_all(&input);
-        })
-    });
+    let stdin = child.stdin.take();
     let out = child.stdout.take().map(collect);
     let err = child.stderr.take().map(collect);
-
-    let waited = poll_until(DOG_TIMEOUT, "dog to exit", || {
-        child.try_wait().context("waiting for dog")
-    });
-    let status = match waited {
-        Ok(status) => status,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = join_bytes(out);
-            let stderr = join_bytes(err);
-            return Err(e.context(format!(
-                "dog {args:?} hung; stdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            )));
-        }
-    };
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    Ok(DogOutput {
-        status,
-        stdout: join_bytes(out),
-        stderr: join_bytes(err),
+    Ok(DogChild {
+        child,
+        args: args.iter().map(|a| (*a).to_string()).collect(),
+        stdin,
+        out,
+        err,
     })
+}
+
+/// A running `dog` started by [`spawn_dog`]. Dropping it kills dog.
+#[derive(Debug)]
+pub struct DogChild {
+    child: Child,
+    args: Vec<String>,
+    stdin: Option<ChildStdin>,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl DogChild {
+    /// The write end of dog's stdin (once). Dropping it is end-of-file for dog.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// True while dog runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Closes stdin (if still held) and waits up to [`DOG_TIMEOUT`] for dog to exit,
+    /// killing it and failing with what it printed if it does not.
+    pub fn wait(mut self) -> anyhow::Result<DogOutput> {
+        drop(self.stdin.take());
+        let waited = poll_until(DOG_TIMEOUT, "dog to exit", || {
+            self.child.try_wait().context("waiting for dog")
+        });
+        let status = match waited {
+            Ok(status) => status,
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stdout = join_bytes(self.out.take());
+                let stderr = join_bytes(self.err.take());
+                return Err(e.context(format!(
+                    "dog {:?} hung; stdout: {}\nstderr: {}",
+                    self.args,
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                )));
+            }
+        };
+        Ok(DogOutput {
+            status,
+            stdout: join_bytes(self.out.take()),
+            stderr: join_bytes(self.err.take()),
+        })
+    }
+}
+
+impl Drop for DogChild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {

@@ -1,7 +1,8 @@
 //! Process harness for sheepdog-rs tests.
 //!
 //! Finds the built `sheep` and `dog` binaries ([`bin_path`]), starts real daemons in
-//! temporary directories on free ports ([`Sheep`]), SIGKILLs and restarts them, runs `dog`
+//! temporary directories on free ports ([`Sheep`]) or as a cluster sharing a private
+//! `-c local:PATH` ([`Cluster`]), SIGKILLs and restarts them, runs `dog`
 //! with a deadline ([`dog`]), speaks the wire protocol on raw sockets ([`RawClient`],
 //! [`req`]) and derives the bytes tests write from a seed and an offset ([`pattern`]).
 //!
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod bins;
+mod cluster;
 mod dog;
 mod fsutil;
 mod pattern;
@@ -25,7 +27,8 @@ pub mod req;
 mod sheep;
 
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
-pub use dog::{DOG_TIMEOUT, DogOutput, dog};
+pub use cluster::{Cluster, Placement, SETTLE_TIMEOUT};
+pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog};
 pub use fsutil::dir_names;
 pub use pattern::{assert_same_bytes, pattern, random_seed};
 pub use poll::poll_until;

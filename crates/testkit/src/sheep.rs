@@ -89,7 +89,17 @@ impl Sheep {
             .context("creating a temporary directory")?;
         let dir = root.path().join("dir");
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut s = Sheep::new(dir, free_port()?, extra, Some(root));
+        Sheep::start_free_port(dir, extra, Some(root))
+    }
+
+    /// Starts a daemon on `dir` (absolute) on a free port, retrying with another port if
+    /// the chosen one was taken before the daemon bound it.
+    pub(crate) fn start_free_port(
+        dir: PathBuf,
+        extra: &[&str],
+        root: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Sheep> {
+        let mut s = Sheep::new(dir, free_port()?, extra, root);
         let mut attempt = 1;
         loop {
             match s.spawn_ready() {
@@ -170,6 +180,15 @@ impl Sheep {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-p", port.as_str()]);
         crate::dog(&all, stdin)
+    }
+
+    /// Starts `dog ARGS -p PORT` against this daemon with its stdin on a pipe the caller
+    /// feeds ([`crate::spawn_dog`]).
+    pub fn spawn_dog(&self, args: &[&str]) -> anyhow::Result<crate::DogChild> {
+        let port = self.port.to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-p", port.as_str()]);
+        crate::spawn_dog(&all)
     }
 
     /// Formats the cluster over a raw connection, as `dog cluster format` does (store
