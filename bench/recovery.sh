@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): recovery after losing one of 5 sheep holding 1 GiB with copies=3.
+# Benchmark (not a test): recovery after losing one of 5 sheep holding DATA_MIB (2 GiB) with
+# copies=3. SHEEP_ARGS passes extra sheep options (e.g. "-R max=4,interval=50").
 # Prints the re-replication rate against the disk's own sequential write rate, and client
 # 4 KiB write latency during recovery against idle, all measured in the same run.
-# Usage: bench/recovery.sh [WORK_DIR] [DATA_MIB]   (default target/bench-recovery, 1024)
+# Usage: bench/recovery.sh [WORK_DIR] [DATA_MIB]   (default target/bench-recovery, 2048)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$PWD/target/bench-recovery}
-data_mb=${2:-1024}
+data_mb=${2:-2048}
 base=${BENCH_PORT:-17910}
 
 cargo build --release --bins -q
@@ -18,7 +19,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill -9 $p 2>/dev/null || true; done' EXIT
 
 for i in 0 1 2 3 4; do
-    "$bin/sheep" -f -p $((base + i)) -z $i -c local:"$work/cluster" "$work/n$i" > "$work/n$i.out" 2>&1 &
+    "$bin/sheep" -f -p $((base + i)) -z $i -c local:"$work/cluster" ${SHEEP_ARGS:-} "$work/n$i" > "$work/n$i.out" 2>&1 &
     pids+=($!)
 done
 dog() { "$bin/dog" "$@" -p $base; }
@@ -48,7 +49,8 @@ echo "idle 4 KiB writes: $idle"
 before=$(bytes_live)
 kill -9 "${pids[4]}"
 t0=$(now)
-"$lat" 127.0.0.1:$base rec 5 $((data_mb << 20)) > "$work/during.txt" &
+rm -f "$work/settled"
+"$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled" > "$work/during.txt" &
 latpid=$!
 # Recovery is over when the epoch moved and no node reports recovery in progress.
 for _ in $(seq 1 6000); do
@@ -58,6 +60,7 @@ for _ in $(seq 1 6000); do
     sleep 0.05
 done
 t1=$(now)
+touch "$work/settled"
 wait $latpid
 after=$(bytes_live)
 moved=$(py "($after-$before)/1048576")

@@ -1,7 +1,12 @@
 //! Benchmark helper (not a test): 4 KiB writes at random offsets of the already written
-//! part of a VDI, one at a time, for a number of seconds; prints IOPS and latency
-//! percentiles. Usage: `write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES]`.
-#![allow(clippy::indexing_slicing, clippy::cast_possible_truncation, missing_docs)]
+//! part of a VDI, one at a time, for a number of seconds (or until STOP_FILE exists);
+//! prints IOPS and latency percentiles.
+//! Usage: `write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES [STOP_FILE]]`.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +18,7 @@ use sd_client::{Connection, WriteOpts};
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, addr, name, secs, rest @ ..] = args.as_slice() else {
-        bail!("usage: write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES]");
+        bail!("usage: write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES [STOP_FILE]]");
     };
     let addr = addr.parse().context("address")?;
     let secs: u64 = secs.parse().context("seconds")?;
@@ -21,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Some(s) => s.parse().context("span")?,
         None => 64 << 20,
     };
+    let stop = rest.get(1).map(std::path::PathBuf::from);
     let mut c = Connection::connect(addr).await?;
     let vid = c
         .get_vdi_info(name.as_bytes(), b"", 0)
@@ -31,13 +37,19 @@ async fn main() -> anyhow::Result<()> {
     let block = vec![0xa5u8; 4096];
     let mut rng = rand::rng();
     let mut lat = Vec::new();
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    while Instant::now() < end && !stop.as_ref().is_some_and(|p| p.exists()) {
         let off = rng.random_range(0..span / 4096) * 4096;
         let (idx, inner) = (off / obj, off % obj);
         let t = Instant::now();
-        c.write_obj(vid.data_oid(idx as u32), inner, &block, WriteOpts::default())
-            .await?;
+        c.write_obj(
+            vid.data_oid(idx as u32),
+            inner,
+            &block,
+            WriteOpts::default(),
+        )
+        .await?;
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -45,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "writes={} iops={:.0} p50_us={} p99_us={}",
         lat.len(),
-        lat.len() as f64 / secs as f64,
+        lat.len() as f64 / start.elapsed().as_secs_f64(),
         pct(0.50).as_micros(),
         pct(0.99).as_micros()
     );
