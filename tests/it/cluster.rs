@@ -709,3 +709,56 @@ fn a_node_restarted_with_stale_data_does_not_serve_it() {
         t0.elapsed()
     );
 }
+
+/// The whole cluster is SIGKILLed and comes back one node at a time: while more nodes of
+/// its last epoch are missing than it can survive it waits (and serves no data); once
+/// enough are back it runs again, with every byte intact.
+#[test]
+fn a_cluster_killed_entirely_waits_then_comes_back() {
+    let mut c = Cluster::start(3).unwrap();
+    c.format(2).unwrap();
+    ok(
+        c.dog(0, &["vdi", "create", "whole", "64M"], None).unwrap(),
+        "vdi create",
+    );
+    let image = pattern(random_seed(), 0, 8 * MIB);
+    dog_write(&c, 0, "whole", &image);
+    for i in 0..3 {
+        c.kill9(i).unwrap();
+    }
+
+    c.restart(0).unwrap();
+    let info = c.dog(0, &["cluster", "info"], None).unwrap();
+    let first = String::from_utf8_lossy(&info.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        first, "Cluster status: Waiting for other nodes to join cluster",
+        "one node of three back, copies=2"
+    );
+    let read = c
+        .dog(0, &["vdi", "read", "whole", "0", "4096"], None)
+        .unwrap();
+    assert!(!read.status.success(), "a waiting cluster serves no data");
+
+    c.restart(1).unwrap();
+    c.restart(2).unwrap();
+    c.wait_members(3).unwrap();
+    c.poll_until(SETTLE_TIMEOUT, "cluster running again", |c| {
+        let out = c.dog(0, &["cluster", "info"], None)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .starts_with("Cluster status: running")
+            .then_some(()))
+    })
+    .unwrap();
+    for i in 0..3 {
+        assert_same_bytes(
+            &dog_read(&c, i, "whole", 0, image.len()),
+            &image,
+            "after restart",
+        );
+    }
+    c.wait_settled(2, SETTLE_TIMEOUT).unwrap();
+}

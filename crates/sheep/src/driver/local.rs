@@ -101,6 +101,13 @@ impl LocalDriver {
                 what: "flock member".into(),
                 source: e.into(),
             })?;
+            // Record the deaths nobody was alive to notice (a whole cluster that went down)
+            // before our join, so the cluster we join knows who is really there.
+            for nid in logged_members(&p)? {
+                if nid != me.nid {
+                    probe(&p, &nid)?;
+                }
+            }
             append_blocking(
                 &p,
                 &Record {
@@ -170,6 +177,27 @@ fn read_new(log: &mut File, pos: &mut u64, pending: &mut Vec<u8>) -> std::io::Re
         pending.drain(..4 + len);
     }
     Ok(out)
+}
+
+/// The members the log records so far (joined and not left).
+fn logged_members(path: &Path) -> Result<BTreeSet<NodeId>, ClusterError> {
+    let mut members = BTreeSet::new();
+    let Ok(mut log) = File::open(path.join("log")) else {
+        return Ok(members);
+    };
+    let (mut pos, mut pending) = (0u64, Vec::new());
+    for r in read_new(&mut log, &mut pos, &mut pending).map_err(io_err("read log"))? {
+        match r.entry {
+            LogEntry::Join { node, .. } => {
+                members.insert(node.nid);
+            }
+            LogEntry::Leave { nid } => {
+                members.remove(&nid);
+            }
+            _ => {}
+        }
+    }
+    Ok(members)
 }
 
 /// Probes a member's liveness lock; if its owner is dead, records its leave while holding it.
