@@ -22,6 +22,8 @@ impl Store {
         if !remove_if_present(&path)? {
             return Err(StoreError::NoObject(oid));
         }
+        // Unsynced writes to a removed object no longer need syncing.
+        self.mark_clean(oid);
         tracing::debug!(%oid, "removed object");
         self.dir_changed()
     }

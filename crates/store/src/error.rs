@@ -49,6 +49,13 @@ pub enum StoreError {
         /// The limit.
         max: u64,
     },
+    /// Writeback data could not be made durable: these copies were lost and moved aside
+    /// (wire: `SD_RES_EIO`; the daemon re-replicates them).
+    #[error("fdatasync failed for {} object(s)", oids.len())]
+    SyncFailed {
+        /// The lost copies.
+        oids: Vec<Oid>,
+    },
     /// Any other I/O failure (wire: `SD_RES_EIO`).
     #[error("{op} {}", path.display())]
     Io {

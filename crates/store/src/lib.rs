@@ -19,6 +19,8 @@ pub mod meta;
 mod names;
 mod object_io;
 mod store;
+mod writeback;
 
 pub use error::StoreError;
 pub use store::{CreateSpec, Store, StoreConfig, StoreSpace, SyncMode};
+pub use writeback::FlushOutcome;

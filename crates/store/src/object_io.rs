@@ -12,7 +12,7 @@ use sd_proto::Oid;
 
 use crate::error::{StoreError, check_range, len_u64};
 use crate::names;
-use crate::store::{Access, CreateSpec, Store};
+use crate::store::{Access, CreateSpec, Store, SyncMode};
 
 /// How many unique temporary names a create tries before giving up.
 const TMP_ATTEMPTS: u32 = 8;
@@ -40,7 +40,11 @@ impl Store {
         let size = self.file_len(oid, &file)?;
         check_range(oid, offset, len_u64(data.len()), size)?;
         file.write_all_at(data, offset)
-            .map_err(|e| StoreError::object(oid, "pwrite", &self.object_path(oid), e))
+            .map_err(|e| StoreError::object(oid, "pwrite", &self.object_path(oid), e))?;
+        if self.sync == SyncMode::Writeback {
+            self.mark_dirty(oid, len_u64(data.len()));
+        }
+        Ok(())
     }
 
     /// Atomically creates object `oid` of `spec.size` bytes holding `data` at `offset`
@@ -73,6 +77,8 @@ impl Store {
         fs::rename(&tmp.path, &path).map_err(|e| StoreError::object(oid, "rename", &path, e))?;
         tmp.disarm();
         self.fsync_obj_dir()?;
+        // Created durably in both modes: any dirty or lost state of an older copy is moot.
+        self.mark_clean(oid);
         tracing::debug!(%oid, size = spec.size, sparse = spec.sparse, "created object");
         Ok(())
     }

@@ -63,6 +63,10 @@ pub struct Store {
     pub(crate) tmp_seq: AtomicU64,
     /// An unlink in writeback mode has not been made durable by [`Store::sync_dir`] yet.
     pub(crate) dir_dirty: AtomicBool,
+    /// Writeback dirty sets, per VDI.
+    pub(crate) dirty: crate::writeback::Dirty,
+    /// Bytes written in writeback mode and not yet synced.
+    pub(crate) dirty_bytes: AtomicU64,
 }
 
 /// What an object file is opened for.
@@ -91,6 +95,8 @@ impl Store {
             sync: cfg.sync,
             tmp_seq: AtomicU64::new(0),
             dir_dirty: AtomicBool::new(false),
+            dirty: crate::writeback::Dirty::default(),
+            dirty_bytes: AtomicU64::new(0),
         };
         store.remove_leftover_tmp()?;
         Ok(store)
