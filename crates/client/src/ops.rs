@@ -10,7 +10,7 @@ use sd_proto::inode::{SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN};
 use sd_proto::node::{SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::{
     ClusterArgs, DecodeError, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader,
-    ResponseHeader, SdResult, VdiArgs, VdiRsp,
+    ResponseHeader, SdResult, VdiArgs, VdiRsp, Vid,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -221,6 +221,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             h.flags = h.flags | Flags::COW;
         }
         self.call_ok(with_payload(h, data)?, data).await.map(|_| ())
+    }
+
+    /// FLUSH_VDI: makes every write to the VDI acknowledged so far durable on its replicas.
+    /// A Sheepdog 1.0 sheep answers INVALID_PARMS ("no cache"): its writes are already
+    /// durable, so that counts as success.
+    pub async fn flush_vdi(&mut self, vid: Vid) -> Result<(), ClientError> {
+        let h = RequestHeader::new(Opcode::FlushVdi).with_obj(ObjArgs {
+            oid: vid.inode_oid(),
+            ..ObjArgs::default()
+        });
+        let (rsp, _) = self.call(h, &[]).await?;
+        match rsp.result {
+            SdResult::Success | SdResult::InvalidParms => Ok(()),
+            r => Err(ClientError::Result(r)),
+        }
     }
 
     /// GET_VDI_INFO: looks a VDI up by name and tag or snapshot id (0 = current).

@@ -53,7 +53,27 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
         verbose: ctx.opts.verbose,
         diff: ctx.opts.diff,
     };
-    let text = format::format_cluster_info(stat.result, &records, view, &chrono::Local);
+    let mut text = format::format_cluster_info(stat.result, &records, view, &chrono::Local);
+    if view.verbose && !view.raw {
+        // sheepdog-rs: each node's store mode (STAT_SHEEP byte 24), after the vnode mode.
+        let nodes = ctx.nodes.clone();
+        let mut modes = Vec::new();
+        for n in &nodes {
+            let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
+                continue;
+            };
+            if let Ok(st) = c.stat_sheep().await {
+                let mode = if st.writeback {
+                    "writeback"
+                } else {
+                    "writethrough"
+                };
+                modes.push(format!("{} {mode}", n.nid));
+            }
+        }
+        let line = format!("Cluster store modes: {}\n", modes.join(", "));
+        text = format::insert_after_line(&text, "Cluster vnode mode: ", &line);
+    }
     ctx.put(&text);
     Ok(EXIT_SUCCESS)
 }

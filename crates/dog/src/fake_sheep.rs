@@ -251,7 +251,10 @@ async fn start() -> (u16, Shared) {
                             let mut s = st.lock().unwrap();
                             let is_obj = matches!(
                                 header.opcode,
-                                Opcode::ReadObj | Opcode::WriteObj | Opcode::CreateAndWriteObj
+                                Opcode::ReadObj
+                                    | Opcode::WriteObj
+                                    | Opcode::CreateAndWriteObj
+                                    | Opcode::FlushVdi
                             );
                             let obj = if is_obj {
                                 header.obj()
@@ -272,6 +275,7 @@ async fn start() -> (u16, Shared) {
                         if header.opcode == Opcode::StatSheep {
                             rsp = rsp.with_node(NodeRsp {
                                 nr_nodes: 0,
+                                writeback: false,
                                 store_size: 100 << 30,
                                 store_free: (100 << 30) - (8 << 20),
                             });
@@ -400,6 +404,8 @@ async fn format_create_write_read_list_delete() {
             (WriteObj, TEST, 4664, 4, W),
             (CreateAndWriteObj, 0x007c_2b25_0000_0001, 0, 4, W),
             (WriteObj, TEST, 4668, 4, W),
+            // Durable on return, also on a writeback cluster.
+            (FlushVdi, TEST, 0, 0, 0),
         ]
     );
     // Overwrite of owned objects: plain WRITE_OBJ, no index update.
@@ -407,7 +413,10 @@ async fn format_create_write_read_list_delete() {
     assert_eq!(code, 0);
     assert_eq!(
         take(&st)[2..],
-        [(WriteObj, 0x007c_2b25_0000_0000, 4_194_301, 2, W)]
+        [
+            (WriteObj, 0x007c_2b25_0000_0000, 4_194_301, 2, W),
+            (FlushVdi, TEST, 0, 0, 0)
+        ]
     );
 
     let (code, _, data) = dog(port, "vdi read test 4194296 16", b"").await;
@@ -535,10 +544,11 @@ async fn prealloc_cow_and_errors() {
     assert_eq!(code, 0);
     let seen = take(&st);
     assert_eq!(seen[2], (WriteObj, 0x00a1_edc6_0000_0001, 0, 3, W));
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[3], (FlushVdi, inode, 0, 0, 0));
+    assert_eq!(seen.len(), 4);
     let (code, _, _) = dog(port, "vdi write pre 4M", b"").await;
     assert_eq!(code, 0);
-    assert_eq!(take(&st).len(), 2, "lookup and inode read only");
+    assert_eq!(take(&st).len(), 3, "lookup, inode read and flush only");
 
     let (code, _, _) = dog(port, "vdi read pre 9M", b"").await;
     assert_eq!(code, 1, "offset beyond the end");

@@ -381,6 +381,21 @@ pub fn format_node_info_total(size: u64, free: u64, vdi_total: u64, raw: bool) -
     }
 }
 
+/// `text` with `line` inserted after the first line starting with `prefix` (unchanged if
+/// there is none).
+pub fn insert_after_line(text: &str, prefix: &str, line: &str) -> String {
+    let mut out = String::with_capacity(text.len() + line.len());
+    let mut done = false;
+    for l in text.split_inclusive('\n') {
+        out.push_str(l);
+        if !done && l.starts_with(prefix) {
+            out.push_str(line);
+            done = true;
+        }
+    }
+    out
+}
+
 /// What `dog cluster info` shows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClusterInfoView {

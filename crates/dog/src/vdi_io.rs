@@ -363,6 +363,15 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             break;
         }
     }
+    // On a writeback cluster the data is durable only after a flush; `vdi write` returns
+    // when it is (a writethrough sheep answers at once).
+    let Some(c) = ctx.conn().await else {
+        return Ok(EXIT_SYSFAIL);
+    };
+    if let Err(e) = c.flush_vdi(own).await {
+        sd_err!("Failed to flush VDI: {e}");
+        return Ok(EXIT_FAILURE);
+    }
     Ok(EXIT_SUCCESS)
 }
 

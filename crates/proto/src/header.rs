@@ -410,9 +410,11 @@ impl ResponseHeader {
     pub fn node(&self) -> NodeRsp {
         let mut r = Reader::new(&self.args);
         let nr_nodes = r.u32().unwrap_or_default();
-        let _ = r.skip(8);
+        let writeback = r.u8().unwrap_or_default() != 0;
+        let _ = r.skip(7);
         NodeRsp {
             nr_nodes,
+            writeback,
             store_size: r.u64().unwrap_or_default(),
             store_free: r.u64().unwrap_or_default(),
         }
@@ -421,7 +423,8 @@ impl ResponseHeader {
     pub fn with_node(mut self, n: NodeRsp) -> Self {
         let mut w = Writer::with_capacity(28);
         w.u32(n.nr_nodes)
-            .zeros(8)
+            .u8(u8::from(n.writeback))
+            .zeros(7)
             .u64(n.store_size)
             .u64(n.store_free);
         self.args = to_array(&w.buf);
@@ -473,6 +476,9 @@ impl VdiRsp {
 pub struct NodeRsp {
     /// GET_NODE_LIST: number of nodes.
     pub nr_nodes: u32,
+    /// STAT_SHEEP, sheepdog-rs: the node runs the writeback store (`sheep -W`). Byte 24,
+    /// reserved (zero) in Sheepdog 1.0.
+    pub writeback: bool,
     /// STAT_SHEEP: store size.
     pub store_size: u64,
     /// STAT_SHEEP: free bytes.

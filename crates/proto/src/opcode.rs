@@ -186,6 +186,9 @@ opcodes! {
     SetVnodes = 0xCC,
     /// 0xCD get vnodes.
     GetVnodes = 0xCD,
+    /// 0xF0 sheepdog-rs extension: a node's writeback state (dirty objects of one VDI,
+    /// dirty bytes, FLUSH_PEER requests received).
+    StatWriteback = 0xF0,
 }
 
 impl Opcode {

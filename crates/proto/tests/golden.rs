@@ -324,6 +324,7 @@ fn node_list_and_stat_sheep_responses() {
     put(&mut g, 40, &(40u64 << 30).to_le_bytes());
     let n = NodeRsp {
         nr_nodes: 3,
+        writeback: false,
         store_size: 100 << 30,
         store_free: 40 << 30,
     };

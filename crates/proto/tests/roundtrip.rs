@@ -386,8 +386,9 @@ proptest! {
         nr_nodes in any::<u32>(),
         store_size in any::<u64>(),
         store_free in any::<u64>(),
+        writeback in any::<bool>(),
     ) {
-        let n = NodeRsp { nr_nodes, store_size, store_free };
+        let n = NodeRsp { nr_nodes, writeback, store_size, store_free };
         let back = ResponseHeader::decode(&h.with_node(n).encode()).unwrap();
         prop_assert_eq!(back.node(), n);
     }

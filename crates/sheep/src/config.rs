@@ -26,6 +26,50 @@ pub struct Config {
     pub advertise: Option<std::net::IpAddr>,
     /// Recovery throttling (`-R max=N,interval=MS`).
     pub recovery: RecoveryThrottle,
+    /// Writeback behaviour (used when `sync` is `Writeback`).
+    pub writeback: WritebackConfig,
+}
+
+/// How a FLUSH is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushMode {
+    /// Only the nodes written for the VDI, each syncing only that VDI's dirty objects.
+    #[default]
+    Dirty,
+    /// Sheepdog 2012: every node `syncfs()`es its store (kept for comparison).
+    Syncfs,
+}
+
+impl std::str::FromStr for FlushMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dirty" => Ok(FlushMode::Dirty),
+            "syncfs" => Ok(FlushMode::Syncfs),
+            _ => Err(format!("unknown flush mode {s:?} (dirty or syncfs)")),
+        }
+    }
+}
+
+/// Writeback limits (`--writeback-max-age`, `--writeback-max-dirty`, `--flush`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritebackConfig {
+    /// Dirty data older than this is flushed in the background.
+    pub max_age: std::time::Duration,
+    /// New writes wait while more than this many bytes are dirty.
+    pub max_dirty: u64,
+    /// How flushes are carried out.
+    pub flush: FlushMode,
+}
+
+impl Default for WritebackConfig {
+    fn default() -> Self {
+        WritebackConfig {
+            max_age: std::time::Duration::from_secs(1),
+            max_dirty: 256 << 20,
+            flush: FlushMode::Dirty,
+        }
+    }
 }
 
 /// At most `max` objects recovered per `interval`, at most `max` at a time.
@@ -80,6 +124,7 @@ impl Config {
             max_inflight_per_conn: 32,
             advertise: None,
             recovery: RecoveryThrottle::default(),
+            writeback: WritebackConfig::default(),
         }
     }
 }

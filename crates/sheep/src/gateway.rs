@@ -172,6 +172,10 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, nodes) = targets(sheep, oid, copies)?;
+        if !matches!(m, Mutation::Remove) {
+            // Before sending: a write that is not acknowledged must still be flushed.
+            sheep.writeback.record(oid.vid(), &nodes);
+        }
         let answers = join_all(
             nodes
                 .iter()

@@ -13,6 +13,7 @@ pub mod recovery;
 pub mod server;
 pub mod sys;
 pub mod vdi;
+pub mod writeback;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

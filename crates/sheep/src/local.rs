@@ -85,6 +85,7 @@ pub async fn read(
 
 /// Overwrites part of the local copy.
 pub async fn write(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
+    crate::writeback::throttle(sheep).await?;
     if sheep.recovery.needs(oid) {
         sheep.recovery.recover_now(sheep, oid).await?;
     } else if !sheep.store.exists(oid) {

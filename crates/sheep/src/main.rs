@@ -50,6 +50,19 @@ struct Args {
     /// Gateway only: hold no objects.
     #[arg(short = 'g', long = "gateway")]
     gateway: bool,
+    /// Writeback backend store: object writes land in the page cache; FLUSH makes them
+    /// durable.
+    #[arg(short = 'W', long = "writeback")]
+    writeback: bool,
+    /// Writeback: dirty data older than this many milliseconds is flushed in the background.
+    #[arg(long = "writeback-max-age", default_value_t = 1000)]
+    writeback_max_age: u64,
+    /// Writeback: most dirty bytes held before new writes wait (e.g. 256M).
+    #[arg(long = "writeback-max-dirty", default_value = "256M", value_parser = parse_size)]
+    writeback_max_dirty: u64,
+    /// How a flush is carried out: dirty (targeted) or syncfs (the 2012 design).
+    #[arg(long = "flush", default_value = "dirty")]
+    flush: sheep::config::FlushMode,
     /// Recovery throttling: max=N objects per interval=MS.
     #[arg(short = 'R', long = "recovery")]
     recovery: Option<sheep::config::RecoveryThrottle>,
@@ -59,6 +72,27 @@ struct Args {
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
+}
+
+/// A size with an optional K/M/G/T suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("bad size suffix in {s:?}")),
+            };
+            (s.get(..i).unwrap_or_default(), m)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?}"))
 }
 
 /// Parsed `-l` option.
@@ -204,6 +238,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.advertise = args.myaddr;
     cfg.fixed_vnodes = args.vnodes.is_some();
     cfg.recovery = args.recovery.unwrap_or_default();
+    if args.writeback {
+        cfg.sync = sd_store::SyncMode::Writeback;
+    }
+    cfg.writeback = sheep::config::WritebackConfig {
+        max_age: std::time::Duration::from_millis(args.writeback_max_age),
+        max_dirty: args.writeback_max_dirty,
+        flush: args.flush,
+    };
     cfg.vnodes = if args.gateway {
         0
     } else {

@@ -119,6 +119,10 @@ pub struct Sheep {
     pub peers: PeerPool,
     /// Object recovery.
     pub recovery: Recovery,
+    /// Writeback bookkeeping.
+    pub writeback: crate::writeback::Writeback,
+    /// This node's own `Arc`, for work it spawns.
+    this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
     /// Serialises inode index updates that drop object references.
     pub index_ops: tokio::sync::Mutex<()>,
     /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
@@ -237,13 +241,17 @@ impl Sheep {
             vdi_version: watch::channel(0).0,
             peers: PeerPool::default(),
             recovery: Recovery::default(),
+            writeback: crate::writeback::Writeback::default(),
+            this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),
             shutdown_requested: AtomicBool::new(false),
             cancel,
         });
+        let _ = sheep.this.set(Arc::downgrade(&sheep));
         let (live_tx, mut live_rx) = watch::channel(false);
         tokio::spawn(crate::cluster::run(sheep.clone(), records, live_tx));
         tokio::spawn(crate::recovery::run(sheep.clone()));
+        tokio::spawn(crate::writeback::run_flusher(sheep.clone()));
         tokio::select! {
             r = live_rx.wait_for(|l| *l) => { r.map_err(|_| StartError::Cancelled)?; }
             () = sheep.cancel.cancelled() => return Err(StartError::Cancelled),
@@ -253,6 +261,11 @@ impl Sheep {
             tracing::info!(epoch = %sys.epoch, status = ?sys.status, nodes = sys.nodes.len(), "joined the cluster");
         }
         Ok(sheep)
+    }
+
+    /// This node's `Arc` (for spawning work from a `&Sheep`); `None` once it is gone.
+    pub fn self_ref(&self) -> Option<Arc<Sheep>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// A snapshot of the cluster state.

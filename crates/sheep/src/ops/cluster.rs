@@ -55,6 +55,7 @@ pub(super) async fn handle(
             Ok(Reply {
                 node: Some(NodeRsp {
                     nr_nodes: 0,
+                    writeback: sheep.store.sync_mode() == sd_store::SyncMode::Writeback,
                     store_size: space.used.saturating_add(space.free),
                     store_free: space.free,
                 }),

@@ -35,7 +35,9 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::NewVdi | O::LockVdi | O::ReleaseVdi | O::GetVdiInfo | O::DelVdi => (Cluster, false),
         O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
-        O::GetLoglevel | O::KillNode => (Local, true),
+        O::GetLoglevel | O::KillNode | O::StatWriteback => (Local, true),
+        // Not epoch-checked: it only syncs what this node holds dirty.
+        O::FlushPeer => (Local, false),
         O::MakeFs | O::Shutdown => (Cluster, true),
         O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
@@ -189,9 +191,11 @@ async fn dispatch(
         }
         OpKind::Cluster => vdi::handle(sheep, req, payload).await,
         OpKind::Local => match req.opcode {
-            Opcode::DiscardObj | Opcode::FlushVdi | Opcode::GetObjList => {
-                obj::handle(sheep, kind, req, payload).await
-            }
+            Opcode::DiscardObj
+            | Opcode::FlushVdi
+            | Opcode::FlushPeer
+            | Opcode::StatWriteback
+            | Opcode::GetObjList => obj::handle(sheep, kind, req, payload).await,
             Opcode::ReadVdis | Opcode::ReadDelVdis => vdi::handle(sheep, req, payload).await,
             _ => cluster::handle(sheep, req, payload).await,
         },

@@ -93,8 +93,15 @@ pub(super) async fn handle(
             }
             Ok(Reply::data(out))
         }
-        // Writethrough: every acknowledged write is already on disk.
-        O::FlushVdi => Ok(Reply::ok()),
+        O::FlushVdi => {
+            crate::writeback::flush_vdi(sheep, oid.vid()).await?;
+            Ok(Reply::ok())
+        }
+        O::FlushPeer => {
+            crate::writeback::serve_flush_peer(sheep, oid.vid()).await?;
+            Ok(Reply::ok())
+        }
+        O::StatWriteback => Ok(Reply::data(sheep.writeback.stat(sheep, oid.vid()).encode())),
         // Discard is not offered yet; QEMU's driver reads INVALID_PARMS as "disable discard".
         O::DiscardObj => Err(SdResult::InvalidParms.into()),
         _ => Err(SdResult::InvalidParms.into()),

@@ -1,0 +1,258 @@
+//! Writeback (`sheep -W`): the gateway's record of which nodes it wrote for each VDI since
+//! that VDI's last flush, FLUSH_VDI → FLUSH_PEER to exactly those nodes in parallel, the
+//! peer side of FLUSH_PEER, the background flush of old dirty data, and the bound on dirty
+//! bytes.
+//!
+//! **Invariant (the promise of a flush):** when FLUSH_VDI answers SUCCESS, every write to
+//! that VDI this gateway acknowledged before the flush arrived is on stable storage on every
+//! live replica it was written to. A node stays in the VDI's set until a flush it took part
+//! in succeeded; a failed fdatasync loses that copy (moved aside by the store) and the copy is
+//! re-replicated from a healthy one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use sd_proto::node::NodeId;
+use sd_proto::{ObjArgs, Opcode, RequestHeader, SdResult, Vid};
+use sd_store::{StoreError, SyncMode};
+
+use crate::config::FlushMode;
+use crate::error::{SheepError, SheepResult};
+use crate::sys::Sheep;
+
+/// How long FLUSH_VDI waits for the membership to drop a flush target it cannot reach.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(5);
+/// How often the background flusher looks for old dirty data.
+const FLUSHER_TICK: Duration = Duration::from_millis(50);
+
+/// Writeback bookkeeping of one sheep.
+#[derive(Debug, Default)]
+pub struct Writeback {
+    /// Per VDI: nodes this gateway wrote since the VDI's last successful flush.
+    written: Mutex<HashMap<Vid, HashSet<NodeId>>>,
+    /// FLUSH_PEER requests served by this node, in total and per VDI.
+    peer_flushes: AtomicU64,
+    peer_flushes_by_vid: Mutex<HashMap<Vid, u64>>,
+    /// Signalled when dirty bytes drop.
+    drained: tokio::sync::Notify,
+}
+
+/// What STAT_WRITEBACK reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritebackStat {
+    /// Dirty objects of the VDI asked about.
+    pub dirty_objects: u64,
+    /// Dirty bytes of the whole node.
+    pub dirty_bytes: u64,
+    /// FLUSH_PEER requests served, in total.
+    pub peer_flushes: u64,
+    /// FLUSH_PEER requests served for the VDI asked about.
+    pub peer_flushes_vdi: u64,
+}
+
+impl WritebackStat {
+    /// The 32-byte reply of STAT_WRITEBACK.
+    pub fn encode(&self) -> Vec<u8> {
+        [
+            self.dirty_objects,
+            self.dirty_bytes,
+            self.peer_flushes,
+            self.peer_flushes_vdi,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+    }
+}
+
+impl Writeback {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vid, HashSet<NodeId>>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `nodes` are about to receive a write of `vid` (recorded before sending, so a write
+    /// that is not acknowledged still leaves them to flush).
+    pub fn record(&self, vid: Vid, nodes: &[NodeId]) {
+        let mut w = self.lock();
+        let set = w.entry(vid).or_default();
+        for n in nodes {
+            set.insert(*n);
+        }
+    }
+
+    /// The nodes written for `vid` (cleared; callers put back the ones that failed).
+    fn take(&self, vid: Vid) -> HashSet<NodeId> {
+        self.lock().remove(&vid).unwrap_or_default()
+    }
+
+    /// This node's counters for STAT_WRITEBACK.
+    pub fn stat(&self, sheep: &Sheep, vid: Vid) -> WritebackStat {
+        WritebackStat {
+            dirty_objects: sheep.store.dirty_objects(vid.get()) as u64,
+            dirty_bytes: sheep.store.dirty_bytes(),
+            peer_flushes: self.peer_flushes.load(Ordering::Relaxed),
+            peer_flushes_vdi: self
+                .peer_flushes_by_vid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&vid)
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Re-replicates copies a failed sync lost.
+fn repair_lost(sheep: &Sheep, oids: Vec<sd_proto::Oid>) {
+    let Some(sheep) = sheep.self_ref() else {
+        return;
+    };
+    tokio::spawn(async move {
+        for oid in oids {
+            match sheep.recovery.recover_missing(&sheep, oid).await {
+                Ok(()) => tracing::info!(%oid, "lost copy re-replicated"),
+                Err(e) => tracing::error!(%oid, error = %e, "re-replicating a lost copy failed"),
+            }
+        }
+    });
+}
+
+/// Makes this node's dirty data of `vid` durable (FLUSH_PEER, or the gateway's own part).
+pub async fn flush_local(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
+    if sheep.store.sync_mode() == SyncMode::Writethrough {
+        return Ok(());
+    }
+    let store = sheep.store.clone();
+    let mode = sheep.cfg.writeback.flush;
+    let r = tokio::task::spawn_blocking(move || match mode {
+        FlushMode::Dirty => store.flush_vid(vid.get()).map(|_| ()),
+        FlushMode::Syncfs => store.syncfs(),
+    })
+    .await?;
+    sheep.writeback.drained.notify_waiters();
+    match r {
+        Ok(()) => Ok(()),
+        Err(StoreError::SyncFailed { oids }) => {
+            tracing::error!(%vid, lost = oids.len(), "flush failed; re-replicating the lost copies");
+            repair_lost(sheep, oids);
+            Err(SdResult::Eio.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// FLUSH_PEER served: counts it, then flushes.
+pub async fn serve_flush_peer(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
+    sheep.writeback.peer_flushes.fetch_add(1, Ordering::Relaxed);
+    *sheep
+        .writeback
+        .peer_flushes_by_vid
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(vid)
+        .or_default() += 1;
+    flush_local(sheep, vid).await
+}
+
+async fn flush_node(sheep: &Sheep, nid: NodeId, vid: Vid) -> SheepResult<()> {
+    if nid == sheep.me.nid {
+        return flush_local(sheep, vid).await;
+    }
+    let mut h = RequestHeader::new(Opcode::FlushPeer).with_obj(ObjArgs {
+        oid: vid.inode_oid(),
+        ..ObjArgs::default()
+    });
+    h.epoch = sheep.sys().epoch;
+    match sheep.peers.call(nid, h, &[]).await {
+        Ok((rsp, _)) if rsp.result == SdResult::Success => Ok(()),
+        Ok((rsp, _)) => Err(rsp.result.into()),
+        Err(e) => {
+            // A target that died does not hang the flush: once the membership drops it,
+            // the flush answers for the live replicas.
+            let mut rx = sheep.epoch_tx.subscribe();
+            let gone = |_: &sd_proto::Epoch| !sheep.sys().nodes.iter().any(|n| n.nid == nid);
+            if tokio::time::timeout(UNREACHABLE_GRACE, rx.wait_for(gone))
+                .await
+                .is_ok()
+            {
+                tracing::warn!(node = %nid, %vid, "flush target left the cluster; flushed the live replicas");
+                Ok(())
+            } else {
+                tracing::warn!(node = %nid, %vid, error = %e, "flush target unreachable");
+                Err(SdResult::Eio.into())
+            }
+        }
+    }
+}
+
+/// FLUSH_VDI on a gateway: FLUSH_PEER to exactly the nodes written for `vid` since its last
+/// flush, in parallel (`--flush=syncfs`: to every node, as Sheepdog did in 2012).
+pub async fn flush_vdi(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
+    let targets: Vec<NodeId> = match sheep.cfg.writeback.flush {
+        FlushMode::Dirty => sheep.writeback.take(vid).into_iter().collect(),
+        FlushMode::Syncfs => {
+            sheep.writeback.take(vid);
+            sheep.sys().nodes.iter().map(|n| n.nid).collect()
+        }
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let results = join_all(targets.iter().map(|n| flush_node(sheep, *n, vid))).await;
+    let failed: Vec<NodeId> = targets
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| *n)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // Their data is not known durable: the next flush must try them again.
+    sheep.writeback.record(vid, &failed);
+    let first = results
+        .into_iter()
+        .find_map(Result::err)
+        .unwrap_or(SheepError::Result(SdResult::Eio));
+    Err(first)
+}
+
+/// Before a writeback write: while the node holds more dirty bytes than allowed, flush the
+/// oldest dirty VDIs (new writes wait).
+pub async fn throttle(sheep: &Sheep) -> SheepResult<()> {
+    let max = sheep.cfg.writeback.max_dirty;
+    while sheep.store.sync_mode() == SyncMode::Writeback && sheep.store.dirty_bytes() > max {
+        let oldest = sheep.store.dirty_vids_older_than(Duration::ZERO);
+        let Some(vid) = oldest.first().and_then(|v| Vid::new(*v)) else {
+            break;
+        };
+        flush_local(sheep, vid).await?;
+    }
+    Ok(())
+}
+
+/// The background flusher: dirty data older than `--writeback-max-age` is made durable.
+pub async fn run_flusher(sheep: std::sync::Arc<Sheep>) {
+    if sheep.store.sync_mode() != SyncMode::Writeback {
+        return;
+    }
+    let mut tick = tokio::time::interval(FLUSHER_TICK.min(sheep.cfg.writeback.max_age));
+    loop {
+        tokio::select! {
+            () = sheep.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for vid in sheep
+            .store
+            .dirty_vids_older_than(sheep.cfg.writeback.max_age)
+        {
+            let Some(vid) = Vid::new(vid) else { continue };
+            if let Err(e) = flush_local(&sheep, vid).await {
+                tracing::warn!(%vid, error = %e, "background flush failed");
+            }
+        }
+    }
+}
