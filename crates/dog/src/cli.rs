@@ -178,6 +178,17 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::NodeList => crate::node::list(ctx),
         Handler::NodeInfo => crate::node::info(ctx).await,
         Handler::NodeKill => crate::node::kill(ctx, &args).await,
+        Handler::VdiObject => {
+            // As the C dog: a missing or unknown sub-subcommand prints usage, exit 1.
+            let known = args
+                .first()
+                .is_some_and(|a| sub.subsub.iter().any(|s| s.name.as_bytes() == *a));
+            if !known {
+                ctx.put(&usage::subcommand_usage(cmd, sub));
+                return Err(Abort(EXIT_FAILURE));
+            }
+            crate::object::object(ctx, &args).await
+        }
         Handler::NodeRecovery => match args.first().copied() {
             None | Some(b"info") => crate::node::recovery(ctx).await,
             Some(b"set-throttle" | b"get-throttle") => {
@@ -316,6 +327,18 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
         ("cluster", 'V') => o.fixed_vnodes = true,
         ("cluster", 'd') => o.diff = true,
         ("node", 'l') => o.local = true,
+        ("vdi", 'i') => {
+            let t = arg.trim();
+            let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => t.parse::<u64>().ok(),
+            };
+            let Some(v) = v else {
+                sd_err!("Invalid index {arg}");
+                return Err(Abort(EXIT_FAILURE));
+            };
+            o.index = Some(v);
+        }
         // Options of commands this dog does not implement are accepted and ignored.
         _ => {}
     }

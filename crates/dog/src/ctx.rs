@@ -155,6 +155,8 @@ pub struct Options {
     pub diff: bool,
     /// `-l` (node kill): the daemon given by `-a`/`-p`.
     pub local: bool,
+    /// `-i` (vdi object): a data object index.
+    pub index: Option<u64>,
 }
 
 /// Whether a write creates the object.

@@ -10,6 +10,7 @@ mod exit;
 mod format;
 mod getopt;
 mod node;
+mod object;
 mod table;
 mod usage;
 mod vdi;

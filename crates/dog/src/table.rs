@@ -187,6 +187,8 @@ pub enum Handler {
     NodeInfo,
     /// `node kill`.
     NodeKill,
+    /// `vdi object location|map`.
+    VdiObject,
     /// `node recovery [info]`.
     NodeRecovery,
     /// `cluster info`.
@@ -355,18 +357,21 @@ const VDI_SUBS: &[SubCmd] = &[
         0,
         NI,
     ),
-    nested(
-        "object",
-        Some("<vdiname>"),
-        "isaphT",
-        "show object information in the image",
-        NEED_ARG,
-        &[
-            ss("location", "show object location information"),
-            ss("map", "show object map information"),
-            ss("dump-inode", "dump inode information"),
-        ],
-    ),
+    SubCmd {
+        handler: Handler::VdiObject,
+        ..nested(
+            "object",
+            Some("<vdiname>"),
+            "isaphT",
+            "show object information in the image",
+            NEED_ARG,
+            &[
+                ss("location", "show object location information"),
+                ss("map", "show object map information"),
+                ss("dump-inode", "dump inode information"),
+            ],
+        )
+    },
     sub(
         "track",
         Some("<vdiname>"),
