@@ -20,3 +20,4 @@ mod dog_cli;
 mod harness;
 mod restart;
 mod tidy;
+mod writeback;

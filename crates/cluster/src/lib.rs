@@ -12,7 +12,7 @@ pub mod placement;
 mod spec;
 
 pub use membership::{EpochEntry, Membership, Outcome, Status};
-pub use spec::DriverSpec;
+pub use spec::{DEFAULT_ZK_CLUSTER_ID, DEFAULT_ZK_TIMEOUT, DriverSpec, ZkSpec};
 
 use std::future::Future;
 

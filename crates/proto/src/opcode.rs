@@ -189,6 +189,9 @@ opcodes! {
     /// 0xF0 sheepdog-rs extension: a node's writeback state (dirty objects of one VDI,
     /// dirty bytes, FLUSH_PEER requests received).
     StatWriteback = 0xF0,
+    /// 0xF1 sheepdog-rs test hook (only in sheep built with the `failpoints` feature): the
+    /// next fdatasync of object `obj.oid` on this node fails with EIO.
+    InjectSyncFailure = 0xF1,
 }
 
 impl Opcode {

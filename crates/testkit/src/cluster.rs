@@ -21,6 +21,9 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often settle and membership waits look again.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The directory inside `DIR/obj` where a sheep moves copies a failed writeback sync lost.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
 /// Misplaced objects quoted in a timeout message.
 const QUOTE_MAX: usize = 20;
 
@@ -48,15 +51,26 @@ pub type Placement = BTreeMap<Oid, BTreeSet<usize>>;
 impl Cluster {
     /// Starts `n` sheep in zones `0..n` and waits until each of them sees all `n` members.
     pub fn start(n: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with `extra` arguments for every sheep (such as `-W`), kept
+    /// across [`Cluster::restart`].
+    pub fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         let zones: Vec<u32> = (0..n)
             .map(|i| u32::try_from(i).context("too many nodes"))
             .collect::<anyhow::Result<_>>()?;
-        Cluster::start_zones(&zones)
+        Cluster::start_zones_with(&zones, extra)
     }
 
     /// Starts one sheep per entry of `zones` (node `i` in zone `zones[i]`) and waits until
     /// each of them sees all members.
     pub fn start_zones(zones: &[u32]) -> anyhow::Result<Cluster> {
+        Cluster::start_zones_with(zones, &[])
+    }
+
+    /// [`Cluster::start_zones`] with `extra` arguments for every sheep.
+    pub fn start_zones_with(zones: &[u32], extra: &[&str]) -> anyhow::Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix("sheepdog-cluster-it-")
             .tempdir()
@@ -74,7 +88,9 @@ impl Cluster {
             let dir = c.root.path().join(format!("node{i}"));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let z = zone.to_string();
-            let sheep = Sheep::start_free_port(dir, &["-z", &z, "-c", &spec], None)
+            let mut args = vec!["-z", z.as_str(), "-c", spec.as_str()];
+            args.extend_from_slice(extra);
+            let sheep = Sheep::start_free_port(dir, &args, None)
                 .with_context(|| format!("starting node {i} (zone {zone})"))?;
             c.members.push(Member { sheep, zone: *zone });
         }
@@ -214,8 +230,15 @@ impl Cluster {
         self.dir(i).join("obj").join(oid.to_string())
     }
 
+    /// Where node `i` moves object copies a failed writeback sync lost
+    /// (`DIR/obj/.quarantine`); not an object store.
+    pub fn quarantine_dir(&self, i: usize) -> PathBuf {
+        self.dir(i).join("obj").join(QUARANTINE_DIR)
+    }
+
     /// The objects stored in node `i`'s `DIR/obj` (16 hex digits each; names containing
-    /// ".tmp" are creations in progress and skipped). Fails on any other entry.
+    /// ".tmp" are creations in progress and skipped, and so is [`QUARANTINE_DIR`]). Fails
+    /// on any other entry.
     pub fn objects_on_disk(&self, i: usize) -> anyhow::Result<BTreeSet<Oid>> {
         let obj = self.m(i).sheep.dir().join("obj");
         if !obj.exists() {
@@ -223,7 +246,7 @@ impl Cluster {
         }
         let mut out = BTreeSet::new();
         for name in dir_names(&obj)? {
-            if name.contains(".tmp") {
+            if name.contains(".tmp") || name == QUARANTINE_DIR {
                 continue;
             }
             let hex =

@@ -25,9 +25,10 @@ mod port;
 mod raw;
 pub mod req;
 mod sheep;
+pub mod zookeeper;
 
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
-pub use cluster::{Cluster, Placement, SETTLE_TIMEOUT};
+pub use cluster::{Cluster, Placement, QUARANTINE_DIR, SETTLE_TIMEOUT};
 pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog};
 pub use fsutil::dir_names;
 pub use pattern::{assert_same_bytes, pattern, random_seed};

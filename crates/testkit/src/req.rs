@@ -4,7 +4,7 @@
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
 use sd_proto::inode::SD_MAX_VDI_LEN;
 use sd_proto::node::SD_NODE_SIZE;
-use sd_proto::{ClusterArgs, Flags, ObjArgs, Oid, Opcode, RequestHeader, VdiArgs};
+use sd_proto::{ClusterArgs, Flags, ObjArgs, Oid, Opcode, RequestHeader, VdiArgs, Vid};
 
 /// The store name `dog cluster format` sends by default, NUL included.
 pub const STORE_PLAIN: &[u8] = b"plain\0";
@@ -132,4 +132,30 @@ pub fn stat_cluster(nodes_nr: u32, records: u32) -> RequestHeader {
     let rec = EPOCH_LOG_LEN + nodes_nr * NODE_SIZE;
     h.data_length = records * rec;
     h
+}
+
+/// Bytes of a STAT_WRITEBACK reply: four little-endian u64.
+pub const STAT_WRITEBACK_LEN: u32 = 32;
+
+/// FLUSH_VDI of `vid` (obj.oid = its inode oid).
+pub fn flush_vdi(vid: Vid) -> RequestHeader {
+    obj_req(Opcode::FlushVdi, vid.inode_oid(), 0, 0, Flags::default())
+}
+
+/// STAT_WRITEBACK (internal protocol) of `vid`: dirty objects of `vid` on the node, the
+/// node's dirty bytes, FLUSH_PEER served in total and for `vid`.
+pub fn stat_writeback(vid: Vid) -> RequestHeader {
+    obj_req(
+        Opcode::StatWriteback,
+        vid.inode_oid(),
+        0,
+        STAT_WRITEBACK_LEN,
+        Flags::default(),
+    )
+}
+
+/// INJECT_SYNC_FAILURE (internal; only in sheep built with `--features sheep/failpoints`):
+/// the next fdatasync of `oid` on the receiving node fails with EIO.
+pub fn inject_sync_failure(oid: Oid) -> RequestHeader {
+    obj_req(Opcode::InjectSyncFailure, oid, 0, 0, Flags::default())
 }

@@ -2,6 +2,8 @@
 //! They live in the daemon because they do I/O; the fold they feed is pure (`sd_cluster`).
 
 pub mod local;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 use std::path::PathBuf;
 
@@ -20,12 +22,17 @@ pub const DEFAULT_LOCAL_PATH: &str = "/tmp/sheepdog-rs-local";
 pub enum Driver {
     /// Several sheep on one host, sharing a directory.
     Local(local::LocalDriver),
+    /// Sheep on any hosts, through a ZooKeeper ensemble.
+    #[cfg(feature = "zookeeper")]
+    Zookeeper(zookeeper::ZkDriver),
 }
 
 impl ClusterDriver for Driver {
     async fn append(&self, entry: LogEntry) -> Result<(), ClusterError> {
         match self {
             Driver::Local(d) => d.append(entry).await,
+            #[cfg(feature = "zookeeper")]
+            Driver::Zookeeper(d) => d.append(entry).await,
         }
     }
 }
@@ -47,8 +54,14 @@ pub async fn start(
             let (d, rx) = local::LocalDriver::start(path, me, incarnation, saved, cancel).await?;
             Ok((Driver::Local(d), rx))
         }
-        DriverSpec::Zookeeper { args } => Err(ClusterError::Service(format!(
-            "zookeeper:{args}: the ZooKeeper driver is not available yet"
-        ))),
+        #[cfg(feature = "zookeeper")]
+        DriverSpec::Zookeeper(zk) => {
+            let (d, rx) = zookeeper::ZkDriver::start(zk, me, incarnation, saved, cancel).await?;
+            Ok((Driver::Zookeeper(d), rx))
+        }
+        #[cfg(not(feature = "zookeeper"))]
+        DriverSpec::Zookeeper(_) => Err(ClusterError::Service(
+            "this sheep was built without the `zookeeper` feature".into(),
+        )),
     }
 }

@@ -38,6 +38,8 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::GetLoglevel | O::KillNode | O::StatWriteback => (Local, true),
         // Not epoch-checked: it only syncs what this node holds dirty.
         O::FlushPeer => (Local, false),
+        #[cfg(feature = "failpoints")]
+        O::InjectSyncFailure => (Local, true),
         O::MakeFs | O::Shutdown => (Cluster, true),
         O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
@@ -195,6 +197,7 @@ async fn dispatch(
             | Opcode::FlushVdi
             | Opcode::FlushPeer
             | Opcode::StatWriteback
+            | Opcode::InjectSyncFailure
             | Opcode::GetObjList => obj::handle(sheep, kind, req, payload).await,
             Opcode::ReadVdis | Opcode::ReadDelVdis => vdi::handle(sheep, req, payload).await,
             _ => cluster::handle(sheep, req, payload).await,

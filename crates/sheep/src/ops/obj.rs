@@ -102,6 +102,12 @@ pub(super) async fn handle(
             Ok(Reply::ok())
         }
         O::StatWriteback => Ok(Reply::data(sheep.writeback.stat(sheep, oid.vid()).encode())),
+        #[cfg(feature = "failpoints")]
+        O::InjectSyncFailure => {
+            tracing::warn!(%oid, "test hook: the next fdatasync of this object fails");
+            sheep.store.inject_sync_failure(oid);
+            Ok(Reply::ok())
+        }
         // Discard is not offered yet; QEMU's driver reads INVALID_PARMS as "disable discard".
         O::DiscardObj => Err(SdResult::InvalidParms.into()),
         _ => Err(SdResult::InvalidParms.into()),
