@@ -54,8 +54,9 @@ impl Cluster {
         Cluster::start_with(n, &[])
     }
 
-    /// [`Cluster::start`] with `extra` arguments for every sheep (such as `-W`), kept
-    /// across [`Cluster::restart`].
+    /// [`Cluster::start`] with `extra` arguments for every sheep (such as `-W`, or a
+    /// `-c zookeeper:...` driver instead of the private local one), kept across
+    /// [`Cluster::restart`].
     pub fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         let zones: Vec<u32> = (0..n)
             .map(|i| u32::try_from(i).context("too many nodes"))
@@ -88,7 +89,11 @@ impl Cluster {
             let dir = c.root.path().join(format!("node{i}"));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let z = zone.to_string();
-            let mut args = vec!["-z", z.as_str(), "-c", spec.as_str()];
+            let mut args = vec!["-z", z.as_str()];
+            // `extra` may name its own driver (e.g. `-c zookeeper:...`).
+            if !extra.iter().any(|a| *a == "-c" || *a == "--cluster") {
+                args.extend(["-c", spec.as_str()]);
+            }
             args.extend_from_slice(extra);
             let sheep = Sheep::start_free_port(dir, &args, None)
                 .with_context(|| format!("starting node {i} (zone {zone})"))?;
