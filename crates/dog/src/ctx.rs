@@ -310,6 +310,26 @@ impl Ctx {
         }
     }
 
+    /// Points `data_vdi_id[idx]` of `vid`'s inode at `vid` (after creating its object): the
+    /// 4-byte inode write `dog` sends after every create.
+    pub async fn set_index_entry(
+        &mut self,
+        vid: Vid,
+        idx: u32,
+        opts: WriteOpts,
+    ) -> Result<(), SdResult> {
+        let entry = vid.get().to_le_bytes();
+        self.write_object(
+            WriteKind::Overwrite,
+            vid.inode_oid(),
+            None,
+            sd_proto::inode::data_index_offset(idx),
+            &entry,
+            opts,
+        )
+        .await
+    }
+
     /// `find_vdi_name`: GET_VDI_INFO; transport failures become EIO.
     pub async fn find_vdi(
         &mut self,

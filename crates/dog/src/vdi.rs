@@ -212,19 +212,7 @@ async fn preallocate(ctx: &mut Ctx, vid: u32, size: u64) -> u8 {
         {
             return EXIT_FAILURE;
         }
-        let entry = vid.get().to_le_bytes();
-        if ctx
-            .write_object(
-                WriteKind::Overwrite,
-                vid.inode_oid(),
-                None,
-                data_index_offset(idx),
-                &entry,
-                opts,
-            )
-            .await
-            .is_err()
-        {
+        if ctx.set_index_entry(vid, idx, opts).await.is_err() {
             return EXIT_FAILURE;
         }
     }

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
 use sd_client::WriteOpts;
-use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, data_index_offset};
+use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE};
 use sd_proto::{Flags, Vid};
 use tokio::sync::mpsc;
 
@@ -341,22 +341,8 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             sd_err!("Failed to write VDI");
             return Ok(EXIT_FAILURE);
         }
-        if kind == WriteKind::Create {
-            let entry = own.get().to_le_bytes();
-            if ctx
-                .write_object(
-                    WriteKind::Overwrite,
-                    own.inode_oid(),
-                    None,
-                    data_index_offset(idx),
-                    &entry,
-                    opts,
-                )
-                .await
-                .is_err()
-            {
-                return Ok(EXIT_FAILURE);
-            }
+        if kind == WriteKind::Create && ctx.set_index_entry(own, idx, opts).await.is_err() {
+            return Ok(EXIT_FAILURE);
         }
         let _ = back.send(filled.buf);
         if short {
