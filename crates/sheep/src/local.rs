@@ -59,9 +59,19 @@ pub async fn read(
             return Err(SdResult::NoObj.into());
         }
         sheep.recovery.recover_now(sheep, oid).await?;
-    } else if !for_recovery && !sheep.store.exists(oid) {
-        sheep.recovery.recover_missing(sheep, oid).await?;
     }
+    match read_store(sheep, oid, offset, len).await {
+        // Missing here although asked for: perhaps placed here by a new epoch and not
+        // recovered yet. Fetch it, then serve.
+        Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
+            sheep.recovery.recover_missing(sheep, oid).await?;
+            read_store(sheep, oid, offset, len).await
+        }
+        other => other,
+    }
+}
+
+async fn read_store(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResult<Bytes> {
     let store = sheep.store.clone();
     let len = u64::from(len);
     let data = blocking(move || {
@@ -88,11 +98,18 @@ pub async fn write(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepRe
     crate::writeback::throttle(sheep).await?;
     if sheep.recovery.needs(oid) {
         sheep.recovery.recover_now(sheep, oid).await?;
-    } else if !sheep.store.exists(oid) {
-        sheep.recovery.recover_missing(sheep, oid).await?;
     }
     let store = sheep.store.clone();
-    blocking(move || store.write(oid, offset, &data)).await
+    let d = data.clone();
+    match blocking(move || store.write(oid, offset, &d)).await {
+        // As for reads: an object this node lacks may be one recovery has not reached.
+        Err(e) if e.result() == SdResult::NoObj => {
+            sheep.recovery.recover_missing(sheep, oid).await?;
+            let store = sheep.store.clone();
+            blocking(move || store.write(oid, offset, &data)).await
+        }
+        other => other,
+    }
 }
 
 /// Creates (or replaces) the local copy.

@@ -9,7 +9,7 @@ use sd_proto::Oid;
 
 use crate::error::StoreError;
 use crate::names;
-use crate::store::{Access, Store, StoreSpace, SyncMode, for_each_file, remove_if_present};
+use crate::store::{Store, StoreSpace, SyncMode, for_each_file, remove_if_present};
 
 /// `st_blocks` is counted in 512-byte units.
 const BLOCK_UNIT: u64 = 512;
@@ -19,6 +19,7 @@ impl Store {
     /// removal is durable when this returns; in writeback mode after [`Store::sync_dir`].
     pub fn remove(&self, oid: Oid) -> Result<(), StoreError> {
         let path = self.object_path(oid);
+        self.fds.forget(oid);
         if !remove_if_present(&path)? {
             return Err(StoreError::NoObject(oid));
         }
@@ -35,8 +36,7 @@ impl Store {
 
     /// The length of object `oid`'s file; [`StoreError::NoObject`] if absent.
     pub fn object_size(&self, oid: Oid) -> Result<u64, StoreError> {
-        let file = self.open_object(oid, Access::Read)?;
-        self.file_len(oid, &file)
+        Ok(self.cached_object(oid)?.len)
     }
 
     /// Every object, sorted by oid. Files whose names are not exactly 16 lowercase hex
@@ -53,6 +53,7 @@ impl Store {
 
     /// Removes every object and temporary file (cluster format); durable on return.
     pub fn purge(&self) -> Result<(), StoreError> {
+        self.fds.clear();
         for_each_file(&self.obj_dir, |name, path| {
             if names::parse_object_name(name).is_some() || names::is_tmp_name(name) {
                 remove_if_present(path)?;

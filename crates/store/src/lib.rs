@@ -15,6 +15,7 @@
 
 mod admin;
 mod error;
+mod fdcache;
 pub mod meta;
 mod names;
 mod object_io;

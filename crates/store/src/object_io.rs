@@ -12,7 +12,7 @@ use sd_proto::Oid;
 
 use crate::error::{StoreError, check_range, len_u64};
 use crate::names;
-use crate::store::{Access, CreateSpec, Store, SyncMode};
+use crate::store::{CreateSpec, Store, SyncMode};
 
 /// How many unique temporary names a create tries before giving up.
 const TMP_ATTEMPTS: u32 = 8;
@@ -23,10 +23,10 @@ impl Store {
     /// [`StoreError::NoObject`] if absent; [`StoreError::OutOfBounds`] if the range
     /// passes the end of the object file.
     pub fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        let file = self.open_object(oid, Access::Read)?;
-        let size = self.file_len(oid, &file)?;
-        check_range(oid, offset, len_u64(buf.len()), size)?;
-        file.read_exact_at(buf, offset)
+        let o = self.cached_object(oid)?;
+        check_range(oid, offset, len_u64(buf.len()), o.len)?;
+        o.file
+            .read_exact_at(buf, offset)
             .map_err(|e| StoreError::io("pread", &self.object_path(oid), e))
     }
 
@@ -36,10 +36,10 @@ impl Store {
     /// passes the end of the object file. In writethrough mode the data is on disk
     /// when this returns.
     pub fn write(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        let file = self.open_object(oid, Access::Write)?;
-        let size = self.file_len(oid, &file)?;
-        check_range(oid, offset, len_u64(data.len()), size)?;
-        file.write_all_at(data, offset)
+        let o = self.cached_object(oid)?;
+        check_range(oid, offset, len_u64(data.len()), o.len)?;
+        o.file
+            .write_all_at(data, offset)
             .map_err(|e| StoreError::object(oid, "pwrite", &self.object_path(oid), e))?;
         if self.sync == SyncMode::Writeback {
             self.mark_dirty(oid, len_u64(data.len()));
@@ -74,7 +74,10 @@ impl Store {
             .map_err(|e| StoreError::object(oid, "fsync", &tmp.path, e))?;
         drop(file);
         let path = self.object_path(oid);
+        // The cached descriptor of an object being replaced names the old file.
+        self.fds.forget(oid);
         fs::rename(&tmp.path, &path).map_err(|e| StoreError::object(oid, "rename", &path, e))?;
+        self.fds.forget(oid);
         tmp.disarm();
         self.fsync_obj_dir()?;
         // Created durably in both modes: any dirty or lost state of an older copy is moot.
@@ -85,16 +88,10 @@ impl Store {
 
     /// fdatasyncs object `oid` (for writeback mode).
     pub fn sync_object(&self, oid: Oid) -> Result<(), StoreError> {
-        self.open_object(oid, Access::Read)?
+        self.cached_object(oid)?
+            .file
             .sync_data()
             .map_err(|e| StoreError::object(oid, "fdatasync", &self.object_path(oid), e))
-    }
-
-    /// The length of an open object file.
-    pub(crate) fn file_len(&self, oid: Oid, file: &File) -> Result<u64, StoreError> {
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| StoreError::io("fstat", &self.object_path(oid), e))
     }
 
     /// Creates a fresh temporary file for `oid` under a name no one else uses.

@@ -67,13 +67,8 @@ pub struct Store {
     pub(crate) dirty: crate::writeback::Dirty,
     /// Bytes written in writeback mode and not yet synced.
     pub(crate) dirty_bytes: AtomicU64,
-}
-
-/// What an object file is opened for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    Read,
-    Write,
+    /// Open object files.
+    pub(crate) fds: crate::fdcache::FdCache,
 }
 
 impl Store {
@@ -97,6 +92,7 @@ impl Store {
             dir_dirty: AtomicBool::new(false),
             dirty: crate::writeback::Dirty::default(),
             dirty_bytes: AtomicU64::new(0),
+            fds: crate::fdcache::FdCache::default(),
         };
         store.remove_leftover_tmp()?;
         Ok(store)
@@ -117,27 +113,41 @@ impl Store {
         self.obj_dir.join(names::object_name(oid))
     }
 
-    /// Opens an existing object file. The one place to add an fd cache.
-    pub(crate) fn open_object(&self, oid: Oid, access: Access) -> Result<File, StoreError> {
-        let path = self.object_path(oid);
-        let mut opts = OpenOptions::new();
-        let mut flags = OFlag::O_NOFOLLOW;
-        match access {
-            Access::Read => {
-                opts.read(true);
-            }
-            Access::Write => {
-                opts.write(true);
-                if self.sync == SyncMode::Writethrough {
-                    flags |= OFlag::O_DSYNC;
-                }
-            }
+    /// The cached open object, opening it (read-write) on a miss.
+    pub(crate) fn cached_object(&self, oid: Oid) -> Result<crate::fdcache::OpenObject, StoreError> {
+        if let Some(o) = self.fds.get(oid) {
+            return Ok(o);
         }
-        opts.custom_flags(flags.bits());
-        opts.open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::NoObject(oid),
-            _ => StoreError::io("open", &path, e),
-        })
+        let file = self.open_object(oid)?;
+        let len = file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io("fstat", &self.object_path(oid), e))?;
+        let o = crate::fdcache::OpenObject {
+            file: std::sync::Arc::new(file),
+            len,
+        };
+        self.fds.insert(oid, o.clone());
+        Ok(o)
+    }
+
+    /// Opens an existing object file for reading and writing (`O_DSYNC` in writethrough
+    /// mode; never following a symlink out of the store).
+    pub(crate) fn open_object(&self, oid: Oid) -> Result<File, StoreError> {
+        let path = self.object_path(oid);
+        let mut flags = OFlag::O_NOFOLLOW;
+        if self.sync == SyncMode::Writethrough {
+            flags |= OFlag::O_DSYNC;
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags.bits())
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NoObject(oid),
+                _ => StoreError::io("open", &path, e),
+            })
     }
 
     /// Makes the entries of `DIR/obj` durable.
@@ -224,7 +234,7 @@ mod tests {
         i32::from_str_radix(line.trim(), 8).expect("flags are octal")
     }
 
-    fn open_flags(sync: SyncMode) -> (i32, i32) {
+    fn open_flags(sync: SyncMode) -> i32 {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(StoreConfig {
             dir: tmp.path().to_path_buf(),
@@ -237,25 +247,22 @@ mod tests {
             sparse: true,
         };
         store.create_and_write(oid, spec, 0, b"x").expect("create");
-        let w = fd_flags(&store.open_object(oid, Access::Write).expect("open w"));
-        let r = fd_flags(&store.open_object(oid, Access::Read).expect("open r"));
-        (w, r)
+        fd_flags(&store.open_object(oid).expect("open"))
     }
 
     #[test]
     fn writethrough_opens_writes_with_o_dsync_not_o_sync() {
         let dsync = OFlag::O_DSYNC.bits();
         let sync_only = OFlag::O_SYNC.bits() & !dsync;
-        let (w, r) = open_flags(SyncMode::Writethrough);
+        let w = open_flags(SyncMode::Writethrough);
         assert_eq!(w & dsync, dsync, "flags {w:o}");
         assert_eq!(w & sync_only, 0, "O_SYNC must not be set: flags {w:o}");
         assert_eq!(w & OFlag::O_NOFOLLOW.bits(), OFlag::O_NOFOLLOW.bits());
-        assert_eq!(r & dsync, 0, "flags {r:o}");
     }
 
     #[test]
     fn writeback_opens_without_o_dsync() {
-        let (w, _) = open_flags(SyncMode::Writeback);
+        let w = open_flags(SyncMode::Writeback);
         assert_eq!(w & OFlag::O_DSYNC.bits(), 0, "flags {w:o}");
     }
 }

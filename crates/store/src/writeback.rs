@@ -21,7 +21,7 @@ use sd_proto::Oid;
 
 use crate::error::StoreError;
 use crate::names;
-use crate::store::{Access, Store};
+use crate::store::Store;
 
 /// Most object files synced at once by one flush.
 const SYNC_PARALLEL: usize = 8;
@@ -255,7 +255,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&oid);
-        let file = self.open_object(oid, Access::Read)?;
+        let file = self.cached_object(oid)?.file;
         if injected {
             return Err(StoreError::io(
                 "fdatasync",
@@ -275,6 +275,7 @@ impl Store {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let to = qdir.join(format!("{}.{seq}", names::object_name(oid)));
         let from = self.object_path(oid);
+        self.fds.forget(oid);
         fs::rename(&from, &to).map_err(|e| StoreError::io("rename", &from, e))?;
         self.fsync_obj_dir()
     }
