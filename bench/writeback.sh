@@ -82,6 +82,12 @@ for n in sizes:
         print(f"| {label % cnt}{unit} | {cell('wt')} | {cell('wb')} | {fx(ratio(vals['wb'], vals['wt']))} | "
               f"{cell('syncfs')} | {fx(ratio(vals['syncfs'], vals['wt']))} | {fx(ratio(vals['wb'], vals['syncfs']))} | "
               f"{cell('tmpfs')} | {fx(ratio(vals['tmpfs'], vals['wt']))} | {fx(ratio(vals['wb'], vals['tmpfs']))} | {writes} |")
+    print("\nsheep CPU per write (all sheep, user+sys, us; with +fl it includes the flush):")
+    for row, label, key in rows + [("c1", "", ""), ("c8", "", "")]:
+        def cpu(c):
+            r = res.get((c, n, row))
+            return None if r is None or not r.get("writes") or "sheep_cpu_ms" not in r else r["sheep_cpu_ms"] * 1000 / r["writes"]
+        print(f"  {row:6}" + "".join(f"  {c}={fv(cpu(c))}" for c in ("wt", "wb", "syncfs", "tmpfs")))
     print("\nwrite latency p50/p99 (us) per row:")
     for row, label, key in rows:
         print(f"  {row:6}" + "".join(
@@ -165,6 +171,12 @@ stop_all() {
 trap 'stop_all; rm -rf "$shm"' EXIT
 now() { date +%s.%N; }
 t_start=$(now)
+hz=$(getconf CLK_TCK)
+sheep_cpu() { # CPU time (user+system, clock ticks) of the running sheep
+    local t=0 p
+    for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
 
 port=$base
 run_cluster() { # run_cluster CONFIG N
@@ -199,7 +211,11 @@ run_cluster() { # run_cluster CONFIG N
         shift 3
         "$dog" vdi create -P "$vdi" "$size" -p "$p0"
         sync # no other row's dirty pages in the way
+        local c0 c1
+        c0=$(sheep_cpu)
         out=$("$q" "$addr" "$vdi" "$@")
+        c1=$(sheep_cpu)
+        out="$out sheep_cpu_ms=$(( (c1 - c0) * 1000 / hz ))"
         echo "$cfg $n $name $out" >> "$results"
         echo "  $cfg n=$n $name: $out"
     }
@@ -208,11 +224,14 @@ run_cluster() { # run_cluster CONFIG N
     row 1m+fl v2 "${BIG_COUNT}M" 1m "$BIG_COUNT" flush
     row 4k v3 "${small_mb}M" 4k "$SMALL_COUNT" secs="$ROW_SECS"
     row 4k+fl v4 "${small_mb}M" 4k "$SMALL_COUNT" flush secs="$ROW_SECS"
-    local c i out
+    local c i out c0 c1
     for c in $CLIENTS; do
         for i in $(seq 0 $((c - 1))); do "$dog" vdi create -P "c${c}_$i" "${CONC_MB}M" -p "$p0"; done
         sync
+        c0=$(sheep_cpu)
         out=$("$q" "$addr" "c${c}_" 4k 100000000 flush clients="$c" secs="$CONC_SECS")
+        c1=$(sheep_cpu)
+        out="$out sheep_cpu_ms=$(( (c1 - c0) * 1000 / hz ))"
         echo "$cfg $n c$c $out" >> "$results"
         echo "  $cfg n=$n c$c: $out"
     done
