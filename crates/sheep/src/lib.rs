@@ -7,6 +7,7 @@ pub mod driver;
 pub mod error;
 pub mod gateway;
 pub mod local;
+pub mod nbd;
 pub mod ops;
 pub mod peer;
 pub mod recovery;
@@ -28,6 +29,16 @@ pub async fn run(
     cfg: Config,
     cancel: CancellationToken,
 ) -> Result<(), StartError> {
+    run_with_nbd(listener, None, cfg, cancel).await
+}
+
+/// [`run`], also serving the cluster's VDIs over NBD on `nbd`.
+pub async fn run_with_nbd(
+    listener: TcpListener,
+    nbd: Option<TcpListener>,
+    cfg: Config,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(|source| {
         StartError::Store(sd_store::StoreError::Io {
             op: "local_addr",
@@ -37,6 +48,13 @@ pub async fn run(
     })?;
     let sheep = Sheep::start(cfg, addr, cancel.clone()).await?;
     tracing::info!(%addr, "sheep listening");
+    if let Some(nbd) = nbd {
+        let exports = std::sync::Arc::new(nbd::VdiExports::new(sheep.clone()));
+        if let Ok(a) = nbd.local_addr() {
+            tracing::info!(addr = %a, "serving NBD");
+        }
+        tokio::spawn(sd_nbd::serve(nbd, exports, cancel.clone()));
+    }
     server::serve(listener, sheep, cancel).await;
     tracing::info!("sheep stopped");
     Ok(())

@@ -63,6 +63,10 @@ struct Args {
     /// How a flush is carried out: dirty (targeted) or syncfs (the 2012 design).
     #[arg(long = "flush", default_value = "dirty")]
     flush: sheep::config::FlushMode,
+    /// NBD export of the VDIs: ADDR:PORT, or `off` (default 127.0.0.1:10809; when the
+    /// default port is taken, e.g. by another sheep on this host, NBD stays off).
+    #[arg(long = "nbd")]
+    nbd: Option<String>,
     /// Recovery throttling: max=N objects per interval=MS.
     #[arg(short = 'R', long = "recovery")]
     recovery: Option<sheep::config::RecoveryThrottle>,
@@ -221,6 +225,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.bindaddr, args.port);
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     listener.set_nonblocking(true).context("set_nonblocking")?;
+    let nbd = bind_nbd(args.nbd.as_deref())?;
 
     if !args.foreground {
         // Fork before any thread exists; the listener and lock fds are inherited.
@@ -260,6 +265,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
+        let nbd = match nbd {
+            Some(l) => {
+                Some(tokio::net::TcpListener::from_std(l).context("adopting the NBD listener")?)
+            }
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
         tokio::spawn(async move {
@@ -275,10 +286,36 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             tracing::info!("signal received, stopping");
             on_signal.cancel();
         });
-        sheep::run(listener, cfg, cancel)
+        sheep::run_with_nbd(listener, nbd, cfg, cancel)
             .await
             .context("sheep failed")
     })
+}
+
+/// Default NBD address.
+const DEFAULT_NBD: &str = "127.0.0.1:10809";
+
+/// Binds the NBD listener: an explicit address must bind; the default may be taken.
+fn bind_nbd(opt: Option<&str>) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let (spec, explicit) = match opt {
+        Some("off") => return Ok(None),
+        Some(s) => (s, true),
+        None => (DEFAULT_NBD, false),
+    };
+    let addr: SocketAddr = spec
+        .parse()
+        .with_context(|| format!("bad --nbd address {spec:?}"))?;
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            l.set_nonblocking(true).context("set_nonblocking")?;
+            Ok(Some(l))
+        }
+        Err(e) if !explicit => {
+            eprintln!("sheep: NBD stays off: binding {addr}: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding NBD on {addr}")),
+    }
 }
 
 /// A pid file removed when the daemon exits normally.

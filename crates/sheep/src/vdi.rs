@@ -142,6 +142,18 @@ impl VdiTable {
         self.entries.get(&vid)
     }
 
+    /// Names of the working (not deleted, not snapshot) VDIs, sorted.
+    pub fn working_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| !e.snapshot && !e.name.is_empty())
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The in-use bitmap.
     pub fn inuse(&self) -> &Bitmap {
         &self.inuse

@@ -116,6 +116,10 @@ impl Sheep {
 
     fn new(dir: PathBuf, port: u16, extra: &[&str], root: Option<tempfile::TempDir>) -> Sheep {
         let mut extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
+        // Tests run in parallel: no NBD listener unless the test asks for one.
+        if !extra.iter().any(|a| a == "--nbd") {
+            extra.extend(["--nbd".into(), "off".into()]);
+        }
         let has_driver = extra.iter().any(|a| a == "-c" || a == "--cluster");
         let cluster = if has_driver {
             None

@@ -1,7 +1,7 @@
 //! Request dispatch: admission rules (spec §5), then one handler per operation family.
 
 mod cluster;
-mod obj;
+pub(crate) mod obj;
 mod vdi;
 
 use bytes::Bytes;

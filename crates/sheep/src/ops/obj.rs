@@ -137,7 +137,7 @@ fn check_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
 
 /// The whole new object of a copy-on-write create: the source object with `data` laid
 /// over it at `offset`.
-async fn copy_on_write(
+pub(crate) async fn copy_on_write(
     sheep: &Sheep,
     oid: Oid,
     src: Oid,
@@ -175,7 +175,7 @@ fn touches_index(offset: u64, len: usize) -> bool {
 ///
 /// FIXME(issue 7): with snapshots and clones an owned object may still be referenced by a
 /// child; this must go through generational reference counts before objects are freed.
-async fn write_inode_index(
+pub(crate) async fn write_inode_index(
     sheep: &Sheep,
     oid: Oid,
     offset: u64,

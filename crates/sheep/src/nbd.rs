@@ -1,0 +1,338 @@
+//! NBD export of VDIs: every sheep serves `--nbd ADDR:PORT`; export name = VDI name, and
+//! `NAME@TAG` or `NAME@SNAPID` exports a snapshot read-only. A [`VdiDev`] turns block I/O
+//! into object I/O through this sheep's gateway, allocating objects as `dog vdi write` and
+//! QEMU's driver do (create the object, then point the inode's index entry at it).
+//!
+//! **Invariant** (CAN_MULTI_CONN): all connections to one export on this sheep share one
+//! `VdiDev`, and its FLUSH is FLUSH_VDI, which covers every write this gateway acknowledged
+//! for the VDI, whichever connection sent it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use sd_nbd::{BlockDev, BlockError, ExportError, Exports};
+use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, data_index_offset, decode_index};
+use sd_proto::{SdResult, Vid};
+
+use crate::error::{SheepError, SheepResult};
+use crate::gateway::{self, Mutation};
+use crate::sys::Sheep;
+
+fn block_err(e: SheepError) -> BlockError {
+    match e.result() {
+        SdResult::NoSpace => BlockError::NoSpace,
+        SdResult::Readonly => BlockError::ReadOnly,
+        SdResult::Shutdown => BlockError::Shutdown,
+        _ => BlockError::io(e),
+    }
+}
+
+/// One VDI as a block device.
+#[derive(Debug)]
+pub struct VdiDev {
+    sheep: Arc<Sheep>,
+    vid: Vid,
+    size: u64,
+    obj_size: u64,
+    copies: usize,
+    read_only: bool,
+    /// `data_vdi_id[]` as this gateway knows it (it is the only writer of this VDI).
+    index: Mutex<Vec<u32>>,
+    /// Serialises allocations, so two writes never both create one object.
+    alloc: tokio::sync::Mutex<()>,
+}
+
+impl VdiDev {
+    async fn open(sheep: Arc<Sheep>, vid: Vid) -> SheepResult<VdiDev> {
+        let copies = sheep.copies_of(vid.inode_oid(), 0);
+        let head_len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(0);
+        let head = gateway::read(&sheep, vid.inode_oid(), 0, head_len, copies).await?;
+        let hdr = InodeHeader::decode(&head).map_err(|_| SheepError::Result(SdResult::VdiRead))?;
+        let n = hdr.data_objects();
+        let index_len =
+            u32::try_from(n * 4).map_err(|_| SheepError::Result(SdResult::NoSupport))?;
+        let index = if index_len == 0 {
+            Vec::new()
+        } else {
+            let at = data_index_offset(0);
+            decode_index(&gateway::read(&sheep, vid.inode_oid(), at, index_len, copies).await?)
+        };
+        Ok(VdiDev {
+            vid,
+            size: hdr.vdi_size,
+            obj_size: hdr.object_size(),
+            copies,
+            read_only: hdr.is_snapshot(),
+            index: Mutex::new(index),
+            alloc: tokio::sync::Mutex::new(()),
+            sheep,
+        })
+    }
+
+    fn owner(&self, idx: u64) -> u32 {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| index.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    fn set_owner(&self, idx: u64, vid: u32) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = usize::try_from(idx).ok().and_then(|i| index.get_mut(i)) {
+            *e = vid;
+        }
+    }
+
+    /// Splits `[offset, offset+len)` into (object index, offset in object, length).
+    fn chunks(&self, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
+        let mut out = Vec::new();
+        let (mut pos, end) = (offset, offset.saturating_add(len));
+        while pos < end {
+            let idx = pos / self.obj_size;
+            let inner = pos % self.obj_size;
+            let n = (self.obj_size - inner).min(end - pos);
+            out.push((idx, inner, n));
+            pos += n;
+        }
+        out
+    }
+
+    async fn read_range(&self, offset: u64, len: u32) -> SheepResult<Bytes> {
+        let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        for (idx, inner, n) in self.chunks(offset, u64::from(len)) {
+            let owner = self.owner(idx);
+            let n32 = u32::try_from(n).unwrap_or(0);
+            if owner == 0 {
+                out.resize(out.len() + usize::try_from(n).unwrap_or(0), 0);
+                continue;
+            }
+            let oid = Vid::from_masked(owner).data_oid(u32::try_from(idx).unwrap_or(u32::MAX));
+            out.extend_from_slice(&gateway::read(&self.sheep, oid, inner, n32, self.copies).await?);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn write_chunk(&self, idx: u64, inner: u64, data: Bytes) -> SheepResult<()> {
+        let idx32 = u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+        let oid = self.vid.data_oid(idx32);
+        if self.owner(idx) == self.vid.get() {
+            return gateway::mutate(
+                &self.sheep,
+                oid,
+                self.copies,
+                Mutation::Write {
+                    offset: inner,
+                    data,
+                },
+            )
+            .await;
+        }
+        let _alloc = self.alloc.lock().await;
+        let owner = self.owner(idx);
+        if owner == self.vid.get() {
+            return gateway::mutate(
+                &self.sheep,
+                oid,
+                self.copies,
+                Mutation::Write {
+                    offset: inner,
+                    data,
+                },
+            )
+            .await;
+        }
+        let (offset, data) = if owner == 0 {
+            (inner, data)
+        } else {
+            // Owned by an ancestor (snapshot or clone source): copy on write.
+            let src = Vid::from_masked(owner).data_oid(idx32);
+            (
+                0,
+                crate::ops::obj::copy_on_write(&self.sheep, oid, src, inner, data).await?,
+            )
+        };
+        gateway::mutate(
+            &self.sheep,
+            oid,
+            self.copies,
+            Mutation::Create { offset, data },
+        )
+        .await?;
+        // The data object exists on every replica before the inode points at it.
+        let entry = Bytes::copy_from_slice(&self.vid.get().to_le_bytes());
+        crate::ops::obj::write_inode_index(
+            &self.sheep,
+            self.vid.inode_oid(),
+            data_index_offset(idx32),
+            entry,
+            self.copies,
+        )
+        .await?;
+        self.set_owner(idx, self.vid.get());
+        Ok(())
+    }
+
+    async fn write_range(&self, offset: u64, data: Bytes) -> SheepResult<()> {
+        let mut pos = 0usize;
+        for (idx, inner, n) in self.chunks(offset, data.len() as u64) {
+            let n = usize::try_from(n).unwrap_or(0);
+            self.write_chunk(idx, inner, data.slice(pos..pos + n))
+                .await?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Zeroes a range: whole objects this VDI owns are freed (the index entry cleared, the
+    /// object removed); partial ranges of allocated objects are written with zeros.
+    async fn zero_range(&self, offset: u64, len: u64) -> SheepResult<()> {
+        for (idx, inner, n) in self.chunks(offset, len) {
+            let owner = self.owner(idx);
+            if owner == 0 {
+                continue;
+            }
+            let idx32 =
+                u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+            if inner == 0 && n == self.obj_size && owner == self.vid.get() {
+                let _alloc = self.alloc.lock().await;
+                let zero = Bytes::from_static(&[0; 4]);
+                crate::ops::obj::write_inode_index(
+                    &self.sheep,
+                    self.vid.inode_oid(),
+                    data_index_offset(idx32),
+                    zero,
+                    self.copies,
+                )
+                .await?;
+                self.set_owner(idx, 0);
+                continue;
+            }
+            let zeros = Bytes::from(vec![0u8; usize::try_from(n).unwrap_or(0)]);
+            self.write_chunk(idx, inner, zeros).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_vdi(&self) -> SheepResult<()> {
+        crate::writeback::flush_vdi(&self.sheep, self.vid).await
+    }
+}
+
+impl BlockDev for VdiDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, BlockError>> {
+        Box::pin(async move { self.read_range(offset, len).await.map_err(block_err) })
+    }
+
+    fn write(&self, offset: u64, data: Bytes, fua: bool) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            self.write_range(offset, data).await.map_err(block_err)?;
+            if fua {
+                self.flush_vdi().await.map_err(block_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move { self.flush_vdi().await.map_err(block_err) })
+    }
+
+    fn trim(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<(), BlockError>> {
+        Box::pin(async move {
+            self.zero_range(offset, u64::from(len))
+                .await
+                .map_err(block_err)
+        })
+    }
+
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u32,
+        _no_hole: bool,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
+        // Unallocated ranges already read as zeros; NO_HOLE only forbids punching holes,
+        // which a freed object is not from the client's point of view (it reads zeros).
+        Box::pin(async move {
+            self.zero_range(offset, u64::from(len))
+                .await
+                .map_err(block_err)
+        })
+    }
+}
+
+/// The VDIs of the cluster, as NBD exports.
+#[derive(Debug)]
+pub struct VdiExports {
+    sheep: Arc<Sheep>,
+    open: Mutex<HashMap<Vid, Arc<VdiDev>>>,
+}
+
+impl VdiExports {
+    /// The exports served by `sheep`.
+    pub fn new(sheep: Arc<Sheep>) -> Self {
+        VdiExports {
+            sheep,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolve(&self, name: &str) -> Result<Arc<VdiDev>, ExportError> {
+        let (vdi, tag, snapid) = match name.split_once('@') {
+            Some((n, s)) => match s.parse::<u32>() {
+                Ok(id) if id > 0 => (n, "", id),
+                _ => (n, s, 0),
+            },
+            None => (name, "", 0),
+        };
+        if vdi.is_empty() {
+            return Err(ExportError::NotFound);
+        }
+        let vid = match self
+            .sheep
+            .vdis()
+            .lookup(vdi.as_bytes(), tag.as_bytes(), snapid)
+        {
+            Ok(f) => f.vid,
+            Err(_) => return Err(ExportError::NotFound),
+        };
+        if let Some(d) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&vid)
+        {
+            return Ok(d.clone());
+        }
+        let dev = VdiDev::open(self.sheep.clone(), vid)
+            .await
+            .map_err(|e| ExportError::Unavailable(Box::new(e)))?;
+        let dev = Arc::new(dev);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(open.entry(vid).or_insert(dev).clone())
+    }
+}
+
+impl Exports for VdiExports {
+    fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn BlockDev>, ExportError>> {
+        Box::pin(async move { self.resolve(name).await.map(|d| d as Arc<dyn BlockDev>) })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, ExportError>> {
+        Box::pin(async move { Ok(self.sheep.vdis().working_names()) })
+    }
+}
