@@ -136,6 +136,7 @@ async fn mutate_one(
     oid: Oid,
     copies: usize,
     m: &Mutation,
+    durable: bool,
 ) -> SheepResult<Bytes> {
     if nid == sheep.me.nid {
         return match m {
@@ -143,7 +144,7 @@ async fn mutate_one(
                 local::create(sheep, oid, *offset, data.clone()).await
             }
             Mutation::Write { offset, data } => {
-                local::write(sheep, oid, *offset, data.clone()).await
+                local::write(sheep, oid, *offset, data.clone(), durable).await
             }
             Mutation::Remove => local::remove(sheep, oid).await,
         }
@@ -157,7 +158,11 @@ async fn mutate_one(
     let mut h = peer_header(op, epoch, oid, copies, offset);
     let payload: &[u8] = match data {
         Some(d) => {
-            h.flags = Flags::WRITE;
+            h.flags = if durable {
+                Flags::WRITE | Flags::DIRECT
+            } else {
+                Flags::WRITE
+            };
             h.data_length =
                 u32::try_from(d.len()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
             d
@@ -172,16 +177,27 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, nodes) = targets(sheep, oid, copies)?;
-        if !matches!(m, Mutation::Remove) {
-            // Before sending: a write that is not acknowledged must still be flushed.
-            sheep.writeback.record(oid.vid(), &nodes);
-        }
+        // Creates are durable on every replica; overwrites are, when the VDI's client
+        // flushes after (nearly) every write (see `Writeback::durable_writes`).
+        let is_write = matches!(m, Mutation::Write { .. });
+        // (Not with --flush=syncfs, which reproduces the 2012 design as it was.)
+        let durable = is_write
+            && sheep.cfg.writeback.flush == crate::config::FlushMode::Dirty
+            && sheep.writeback.durable_writes(oid.vid());
         let answers = join_all(
             nodes
                 .iter()
-                .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m)),
+                .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m, durable)),
         )
         .await;
+        if is_write && !durable {
+            // After the answers, acknowledged or not, so a flush that arrives after this
+            // write was acknowledged always finds these nodes.
+            sheep.writeback.record(oid.vid(), &nodes);
+        }
+        if is_write {
+            sheep.writeback.count_write(oid.vid());
+        }
         let (mut retry, mut behind) = (false, false);
         let mut failed = None;
         let mut missing = 0usize;

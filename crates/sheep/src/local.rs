@@ -93,20 +93,36 @@ async fn read_store(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResu
     Ok(Bytes::from(data))
 }
 
-/// Overwrites part of the local copy.
-pub async fn write(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
-    crate::writeback::throttle(sheep).await?;
+/// Overwrites part of the local copy; `durable`: on stable storage before returning, in
+/// writeback mode too (the gateway asks for it when its client flushes after every write).
+pub async fn write(
+    sheep: &Sheep,
+    oid: Oid,
+    offset: u64,
+    data: Bytes,
+    durable: bool,
+) -> SheepResult<()> {
+    if !durable {
+        crate::writeback::throttle(sheep).await?;
+    }
     if sheep.recovery.needs(oid) {
         sheep.recovery.recover_now(sheep, oid).await?;
     }
-    let store = sheep.store.clone();
-    let d = data.clone();
-    match blocking(move || store.write(oid, offset, &d)).await {
+    let put = |data: Bytes| {
+        let store = sheep.store.clone();
+        blocking(move || {
+            if durable {
+                store.write_durable(oid, offset, &data)
+            } else {
+                store.write(oid, offset, &data)
+            }
+        })
+    };
+    match put(data.clone()).await {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {
             sheep.recovery.recover_missing(sheep, oid).await?;
-            let store = sheep.store.clone();
-            blocking(move || store.write(oid, offset, &data)).await
+            put(data).await
         }
         other => other,
     }

@@ -47,6 +47,38 @@ impl Store {
         Ok(())
     }
 
+    /// Writes like [`Store::write`], but durable when it returns in both modes (a
+    /// writeback store uses `pwritev2(RWF_DSYNC)` for this one write, and records nothing
+    /// dirty).
+    pub fn write_durable(&self, oid: Oid, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        if self.sync == SyncMode::Writethrough {
+            return self.write(oid, offset, data);
+        }
+        let o = self.cached_object(oid)?;
+        check_range(oid, offset, len_u64(data.len()), o.len)?;
+        let (mut done, mut at) = (0usize, offset);
+        while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+            let n = rustix::io::pwritev2(
+                &*o.file,
+                &[std::io::IoSlice::new(rest)],
+                at,
+                rustix::io::ReadWriteFlags::DSYNC,
+            )
+            .map_err(|e| StoreError::object(oid, "pwritev2", &self.object_path(oid), e.into()))?;
+            if n == 0 {
+                return Err(StoreError::object(
+                    oid,
+                    "pwritev2",
+                    &self.object_path(oid),
+                    std::io::ErrorKind::WriteZero.into(),
+                ));
+            }
+            done += n;
+            at += len_u64(n);
+        }
+        Ok(())
+    }
+
     /// Atomically creates object `oid` of `spec.size` bytes holding `data` at `offset`
     /// (zeros elsewhere), replacing any existing object of that oid.
     ///

@@ -68,7 +68,9 @@ pub(super) async fn handle(
         }
         O::WritePeer => {
             super::expect_payload(req, &payload)?;
-            local::write(sheep, oid, args.offset, payload).await?;
+            // DIRECT on a peer write: the gateway wants it durable before the answer.
+            let durable = req.flags.contains(Flags::DIRECT);
+            local::write(sheep, oid, args.offset, payload, durable).await?;
             Ok(Reply::ok())
         }
         O::CreateAndWritePeer => {
