@@ -13,6 +13,7 @@ use sd_cluster::placement::Ring;
 use sd_proto::node::{NodeId, SD_DEFAULT_VNODES, SdNode};
 use sd_proto::{Epoch, Oid};
 
+use crate::sheep::Nbd;
 use crate::{DogOutput, RawClient, Sheep, dir_names, poll_until, req};
 
 /// A generous bound for membership changes and recovery in tests (debug builds, 2 cores).
@@ -72,6 +73,29 @@ impl Cluster {
 
     /// [`Cluster::start_zones`] with `extra` arguments for every sheep.
     pub fn start_zones_with(zones: &[u32], extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_inner(zones, extra, &[])
+    }
+
+    /// [`Cluster::start_with`], where the nodes listed in `exporters` also serve NBD, each
+    /// on its own free loopback port (kept across [`Cluster::restart`]; see
+    /// [`Cluster::nbd_uri`]). The others run with `--nbd off`; `extra` must not name
+    /// `--nbd` itself.
+    pub fn start_nbd(n: usize, extra: &[&str], exporters: &[usize]) -> anyhow::Result<Cluster> {
+        ensure!(
+            !extra.iter().any(|a| a.starts_with("--nbd")),
+            "start_nbd chooses the NBD addresses itself, but extra says {extra:?}"
+        );
+        ensure!(
+            exporters.iter().all(|i| *i < n),
+            "exporters {exporters:?} outside a cluster of {n}"
+        );
+        let zones: Vec<u32> = (0..n)
+            .map(|i| u32::try_from(i).context("too many nodes"))
+            .collect::<anyhow::Result<_>>()?;
+        Cluster::start_inner(&zones, extra, exporters)
+    }
+
+    fn start_inner(zones: &[u32], extra: &[&str], exporters: &[usize]) -> anyhow::Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix("sheepdog-cluster-it-")
             .tempdir()
@@ -95,16 +119,25 @@ impl Cluster {
                 args.extend(["-c", spec.as_str()]);
             }
             args.extend_from_slice(extra);
-            let sheep = Sheep::start_free_port(dir, &args, None)
+            let nbd = if exporters.contains(&i) {
+                Nbd::FreePort
+            } else {
+                Nbd::Off
+            };
+            let sheep = Sheep::start_free_port(dir, &args, None, nbd)
                 .with_context(|| format!("starting node {i} (zone {zone})"))?;
             c.members.push(Member { sheep, zone: *zone });
         }
         c.wait_members(zones.len())?;
         eprintln!(
-            "cluster of {} started in {:.2?} (ports {:?})",
+            "cluster of {} started in {:.2?} (ports {:?}, NBD {:?})",
             zones.len(),
             started.elapsed(),
-            c.members.iter().map(|m| m.sheep.port()).collect::<Vec<_>>()
+            c.members.iter().map(|m| m.sheep.port()).collect::<Vec<_>>(),
+            c.members
+                .iter()
+                .filter_map(|m| m.sheep.nbd_addr())
+                .collect::<Vec<_>>()
         );
         Ok(c)
     }
@@ -193,6 +226,16 @@ impl Cluster {
             .sheep
             .restart()
             .with_context(|| format!("restarting node {i}"))
+    }
+
+    /// `nbd://127.0.0.1:PORT/EXPORT` on node `i`, which must have been started as an
+    /// exporter by [`Cluster::start_nbd`]; anything else is a test bug, reported as a panic.
+    #[track_caller]
+    pub fn nbd_uri(&self, i: usize, export: &str) -> String {
+        self.m(i)
+            .sheep
+            .nbd_uri(export)
+            .unwrap_or_else(|e| panic!("node {i}: {e:#}"))
     }
 
     /// Runs `dog ARGS -p PORT` against node `i`.

@@ -40,6 +40,8 @@ pub struct Sheep {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
+    /// The NBD port (`--nbd 127.0.0.1:PORT`) of a daemon started with an NBD export.
+    nbd_port: Option<u16>,
     extra: Vec<OsString>,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
@@ -72,7 +74,7 @@ impl Sheep {
         // Absolute, because the daemon runs in another working directory.
         let dir =
             std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
-        let mut s = Sheep::new(dir, port, extra, None);
+        let mut s = Sheep::new(dir, port, extra, None, None);
         match s.spawn_ready() {
             Ok(()) => Ok(s),
             Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => Err(e),
@@ -89,24 +91,36 @@ impl Sheep {
             .context("creating a temporary directory")?;
         let dir = root.path().join("dir");
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Sheep::start_free_port(dir, extra, Some(root))
+        Sheep::start_free_port(dir, extra, Some(root), Nbd::Off)
     }
 
     /// Starts a daemon on `dir` (absolute) on a free port, retrying with another port if
-    /// the chosen one was taken before the daemon bound it.
+    /// the chosen one was taken before the daemon bound it. With [`Nbd::FreePort`] it also
+    /// serves NBD on another free loopback port (renewed with the first on a retry).
     pub(crate) fn start_free_port(
         dir: PathBuf,
         extra: &[&str],
         root: Option<tempfile::TempDir>,
+        nbd: Nbd,
     ) -> anyhow::Result<Sheep> {
-        let mut s = Sheep::new(dir, free_port()?, extra, root);
+        let nbd_port = match nbd {
+            Nbd::Off => None,
+            Nbd::FreePort => Some(free_port()?),
+        };
+        let mut s = Sheep::new(dir, free_port()?, extra, root, nbd_port);
         let mut attempt = 1;
         loop {
             match s.spawn_ready() {
                 Ok(()) => return Ok(s),
                 Err(StartFailure::PortTaken(e)) if attempt < PORT_ATTEMPTS => {
-                    eprintln!("sheep could not bind port {}, retrying: {e:#}", s.port);
+                    eprintln!(
+                        "sheep could not bind port {} (NBD {:?}), retrying: {e:#}",
+                        s.port, s.nbd_port
+                    );
                     s.port = free_port()?;
+                    if s.nbd_port.is_some() {
+                        s.nbd_port = Some(free_port()?);
+                    }
                     attempt += 1;
                 }
                 Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => return Err(e),
@@ -114,10 +128,16 @@ impl Sheep {
         }
     }
 
-    fn new(dir: PathBuf, port: u16, extra: &[&str], root: Option<tempfile::TempDir>) -> Sheep {
+    fn new(
+        dir: PathBuf,
+        port: u16,
+        extra: &[&str],
+        root: Option<tempfile::TempDir>,
+        nbd_port: Option<u16>,
+    ) -> Sheep {
         let mut extra: Vec<OsString> = extra.iter().map(OsString::from).collect();
         // Tests run in parallel: no NBD listener unless the test asks for one.
-        if !extra.iter().any(|a| a == "--nbd") {
+        if nbd_port.is_none() && !extra.iter().any(|a| a == "--nbd") {
             extra.extend(["--nbd".into(), "off".into()]);
         }
         let has_driver = extra.iter().any(|a| a == "-c" || a == "--cluster");
@@ -140,6 +160,7 @@ impl Sheep {
             child: None,
             dir,
             port,
+            nbd_port,
             extra,
             output: Arc::new(Mutex::new(Vec::new())),
             readers: Vec::new(),
@@ -166,6 +187,23 @@ impl Sheep {
     /// The listen address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The NBD address of a daemon started with an NBD export (see
+    /// [`crate::Cluster::start_nbd`]); `None` for one started with `--nbd off`.
+    pub fn nbd_addr(&self) -> Option<SocketAddr> {
+        self.nbd_port
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+    }
+
+    /// `nbd://127.0.0.1:PORT/EXPORT`, the URI of VDI `export` on this daemon's NBD
+    /// listener (as qemu-img, qemu-io, nbdinfo and fio take it). Fails for a daemon
+    /// without an NBD export.
+    pub fn nbd_uri(&self, export: &str) -> anyhow::Result<String> {
+        let addr = self
+            .nbd_addr()
+            .with_context(|| format!("sheep on port {} serves no NBD", self.port))?;
+        Ok(format!("nbd://{addr}/{export}"))
     }
 
     /// The process id, while a process is running or not yet reaped.
@@ -334,6 +372,12 @@ impl Sheep {
             .arg("-b")
             .arg("127.0.0.1")
             .args(&self.extra)
+            .args(
+                self.nbd_addr()
+                    .map(|a| ["--nbd".to_string(), a.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg(&self.dir)
             .current_dir(cwd)
             .env("RUST_BACKTRACE", "1")
@@ -373,6 +417,15 @@ impl Drop for Sheep {
             eprintln!("sheep on port {}:\n{}", self.port, self.diagnostics());
         }
     }
+}
+
+/// Whether a daemon started by the harness serves NBD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nbd {
+    /// `--nbd off` (unless the extra arguments say otherwise).
+    Off,
+    /// `--nbd 127.0.0.1:PORT` on a free port.
+    FreePort,
 }
 
 enum Pipe {
