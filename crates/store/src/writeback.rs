@@ -216,6 +216,21 @@ impl Store {
     /// (they are moved aside).
     fn sync_objects(&self, batch: &[(Oid, u64)]) -> Vec<Oid> {
         let mut failed = Vec::new();
+        // One dirty object (a client flushing after each write): sync it right here; a
+        // thread per flush costs more than the fdatasync of one page.
+        if let [(oid, _)] = batch {
+            match self.sync_one(*oid) {
+                Ok(()) | Err(StoreError::NoObject(_)) => {}
+                Err(e) => {
+                    tracing::error!(%oid, error = %e, "fdatasync failed: the copy is lost");
+                    if let Err(e) = self.quarantine(*oid) {
+                        tracing::error!(%oid, error = %e, "moving the lost copy aside failed");
+                    }
+                    failed.push(*oid);
+                }
+            }
+            return failed;
+        }
         for chunk in batch.chunks(SYNC_PARALLEL) {
             let results: Vec<(Oid, Result<(), StoreError>)> = std::thread::scope(|s| {
                 let handles: Vec<_> = chunk
