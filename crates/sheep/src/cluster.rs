@@ -377,7 +377,7 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
     sheep.recovery.distrust(local);
     sync_sys(sheep, fold);
     if fold.status() == Status::Ok {
-        sheep.recovery.start_epoch(sheep, fold.epoch(), false);
+        sheep.recovery.start_epoch(fold.epoch());
     }
     Ok(())
 }
@@ -408,7 +408,7 @@ async fn apply_outcomes(
                     blocking(move || write_epoch(&dir, &entry)).await?;
                     sync_sys(sheep, fold);
                     if fold.status() == Status::Ok {
-                        sheep.recovery.start_epoch(sheep, e.epoch, false);
+                        sheep.recovery.start_epoch(e.epoch);
                     }
                 }
             }

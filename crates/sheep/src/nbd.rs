@@ -118,31 +118,20 @@ impl VdiDev {
     async fn write_chunk(&self, idx: u64, inner: u64, data: Bytes) -> SheepResult<()> {
         let idx32 = u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
         let oid = self.vid.data_oid(idx32);
+        let overwrite = |data| {
+            let m = Mutation::Write {
+                offset: inner,
+                data,
+            };
+            gateway::mutate(&self.sheep, oid, self.copies, m)
+        };
         if self.owner(idx) == self.vid.get() {
-            return gateway::mutate(
-                &self.sheep,
-                oid,
-                self.copies,
-                Mutation::Write {
-                    offset: inner,
-                    data,
-                },
-            )
-            .await;
+            return overwrite(data).await;
         }
         let _alloc = self.alloc.lock().await;
         let owner = self.owner(idx);
         if owner == self.vid.get() {
-            return gateway::mutate(
-                &self.sheep,
-                oid,
-                self.copies,
-                Mutation::Write {
-                    offset: inner,
-                    data,
-                },
-            )
-            .await;
+            return overwrite(data).await;
         }
         let (offset, data) = if owner == 0 {
             (inner, data)

@@ -43,8 +43,6 @@ struct State {
     done: u64,
     total: u64,
     active: bool,
-    /// The rejoin scan has to (re)mark local copies unverified.
-    rescan: bool,
     locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -71,13 +69,13 @@ impl Recovery {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new epoch began (`rejoined`: this node just joined and must not trust its store).
-    pub fn start_epoch(&self, _sheep: &Sheep, epoch: Epoch, rejoined: bool) {
+    /// A new epoch began: recover it (a rejoining node has already distrusted its copies,
+    /// see [`Recovery::distrust`]).
+    pub fn start_epoch(&self, epoch: Epoch) {
         let mut st = self.st();
         st.epoch = epoch;
         st.generation += 1;
         st.active = true;
-        st.rescan |= rejoined;
         drop(st);
         self.kick.notify_one();
     }
@@ -143,7 +141,6 @@ impl Recovery {
     pub fn distrust(&self, local: Vec<Oid>) {
         let mut st = self.st();
         st.unverified.extend(local);
-        st.rescan = false;
     }
 
     /// `oid` is missing here although this node is asked for it: it may be an object the
@@ -324,17 +321,10 @@ pub async fn run(sheep: Arc<Sheep>) {
 
 async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
     let rec = &sheep.recovery;
-    let (epoch, generation, rescan) = {
-        let mut st = rec.st();
-        let r = (st.epoch, st.generation, st.rescan);
-        st.rescan = false;
-        r
+    let (epoch, generation) = {
+        let st = rec.st();
+        (st.epoch, st.generation)
     };
-    if rescan {
-        let store = sheep.store.clone();
-        let local = tokio::task::spawn_blocking(move || store.list()).await??;
-        rec.st().unverified.extend(local);
-    }
     let all = cluster_objects(sheep).await?;
     let ring = sheep.sys().ring.clone();
     let me = sheep.me.nid;
