@@ -39,6 +39,8 @@ struct WbStat {
     peer_flushes: u64,
     /// FLUSH_PEER requests this node served for the VDI asked about.
     peer_flushes_vdi: u64,
+    /// Copies of the VDI lost to a failed sync on this node and not yet rebuilt.
+    lost_objects: u64,
 }
 
 /// STAT_WRITEBACK of `vid` on node `i`.
@@ -60,6 +62,7 @@ fn stat(c: &Cluster, i: usize, vid: Vid) -> WbStat {
         dirty_bytes: u(1),
         peer_flushes: u(2),
         peer_flushes_vdi: u(3),
+        lost_objects: u(4),
     }
 }
 
@@ -298,7 +301,9 @@ fn sync_failure_is_eio_and_the_copy_is_rebuilt() {
         let Ok(got) = std::fs::read(c.object_path(VICTIM, oid)) else {
             return Ok(None);
         };
-        Ok((got == image).then_some(()))
+        // The file appears at its rename; the copy counts as rebuilt once the directory
+        // entry is durable too, and only then does a flush stop reporting it lost.
+        Ok((got == image && stat(c, VICTIM, vid).lost_objects == 0).then_some(()))
     })
     .unwrap();
     eprintln!("{oid} rebuilt on node {VICTIM} in {:.2?}", t.elapsed());

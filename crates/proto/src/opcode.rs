@@ -187,7 +187,7 @@ opcodes! {
     /// 0xCD get vnodes.
     GetVnodes = 0xCD,
     /// 0xF0 sheepdog-rs extension: a node's writeback state (dirty objects of one VDI,
-    /// dirty bytes, FLUSH_PEER requests received).
+    /// dirty bytes, FLUSH_PEER requests received, copies lost to a failed sync).
     StatWriteback = 0xF0,
     /// 0xF1 sheepdog-rs test hook (only in sheep built with the `failpoints` feature): the
     /// next fdatasync of object `obj.oid` on this node fails with EIO.

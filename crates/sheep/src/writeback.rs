@@ -77,16 +77,19 @@ pub struct WritebackStat {
     pub peer_flushes: u64,
     /// FLUSH_PEER requests served for the VDI asked about.
     pub peer_flushes_vdi: u64,
+    /// Copies of the VDI asked about lost to a failed sync and not yet rebuilt.
+    pub lost_objects: u64,
 }
 
 impl WritebackStat {
-    /// The 32-byte reply of STAT_WRITEBACK.
+    /// The 40-byte reply of STAT_WRITEBACK.
     pub fn encode(&self) -> Vec<u8> {
         [
             self.dirty_objects,
             self.dirty_bytes,
             self.peer_flushes,
             self.peer_flushes_vdi,
+            self.lost_objects,
         ]
         .iter()
         .flat_map(|v| v.to_le_bytes())
@@ -162,6 +165,7 @@ impl Writeback {
                 .get(&vid)
                 .copied()
                 .unwrap_or(0),
+            lost_objects: sheep.store.lost_objects(vid.get()) as u64,
         }
     }
 }

@@ -102,6 +102,11 @@ impl Store {
         self.dirty.lock().get(&vid).map_or(0, |v| v.objects.len())
     }
 
+    /// Copies of VDI `vid` lost to a failed sync and not yet created again.
+    pub fn lost_objects(&self, vid: u32) -> usize {
+        self.dirty.lock().get(&vid).map_or(0, |v| v.lost.len())
+    }
+
     /// VDIs whose oldest unsynced write is older than `age`, oldest first.
     pub fn dirty_vids_older_than(&self, age: Duration) -> Vec<u32> {
         let vdis = self.dirty.lock();

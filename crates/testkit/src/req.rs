@@ -134,8 +134,8 @@ pub fn stat_cluster(nodes_nr: u32, records: u32) -> RequestHeader {
     h
 }
 
-/// Bytes of a STAT_WRITEBACK reply: four little-endian u64.
-pub const STAT_WRITEBACK_LEN: u32 = 32;
+/// Bytes of a STAT_WRITEBACK reply: five little-endian u64.
+pub const STAT_WRITEBACK_LEN: u32 = 40;
 
 /// FLUSH_VDI of `vid` (obj.oid = its inode oid).
 pub fn flush_vdi(vid: Vid) -> RequestHeader {
@@ -143,7 +143,8 @@ pub fn flush_vdi(vid: Vid) -> RequestHeader {
 }
 
 /// STAT_WRITEBACK (internal protocol) of `vid`: dirty objects of `vid` on the node, the
-/// node's dirty bytes, FLUSH_PEER served in total and for `vid`.
+/// node's dirty bytes, FLUSH_PEER served in total and for `vid`, copies of `vid` lost to a
+/// failed sync and not yet rebuilt.
 pub fn stat_writeback(vid: Vid) -> RequestHeader {
     obj_req(
         Opcode::StatWriteback,
