@@ -18,6 +18,7 @@ mod common;
 mod concurrency;
 mod dog_cli;
 mod harness;
+mod lifecycle;
 mod nbd;
 mod restart;
 mod tidy;

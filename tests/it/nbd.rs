@@ -658,55 +658,34 @@ fn snapshot_export_refuses_writes() {
         qemu_io(&uri, &["write -P 0x5a 0 1M", "flush"]),
         "qemu-io write before the snapshot",
     );
-    let snap = c.dog(0, &["vdi", "snapshot", "snap"], None).unwrap();
+    c.dog(0, &["vdi", "snapshot", "snap"], None)
+        .unwrap()
+        .check_success("dog vdi snapshot")
+        .unwrap();
     let snap_uri = c.nbd_uri(0, "snap@1");
-    if snap.status.success() {
-        // The working VDI moves on; the snapshot keeps the old bytes, read-only.
-        assert_qemu_io_ok(
-            qemu_io(&uri, &["write -P 0xa5 0 64k", "read -P 0xa5 0 64k"]),
-            "qemu-io write after the snapshot",
-        );
-        let json = squeeze(&tool("nbdinfo", &["--json", &snap_uri]).ok("nbdinfo snap@1"));
-        assert!(json.contains("\"is_read_only\":true"), "{json}");
-        assert_qemu_io_ok(
-            tool(
-                "qemu-io",
-                &["-r", "-f", "raw", "-c", "read -P 0x5a 0 1M", &snap_uri],
-            ),
-            "qemu-io read snap@1",
-        );
-        let out = tool("qemu-io", &["-f", "raw", "-c", "write 0 4k", &snap_uri]);
-        assert!(
-            !out.status.success() || out.stdout.contains("fail"),
-            "qemu-io wrote to snap@1: {}",
-            out.stdout
-        );
-        assert_dog_reads(&c, 1, "snap", 0, &[0xa5; 64 << 10], "working VDI after");
-    } else {
-        // FIXME(snapshots): `dog vdi snapshot` is not implemented yet; snapshots come in
-        // issue 7. Until then there is no snapshot to export, and `snap@1` is unknown.
-        assert!(
-            snap.stderr_str().contains("not implemented"),
-            "dog vdi snapshot: {} / {}",
-            snap.stdout_str(),
-            snap.stderr_str()
-        );
-        let out = tool("nbdinfo", &[&snap_uri]);
-        assert!(!out.status.success(), "nbdinfo {snap_uri}: {}", out.stdout);
-        assert!(out.stderr.contains("snap@1"), "{}", out.stderr);
-        let out = tool("qemu-img", &["info", "-f", "raw", &snap_uri]);
-        assert!(
-            !out.status.success(),
-            "qemu-img info {snap_uri}: {}",
-            out.stdout
-        );
-        assert!(
-            out.stderr.contains("no such export: \"snap@1\""),
-            "{}",
-            out.stderr
-        );
-    }
-    // Either way the working VDI still holds what was written before.
+    // The working VDI moves on (the export follows it to its new vid); the snapshot keeps
+    // the old bytes, read-only.
+    assert_qemu_io_ok(
+        qemu_io(&uri, &["write -P 0xa5 0 64k", "read -P 0xa5 0 64k"]),
+        "qemu-io write after the snapshot",
+    );
+    let json = squeeze(&tool("nbdinfo", &["--json", &snap_uri]).ok("nbdinfo snap@1"));
+    assert!(json.contains("\"is_read_only\":true"), "{json}");
+    assert_qemu_io_ok(
+        tool(
+            "qemu-io",
+            &["-r", "-f", "raw", "-c", "read -P 0x5a 0 1M", &snap_uri],
+        ),
+        "qemu-io read snap@1",
+    );
+    let out = tool("qemu-io", &["-f", "raw", "-c", "write 0 4k", &snap_uri]);
+    assert!(
+        !out.status.success() || out.stdout.contains("fail"),
+        "qemu-io wrote to snap@1: {}",
+        out.stdout
+    );
+    assert_dog_reads(&c, 1, "snap", 0, &[0xa5; 64 << 10], "working VDI after");
+    // The working VDI still holds what was written before, past the new write.
     assert_dog_reads(
         &c,
         2,

@@ -173,6 +173,10 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::VdiCreate => crate::vdi::create(ctx, &args).await,
         Handler::VdiDelete => crate::vdi::delete(ctx, &args).await,
         Handler::VdiList => crate::vdi::list(ctx, &args).await,
+        Handler::VdiSnapshot => crate::snapshot::snapshot(ctx, &args).await,
+        Handler::VdiClone => crate::snapshot::clone(ctx, &args).await,
+        Handler::VdiRollback => crate::snapshot::rollback(ctx, &args).await,
+        Handler::VdiTree => crate::tree::tree(ctx).await,
         Handler::VdiRead => crate::vdi_io::read(ctx, &args).await,
         Handler::VdiWrite => crate::vdi_io::write(ctx, &args).await,
         Handler::NodeList => crate::node::list(ctx),
@@ -305,6 +309,8 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
             }
         },
         ("vdi", 'w') => o.writeback = true,
+        ("vdi", 'n') => o.no_share = true,
+        ("vdi", 'R') => o.reduce_identical = true,
         ("vdi", 'o') => {
             let hex = arg
                 .trim_start()

@@ -157,6 +157,10 @@ pub struct Options {
     pub local: bool,
     /// `-i` (vdi object): a data object index.
     pub index: Option<u64>,
+    /// `-n` (vdi clone): copy every object, share nothing with the snapshot.
+    pub no_share: bool,
+    /// `-R` (vdi snapshot): skip the snapshot if the working VDI owns no object.
+    pub reduce_identical: bool,
 }
 
 /// Whether a write creates the object.

@@ -177,6 +177,14 @@ pub enum Handler {
     VdiDelete,
     /// `vdi list`.
     VdiList,
+    /// `vdi snapshot`.
+    VdiSnapshot,
+    /// `vdi clone`.
+    VdiClone,
+    /// `vdi rollback`.
+    VdiRollback,
+    /// `vdi tree`.
+    VdiTree,
     /// `vdi read`.
     VdiRead,
     /// `vdi write`.
@@ -307,7 +315,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "saphrvTR",
         "create a snapshot",
         NEED_ARG,
-        NI,
+        Handler::VdiSnapshot,
     ),
     sub(
         "clone",
@@ -315,7 +323,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "sPnaphrvT",
         "clone an image",
         NEED_ARG,
-        NI,
+        Handler::VdiClone,
     ),
     sub(
         "delete",
@@ -331,7 +339,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "saphfrvT",
         "rollback to a snapshot",
         NEED_ARG,
-        NI,
+        Handler::VdiRollback,
     ),
     sub(
         "list",
@@ -347,7 +355,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "aphT",
         "show images in tree view format",
         0,
-        NI,
+        Handler::VdiTree,
     ),
     sub(
         "graph",

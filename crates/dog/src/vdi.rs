@@ -4,7 +4,7 @@ use bytes::Bytes;
 use sd_client::{ClientError, NewVdi, WriteOpts};
 use sd_proto::inode::{
     InodeHeader, SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_LIST_READ, SD_INODE_SIZE,
-    SD_MAX_VDI_SIZE, data_index_offset,
+    SD_MAX_VDI_SIZE,
 };
 use sd_proto::{Flags, Oid, SdResult, Vid};
 
@@ -15,8 +15,6 @@ use crate::sd_err;
 
 /// Indexes of a normal (non-hyper) inode.
 const OLD_MAX_DATA_OBJS: u64 = 1 << 20;
-/// Non-zero index entries zeroed per inode write by `vdi delete`.
-const NR_BATCHED_DISCARD: usize = 128;
 /// B-tree header magic of hyper volumes.
 const BTREE_MAGIC: u16 = 0x6274;
 
@@ -219,64 +217,29 @@ async fn preallocate(ctx: &mut Ctx, vid: u32, size: u64) -> u8 {
     EXIT_SUCCESS
 }
 
-/// `vdi delete NAME`: zeroes the index in batches (sheep drops the references), then
-/// DEL_VDI. Unlike Sheepdog 1.0 (which always exits 0), failures exit non-zero.
+/// `vdi delete NAME`: LOOKUP, then DEL_VDI. Sheepdog's dog first zeroed the index in
+/// batches of inode writes; our sheep frees what only this VDI referenced itself, in one
+/// pass that survives a crash (the cluster log records the delete first), so the batches
+/// are not sent. Unlike Sheepdog 1.0 (which always exits 0), failures exit non-zero.
 pub async fn delete(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let Some(&name) = args.first() else {
         return Ok(EXIT_USAGE);
     };
     let snapid = ctx.opts.snapshot_id;
     let tag = ctx.opts.snapshot_tag.clone();
-    let vid = match ctx.find_vdi(name, snapid, &tag).await {
-        Ok(v) => v,
-        Err(r) => {
-            crate::ctx::report_open_failure(name, snapid, &tag, r);
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let inode_oid = vid.inode_oid();
-    let inode_len = u32::try_from(SD_INODE_SIZE).unwrap_or(u32::MAX);
-    let Ok(inode) = ctx.read_object(inode_oid, inode_len, 0, false).await else {
-        sd_err!("failed to read inode object: {inode_oid}");
+    if let Err(r) = ctx.find_vdi(name, snapid, &tag).await {
+        crate::ctx::report_open_failure(name, snapid, &tag, r);
         return Ok(EXIT_FAILURE);
-    };
-    let Ok(hdr) = InodeHeader::decode(&inode) else {
-        sd_err!("failed to read inode object: {inode_oid}");
-        return Ok(EXIT_FAILURE);
-    };
-    if hdr.store_policy == 0 {
-        let index = inode.get(SD_INODE_HEADER_SIZE..).unwrap_or_default();
-        let opts = WriteOpts {
-            copies: hdr.nr_copies,
-            copy_policy: hdr.copy_policy,
-            flags: Flags::DIRECT,
-        };
-        for (start, end) in discard_batches(index, count_data_objs(&hdr)) {
-            let zeros = vec![0u8; usize::try_from((end - start) * 4).unwrap_or(0)];
-            let Ok(start_idx) = u32::try_from(start) else {
-                return Ok(EXIT_FAILURE);
-            };
-            if ctx
-                .write_object(
-                    WriteKind::Overwrite,
-                    inode_oid,
-                    None,
-                    data_index_offset(start_idx),
-                    &zeros,
-                    opts,
-                )
-                .await
-                .is_err()
-            {
-                sd_err!("failed to update inode for discarding objects: {inode_oid}");
-                return Ok(EXIT_FAILURE);
-            }
-        }
     }
+    del_vdi(ctx, name, snapid, &tag).await
+}
+
+/// DEL_VDI with the C messages.
+pub async fn del_vdi(ctx: &mut Ctx, name: &[u8], snapid: u32, tag: &[u8]) -> CmdResult {
     let Some(c) = ctx.conn().await else {
         return Ok(EXIT_SYSFAIL);
     };
-    match c.del_vdi(name, &tag, snapid).await {
+    match c.del_vdi(name, tag, snapid).await {
         Ok(_) => Ok(EXIT_SUCCESS),
         Err(ClientError::Result(r)) => {
             sd_err!("Failed to delete {}: {}", text(name), r.message());
@@ -291,31 +254,6 @@ pub async fn delete(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             Ok(EXIT_SYSFAIL)
         }
     }
-}
-
-/// The `[start, end)` index ranges `vdi delete` zeroes: each starts at a non-zero entry
-/// and spans at most [`NR_BATCHED_DISCARD`] non-zero entries. (The C loop also sends a
-/// final zero-length write when the index ends in zeros; that write is skipped.)
-pub fn discard_batches(index: &[u8], nr_objs: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < nr_objs {
-        while i < nr_objs && index_entry(index, i) == 0 {
-            i += 1;
-        }
-        let start = i;
-        let mut filled = 0;
-        while i < nr_objs && filled < NR_BATCHED_DISCARD {
-            if index_entry(index, i) != 0 {
-                filled += 1;
-            }
-            i += 1;
-        }
-        if i > start {
-            out.push((start, i));
-        }
-    }
-    out
 }
 
 /// A VDI as `vdi list` and `node info` see it.
@@ -537,16 +475,6 @@ mod tests {
 
     fn index(entries: &[u32]) -> Vec<u8> {
         entries.iter().flat_map(|e| e.to_le_bytes()).collect()
-    }
-
-    #[test]
-    fn discard_batches_follow_the_c_loop() {
-        assert!(discard_batches(&index(&[0, 0, 0]), 3).is_empty());
-        assert_eq!(discard_batches(&index(&[0, 5, 0, 5, 0]), 5), vec![(1, 5)]);
-        let mut big = vec![7u32; 300];
-        big[0] = 0;
-        let b = discard_batches(&index(&big), 300);
-        assert_eq!(b, vec![(1, 129), (129, 257), (257, 300)]);
     }
 
     #[test]

@@ -26,6 +26,15 @@ impl Vid {
     pub const fn new(v: u32) -> Option<Vid> {
         if v < SD_NR_VDIS { Some(Vid(v)) } else { None }
     }
+    /// Returns `Some` if `v` is a vid a VDI can have: in range and not 0 (the "none" of
+    /// fields such as `parent_vdi_id` and `base_vdi_id`).
+    pub const fn nonzero(v: u32) -> Option<Vid> {
+        if v != 0 && v < SD_NR_VDIS {
+            Some(Vid(v))
+        } else {
+            None
+        }
+    }
     /// Keeps the low 24 bits of `v` (for values that are masked by definition).
     pub const fn from_masked(v: u32) -> Vid {
         Vid(v & (SD_NR_VDIS - 1))

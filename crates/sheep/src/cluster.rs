@@ -14,6 +14,7 @@ use sd_cluster::placement::Ring;
 use sd_cluster::{ClusterDriver, Membership, Outcome, Status};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
 use sd_proto::inode::SD_MAX_VDI_LEN;
+use sd_proto::node::NodeId;
 use sd_proto::{SdResult, Vid};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,9 +37,23 @@ pub enum ClusterMsg {
         copies: u8,
         /// log2 of the object size.
         shift: u8,
+        /// The snapshot a clone or rollback starts from, or the VDI a snapshot copies
+        /// (0: a fresh VDI).
+        base: u32,
+        /// A snapshot: this working VDI of `name` becomes read-only (0: not a snapshot).
+        snapshot_of: u32,
+        /// The tag the snapshot gets.
+        tag: Vec<u8>,
     },
     /// Mark a VDI deleted (its objects were freed by the submitter).
     DelVdi {
+        /// Answer token of the submitter.
+        token: u64,
+        /// The VDI.
+        vid: Vid,
+    },
+    /// The inode work of a create or delete of `vid` is done.
+    Settled {
         /// Answer token of the submitter.
         token: u64,
         /// The VDI.
@@ -56,6 +71,7 @@ impl ClusterMsg {
         match self {
             ClusterMsg::NewVdi { token, .. }
             | ClusterMsg::DelVdi { token, .. }
+            | ClusterMsg::Settled { token, .. }
             | ClusterMsg::Barrier { token } => *token,
         }
     }
@@ -70,16 +86,26 @@ impl ClusterMsg {
                 size,
                 copies,
                 shift,
+                base,
+                snapshot_of,
+                tag,
             } => {
-                out.push(1);
+                let clip = |b: &[u8]| {
+                    b.get(..b.len().min(SD_MAX_VDI_LEN - 1))
+                        .unwrap_or_default()
+                        .to_vec()
+                };
+                let (name, tag) = (clip(name), clip(tag));
+                out.push(4);
                 out.extend_from_slice(&token.to_le_bytes());
                 out.extend_from_slice(&size.to_le_bytes());
                 out.push(*copies);
                 out.push(*shift);
-                out.extend_from_slice(
-                    name.get(..name.len().min(SD_MAX_VDI_LEN))
-                        .unwrap_or_default(),
-                );
+                out.extend_from_slice(&base.to_le_bytes());
+                out.extend_from_slice(&snapshot_of.to_le_bytes());
+                out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(0).to_le_bytes());
+                out.extend_from_slice(&name);
+                out.extend_from_slice(&tag);
             }
             ClusterMsg::DelVdi { token, vid } => {
                 out.push(2);
@@ -89,6 +115,11 @@ impl ClusterMsg {
             ClusterMsg::Barrier { token } => {
                 out.push(3);
                 out.extend_from_slice(&token.to_le_bytes());
+            }
+            ClusterMsg::Settled { token, vid } => {
+                out.push(5);
+                out.extend_from_slice(&token.to_le_bytes());
+                out.extend_from_slice(&vid.get().to_le_bytes());
             }
         }
         out
@@ -111,6 +142,34 @@ impl ClusterMsg {
                     size,
                     copies,
                     shift,
+                    base: 0,
+                    snapshot_of: 0,
+                    tag: Vec::new(),
+                })
+            }
+            4 => {
+                let u32_at = |k: usize| -> Option<u32> {
+                    Some(u32::from_le_bytes(rest.get(k..k + 4)?.try_into().ok()?))
+                };
+                let size = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+                let copies = *rest.get(8)?;
+                let shift = *rest.get(9)?;
+                let base = u32_at(10)?;
+                let snapshot_of = u32_at(14)?;
+                let name_len = usize::from(u16::from_le_bytes(rest.get(18..20)?.try_into().ok()?));
+                let name = rest.get(20..20 + name_len)?.to_vec();
+                let tag = rest.get(20 + name_len..)?.to_vec();
+                let ok =
+                    !name.is_empty() && name.len() < SD_MAX_VDI_LEN && tag.len() < SD_MAX_VDI_LEN;
+                ok.then_some(ClusterMsg::NewVdi {
+                    token,
+                    name,
+                    size,
+                    copies,
+                    shift,
+                    base,
+                    snapshot_of,
+                    tag,
                 })
             }
             2 => {
@@ -118,6 +177,10 @@ impl ClusterMsg {
                 Some(ClusterMsg::DelVdi { token, vid })
             }
             3 => Some(ClusterMsg::Barrier { token }),
+            5 => {
+                let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
+                Some(ClusterMsg::Settled { token, vid })
+            }
             _ => None,
         }
     }
@@ -178,9 +241,13 @@ pub async fn submit(sheep: &Sheep, make: impl FnOnce(u64) -> ClusterMsg) -> Shee
             tracing::warn!(error = %e, "cluster notification failed");
             SheepError::Result(SdResult::ClusterError)
         })?;
-    match rx.await {
-        Ok(r) => r.map_err(SheepError::Result),
-        Err(_) => Err(SdResult::ClusterError.into()),
+    tokio::select! {
+        r = rx => match r {
+            Ok(r) => r.map_err(SheepError::Result),
+            Err(_) => Err(SdResult::ClusterError.into()),
+        },
+        // A stopping node no longer follows the log: nobody would answer.
+        () = sheep.cancel.cancelled() => Err(SdResult::Shutdown.into()),
     }
 }
 
@@ -192,41 +259,80 @@ pub async fn barrier(sheep: &Sheep) -> SheepResult<()> {
 }
 
 /// Applies a VDI operation to `table` exactly as every other member does.
-fn apply_msg(table: &mut VdiTable, msg: &ClusterMsg, time: u64) -> Result<Applied, SdResult> {
+fn apply_msg(
+    table: &mut VdiTable,
+    msg: &ClusterMsg,
+    from: NodeId,
+    time: u64,
+) -> Result<Applied, SdResult> {
     match msg {
         ClusterMsg::NewVdi {
             name,
             size,
             copies,
             shift,
+            base,
+            snapshot_of,
+            tag,
             ..
         } => {
-            let miss = match table.lookup(name, b"", 0) {
-                Ok(_) => return Err(SdResult::VdiExist),
-                Err(m) => m,
-            };
-            let vid = match (miss.result, miss.free) {
-                (SdResult::NoVdi, Some(v)) => v,
-                (SdResult::NoVdi | SdResult::FullVdi, _) => return Err(SdResult::FullVdi),
-                (other, _) => return Err(other),
+            let base_vid = Vid::nonzero(*base);
+            if base_vid.is_some_and(|b| !table.is_live(b)) {
+                return Err(SdResult::BaseVdiRead);
+            }
+            let (vid, snap_id) = match Vid::nonzero(*snapshot_of) {
+                // A snapshot: the working VDI it names must still be the working VDI.
+                Some(w) => {
+                    match table.lookup(name, b"", 0) {
+                        Ok(f) if f.vid == w => {}
+                        _ => return Err(SdResult::NoVdi),
+                    }
+                    let vid = table.free_vid(name).ok_or(SdResult::FullVdi)?;
+                    let snap_id = table.get(w).map_or(1, |e| e.snap_id.saturating_add(1));
+                    table.mark_snapshot(w, tag);
+                    (vid, snap_id)
+                }
+                None => {
+                    let miss = match table.lookup(name, b"", 0) {
+                        Ok(_) => return Err(SdResult::VdiExist),
+                        Err(m) => m,
+                    };
+                    match (miss.result, miss.free) {
+                        (SdResult::NoVdi, Some(v)) => (v, miss.next_snap_id),
+                        (SdResult::NoVdi | SdResult::FullVdi, _) => return Err(SdResult::FullVdi),
+                        (other, _) => return Err(other),
+                    }
+                }
             };
             table.insert(
                 vid,
                 VdiEntry {
                     name: name.clone(),
                     tag: Vec::new(),
-                    snap_id: miss.next_snap_id,
+                    snap_id,
                     snapshot: false,
                     nr_copies: *copies,
                     copy_policy: 0,
                     block_size_shift: *shift,
                     vdi_size: *size,
+                    parent: *base,
+                    create_time: sd_proto::cluster::sd_time(time, 0),
+                    snapshot_of: *snapshot_of,
                 },
             );
+            table.mark_unsettled(vid, from);
             Ok(Applied { vid, time })
         }
         ClusterMsg::DelVdi { vid, .. } => {
+            if !table.is_live(*vid) {
+                return Err(SdResult::NoVdi);
+            }
             table.mark_deleted(*vid);
+            table.mark_unsettled(*vid, from);
+            Ok(Applied { vid: *vid, time })
+        }
+        ClusterMsg::Settled { vid, .. } => {
+            table.settle(*vid);
             Ok(Applied { vid: *vid, time })
         }
         ClusterMsg::Barrier { .. } => Ok(Applied {
@@ -323,6 +429,15 @@ pub async fn run(
                 }
             },
         };
+        let gone = match &rec.entry {
+            LogEntry::Join { node, .. } => Some(node.nid),
+            LogEntry::Leave { nid } => Some(*nid),
+            _ => None,
+        };
+        if let Some(nid) = gone {
+            // Whatever VDI work that node was doing died with its previous run.
+            sheep.vdis_mut().orphan(&nid);
+        }
         let was_formatted = fold.config().ctime != 0;
         let outcomes = fold.apply(&rec);
         if !was_formatted
@@ -419,6 +534,7 @@ async fn apply_outcomes(
                         if let Err(e) = crate::recovery::cleanup(&sheep, epoch).await {
                             tracing::warn!(error = %e, "removing stale copies failed");
                         }
+                        crate::reconcile::at_stable(&sheep).await;
                     });
                 }
             }
@@ -440,7 +556,7 @@ async fn apply_outcomes(
                     tracing::warn!(%from, "ignoring a malformed cluster notification");
                     continue;
                 };
-                let r = apply_msg(&mut sheep.vdis_mut(), &m, rec.time);
+                let r = apply_msg(&mut sheep.vdis_mut(), &m, from, rec.time);
                 sheep.vdi_version.send_modify(|v| *v += 1);
                 if live && from == sheep.me.nid {
                     sheep.pending.complete(m.token(), r);

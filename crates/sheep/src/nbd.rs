@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use sd_nbd::{BlockDev, BlockError, ExportError, Exports};
-use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, data_index_offset, decode_index};
+use sd_proto::inode::{InodeHeader, data_index_offset};
 use sd_proto::{SdResult, Vid};
 
 use crate::error::{SheepError, SheepResult};
@@ -30,58 +30,113 @@ fn block_err(e: SheepError) -> BlockError {
 }
 
 /// One VDI as a block device.
+///
+/// An export of a working VDI follows it across snapshots: `dog vdi snapshot` gives the
+/// working VDI a new vid (the old one turns read-only), and the next write here notices,
+/// flushes what it wrote under the old vid, reloads the new inode and goes on there.
 #[derive(Debug)]
 pub struct VdiDev {
     sheep: Arc<Sheep>,
-    vid: Vid,
+    /// The VDI name (working exports re-resolve it after a snapshot).
+    name: Vec<u8>,
     size: u64,
     obj_size: u64,
     copies: usize,
     read_only: bool,
-    /// `data_vdi_id[]` as this gateway knows it (it is the only writer of this VDI).
-    index: Mutex<Vec<u32>>,
+    /// The current vid and its `data_vdi_id[]` as this gateway knows it (it is the only
+    /// writer of this VDI).
+    state: Mutex<DevState>,
     /// Serialises allocations, so two writes never both create one object.
     alloc: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct DevState {
+    vid: Vid,
+    index: Vec<u32>,
+}
+
+/// Reads `vid`'s header and index.
+async fn load_inode(sheep: &Sheep, vid: Vid) -> SheepResult<(InodeHeader, Vec<u32>)> {
+    let hdr = crate::reclaim::read_header(sheep, vid).await?;
+    let n = hdr.data_objects();
+    if n > sd_proto::inode::SD_INODE_DATA_INDEX as u64 {
+        return Err(SdResult::NoSupport.into());
+    }
+    let mut index = crate::reclaim::read_index(sheep, vid, n).await?;
+    index.resize(usize::try_from(n).unwrap_or(0), 0);
+    Ok((hdr, index))
 }
 
 impl VdiDev {
     async fn open(sheep: Arc<Sheep>, vid: Vid) -> SheepResult<VdiDev> {
         let copies = sheep.copies_of(vid.inode_oid(), 0);
-        let head_len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(0);
-        let head = gateway::read(&sheep, vid.inode_oid(), 0, head_len, copies).await?;
-        let hdr = InodeHeader::decode(&head).map_err(|_| SheepError::Result(SdResult::VdiRead))?;
-        let n = hdr.data_objects();
-        let index_len =
-            u32::try_from(n * 4).map_err(|_| SheepError::Result(SdResult::NoSupport))?;
-        let index = if index_len == 0 {
-            Vec::new()
-        } else {
-            let at = data_index_offset(0);
-            decode_index(&gateway::read(&sheep, vid.inode_oid(), at, index_len, copies).await?)
-        };
+        let (hdr, index) = load_inode(&sheep, vid).await?;
         Ok(VdiDev {
-            vid,
+            name: hdr.name.clone(),
             size: hdr.vdi_size,
             obj_size: hdr.object_size(),
             copies,
             read_only: hdr.is_snapshot(),
-            index: Mutex::new(index),
+            state: Mutex::new(DevState { vid, index }),
             alloc: tokio::sync::Mutex::new(()),
             sheep,
         })
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, DevState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The vid I/O goes to now.
+    fn vid(&self) -> Vid {
+        self.state().vid
+    }
+
+    /// Moves a working export to `to` (the vid its name resolves to now): what was
+    /// written under the old vid is flushed first, so a later FLUSH still covers it.
+    async fn retarget(&self, to: Vid) -> SheepResult<()> {
+        let _alloc = self.alloc.lock().await;
+        let from = self.vid();
+        if from == to {
+            return Ok(());
+        }
+        crate::writeback::flush_vdi(&self.sheep, from).await?;
+        let (hdr, index) = load_inode(&self.sheep, to).await?;
+        if hdr.object_size() != self.obj_size || hdr.vdi_size < self.size {
+            return Err(SdResult::NoSupport.into());
+        }
+        *self.state() = DevState { vid: to, index };
+        tracing::info!(from = %from, to = %to, "NBD export follows its VDI to a new vid");
+        Ok(())
+    }
+
+    /// Before a write: if our vid turned into a snapshot, follow the working VDI.
+    async fn follow_working(&self) -> SheepResult<()> {
+        let vid = self.vid();
+        if !self.sheep.vdis().get(vid).is_some_and(|e| e.snapshot) {
+            return Ok(());
+        }
+        let to = self
+            .sheep
+            .vdis()
+            .lookup(&self.name, b"", 0)
+            .map_err(|m| SheepError::Result(m.result))?
+            .vid;
+        self.retarget(to).await
+    }
+
     fn owner(&self, idx: u64) -> u32 {
-        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.state();
         usize::try_from(idx)
             .ok()
-            .and_then(|i| index.get(i).copied())
+            .and_then(|i| st.index.get(i).copied())
             .unwrap_or(0)
     }
 
     fn set_owner(&self, idx: u64, vid: u32) {
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = usize::try_from(idx).ok().and_then(|i| index.get_mut(i)) {
+        let mut st = self.state();
+        if let Some(e) = usize::try_from(idx).ok().and_then(|i| st.index.get_mut(i)) {
             *e = vid;
         }
     }
@@ -117,7 +172,8 @@ impl VdiDev {
 
     async fn write_chunk(&self, idx: u64, inner: u64, data: Bytes) -> SheepResult<()> {
         let idx32 = u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-        let oid = self.vid.data_oid(idx32);
+        let vid = self.vid();
+        let oid = vid.data_oid(idx32);
         let overwrite = |data| {
             let m = Mutation::Write {
                 offset: inner,
@@ -125,12 +181,16 @@ impl VdiDev {
             };
             gateway::mutate(&self.sheep, oid, self.copies, m)
         };
-        if self.owner(idx) == self.vid.get() {
+        if self.owner(idx) == vid.get() {
             return overwrite(data).await;
         }
         let _alloc = self.alloc.lock().await;
+        if self.vid() != vid {
+            // Retargeted meanwhile: the caller starts over.
+            return Err(SdResult::Readonly.into());
+        }
         let owner = self.owner(idx);
-        if owner == self.vid.get() {
+        if owner == vid.get() {
             return overwrite(data).await;
         }
         let (offset, data) = if owner == 0 {
@@ -151,20 +211,33 @@ impl VdiDev {
         )
         .await?;
         // The data object exists on every replica before the inode points at it.
-        let entry = Bytes::copy_from_slice(&self.vid.get().to_le_bytes());
+        let entry = Bytes::copy_from_slice(&vid.get().to_le_bytes());
         crate::ops::obj::write_inode_index(
             &self.sheep,
-            self.vid.inode_oid(),
+            vid.inode_oid(),
             data_index_offset(idx32),
             entry,
             self.copies,
         )
         .await?;
-        self.set_owner(idx, self.vid.get());
+        self.set_owner(idx, vid.get());
         Ok(())
     }
 
+    /// A write, following the working VDI if a snapshot moved it (once: a second
+    /// READONLY means the export itself is read-only).
     async fn write_range(&self, offset: u64, data: Bytes) -> SheepResult<()> {
+        self.follow_working().await?;
+        match self.write_range_once(offset, data.clone()).await {
+            Err(e) if e.result() == SdResult::Readonly && !self.read_only => {
+                self.follow_working().await?;
+                self.write_range_once(offset, data).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_range_once(&self, offset: u64, data: Bytes) -> SheepResult<()> {
         let mut pos = 0usize;
         for (idx, inner, n) in self.chunks(offset, data.len() as u64) {
             let n = usize::try_from(n).unwrap_or(0);
@@ -178,6 +251,7 @@ impl VdiDev {
     /// Zeroes a range: whole objects this VDI owns are freed (the index entry cleared, the
     /// object removed); partial ranges of allocated objects are written with zeros.
     async fn zero_range(&self, offset: u64, len: u64) -> SheepResult<()> {
+        self.follow_working().await?;
         for (idx, inner, n) in self.chunks(offset, len) {
             let owner = self.owner(idx);
             if owner == 0 {
@@ -185,12 +259,13 @@ impl VdiDev {
             }
             let idx32 =
                 u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-            if inner == 0 && n == self.obj_size && owner == self.vid.get() {
+            let vid = self.vid();
+            if inner == 0 && n == self.obj_size && owner == vid.get() {
                 let _alloc = self.alloc.lock().await;
                 let zero = Bytes::from_static(&[0; 4]);
                 crate::ops::obj::write_inode_index(
                     &self.sheep,
-                    self.vid.inode_oid(),
+                    vid.inode_oid(),
                     data_index_offset(idx32),
                     zero,
                     self.copies,
@@ -206,7 +281,7 @@ impl VdiDev {
     }
 
     async fn flush_vdi(&self) -> SheepResult<()> {
-        crate::writeback::flush_vdi(&self.sheep, self.vid).await
+        crate::writeback::flush_vdi(&self.sheep, self.vid()).await
     }
 }
 
@@ -265,7 +340,16 @@ impl BlockDev for VdiDev {
 #[derive(Debug)]
 pub struct VdiExports {
     sheep: Arc<Sheep>,
-    open: Mutex<HashMap<Vid, Arc<VdiDev>>>,
+    /// One device per export, shared by every connection to it (see the module docs).
+    open: Mutex<HashMap<ExportKey, Arc<VdiDev>>>,
+}
+
+/// What an export name denotes: a working VDI follows its name across snapshots; a
+/// snapshot is one fixed vid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ExportKey {
+    Working(Vec<u8>),
+    Snapshot(Vid),
 }
 
 impl VdiExports {
@@ -296,20 +380,30 @@ impl VdiExports {
             Ok(f) => f.vid,
             Err(_) => return Err(ExportError::NotFound),
         };
-        if let Some(d) = self
+        let key = if tag.is_empty() && snapid == 0 {
+            ExportKey::Working(vdi.as_bytes().to_vec())
+        } else {
+            ExportKey::Snapshot(vid)
+        };
+        let cached = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&vid)
-        {
-            return Ok(d.clone());
+            .get(&key)
+            .cloned();
+        if let Some(d) = cached {
+            // A working VDI may have moved (snapshot, rollback) since the device opened.
+            d.retarget(vid)
+                .await
+                .map_err(|e| ExportError::Unavailable(Box::new(e)))?;
+            return Ok(d);
         }
         let dev = VdiDev::open(self.sheep.clone(), vid)
             .await
             .map_err(|e| ExportError::Unavailable(Box::new(e)))?;
         let dev = Arc::new(dev);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(open.entry(vid).or_insert(dev).clone())
+        Ok(open.entry(key).or_insert(dev).clone())
     }
 }
 

@@ -10,6 +10,7 @@ use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
 use sd_proto::hash::sd_hash_vdi;
 use sd_proto::ids::SD_NR_VDIS;
 use sd_proto::inode::InodeHeader;
+use sd_proto::node::NodeId;
 use sd_proto::{SdResult, Vid};
 
 /// A 2^24-bit bitmap, bit n = vid n, LSB-first within each byte (the READ_VDIS format).
@@ -74,6 +75,12 @@ pub struct VdiEntry {
     pub block_size_shift: u8,
     /// Size in bytes.
     pub vdi_size: u64,
+    /// The VDI this one was snapshotted or cloned from (0: none).
+    pub parent: u32,
+    /// Creation time, Sheepdog's `sec << 32 | nsec`.
+    pub create_time: u64,
+    /// The working VDI this one replaced when it was created by a snapshot (0: none).
+    pub snapshot_of: u32,
 }
 
 impl VdiEntry {
@@ -88,6 +95,9 @@ impl VdiEntry {
             copy_policy: h.copy_policy,
             block_size_shift: h.block_size_shift,
             vdi_size: h.vdi_size,
+            parent: h.parent_vdi_id,
+            create_time: h.create_time,
+            snapshot_of: 0,
         }
     }
 }
@@ -116,6 +126,10 @@ pub struct VdiTable {
     inuse: Bitmap,
     deleted: Bitmap,
     entries: HashMap<Vid, VdiEntry>,
+    /// VDIs whose creation or deletion the log decided but whose inode work is not yet
+    /// confirmed done, with the node doing it (`None` once that node left or restarted:
+    /// the work was interrupted and [`crate::reconcile`] finishes it).
+    unsettled: HashMap<Vid, Option<NodeId>>,
 }
 
 impl VdiTable {
@@ -137,9 +151,94 @@ impl VdiTable {
         }
     }
 
+    /// `node` is doing the inode work of a create or delete of `vid`.
+    pub fn mark_unsettled(&mut self, vid: Vid, node: NodeId) {
+        self.unsettled.insert(vid, Some(node));
+    }
+
+    /// The inode work of `vid` is done.
+    pub fn settle(&mut self, vid: Vid) {
+        self.unsettled.remove(&vid);
+    }
+
+    /// `node` left or restarted: the work it was doing was interrupted.
+    pub fn orphan(&mut self, node: &NodeId) {
+        for owner in self.unsettled.values_mut() {
+            if owner.as_ref() == Some(node) {
+                *owner = None;
+            }
+        }
+    }
+
+    /// VDIs whose interrupted inode work someone must finish, ascending.
+    pub fn orphaned(&self) -> Vec<Vid> {
+        let mut v: Vec<Vid> = self
+            .unsettled
+            .iter()
+            .filter(|(_, o)| o.is_none())
+            .map(|(v, _)| *v)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The entry of `vid`.
     pub fn get(&self, vid: Vid) -> Option<&VdiEntry> {
         self.entries.get(&vid)
+    }
+
+    /// `vid` becomes a read-only snapshot tagged `tag`.
+    pub fn mark_snapshot(&mut self, vid: Vid, tag: &[u8]) {
+        if let Some(e) = self.entries.get_mut(&vid) {
+            e.snapshot = true;
+            e.tag = tag.to_vec();
+        }
+    }
+
+    /// Every VDI, deleted ones included, by vid.
+    pub fn iter(&self) -> impl Iterator<Item = (Vid, &VdiEntry)> {
+        self.entries.iter().map(|(v, e)| (*v, e))
+    }
+
+    /// Whether `vid` is in use and not deleted.
+    pub fn is_live(&self, vid: Vid) -> bool {
+        self.entries.contains_key(&vid) && !self.deleted.get(vid)
+    }
+
+    /// Live VDIs whose chain of parents reaches `ancestor` (itself included if live):
+    /// the only ones whose index can point at objects `ancestor` owns, since an index
+    /// starts as a copy of its parent's.
+    pub fn live_descendants(&self, ancestor: Vid) -> Vec<Vid> {
+        let mut out: Vec<Vid> = self
+            .entries
+            .keys()
+            .copied()
+            .filter(|v| self.is_live(*v) && self.descends_from(*v, ancestor))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn descends_from(&self, mut vid: Vid, ancestor: Vid) -> bool {
+        // A chain never revisits a vid; the bound guards against a corrupt table.
+        for _ in 0..=self.entries.len() {
+            if vid == ancestor {
+                return true;
+            }
+            match self.entries.get(&vid).and_then(|e| Vid::nonzero(e.parent)) {
+                Some(p) => vid = p,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The vid a new member of `name`'s probe run gets (the first clear bit after it).
+    pub fn free_vid(&self, name: &[u8]) -> Option<Vid> {
+        let left = sd_hash_vdi(name);
+        self.inuse
+            .first_clear(left.get(), SD_NR_VDIS)
+            .or_else(|| self.inuse.first_clear(1, left.get()))
     }
 
     /// Names of the working (not deleted, not snapshot) VDIs, sorted.
@@ -257,6 +356,9 @@ mod tests {
             copy_policy: 0,
             block_size_shift: 22,
             vdi_size: 1 << 30,
+            parent: 0,
+            create_time: 0,
+            snapshot_of: 0,
         }
     }
 

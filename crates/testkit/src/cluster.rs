@@ -228,6 +228,12 @@ impl Cluster {
             .with_context(|| format!("restarting node {i}"))
     }
 
+    /// Sets (`Some`) or clears (`None`) an environment variable of node `i`, effective at
+    /// its next [`Cluster::restart`].
+    pub fn set_env(&mut self, i: usize, key: &str, value: Option<&str>) {
+        self.m_mut(i).sheep.set_env(key, value);
+    }
+
     /// `nbd://127.0.0.1:PORT/EXPORT` on node `i`, which must have been started as an
     /// exporter by [`Cluster::start_nbd`]; anything else is a test bug, reported as a panic.
     #[track_caller]

@@ -43,6 +43,8 @@ pub struct Sheep {
     /// The NBD port (`--nbd 127.0.0.1:PORT`) of a daemon started with an NBD export.
     nbd_port: Option<u16>,
     extra: Vec<OsString>,
+    /// Environment variables of the next start (test hooks such as `SHEEP_CRASH_AT`).
+    env: Vec<(String, String)>,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
     // Declared last: removed only after `Drop` has killed the daemon.
@@ -162,6 +164,7 @@ impl Sheep {
             port,
             nbd_port,
             extra,
+            env: Vec::new(),
             output: Arc::new(Mutex::new(Vec::new())),
             readers: Vec::new(),
             root,
@@ -280,6 +283,14 @@ impl Sheep {
         Ok(status)
     }
 
+    /// Sets (`Some`) or clears (`None`) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts the daemon again on the same directory, port and arguments (after
     /// [`Sheep::kill9`], or after it exited by itself).
     pub fn restart(&mut self) -> anyhow::Result<()> {
@@ -381,6 +392,7 @@ impl Sheep {
             .arg(&self.dir)
             .current_dir(cwd)
             .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

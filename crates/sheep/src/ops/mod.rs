@@ -2,7 +2,7 @@
 
 mod cluster;
 pub(crate) mod obj;
-mod vdi;
+pub(crate) mod vdi;
 
 use bytes::Bytes;
 use sd_proto::cluster::NodeStatus;

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::inode::{SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_index};
-use sd_proto::{Flags, Oid, RequestHeader, SdResult, Vid};
+use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
 use super::{OpKind, Reply, blocking};
 use crate::error::SheepResult;
@@ -31,6 +31,7 @@ pub(super) async fn handle(
             super::expect_payload(req, &payload)?;
             check_writable(sheep, oid)?;
             if oid.is_inode() && touches_index(args.offset, payload.len()) {
+                check_index_writable(sheep, oid)?;
                 write_inode_index(sheep, oid, args.offset, payload, copies).await?;
             } else {
                 let m = Mutation::Write {
@@ -129,9 +130,19 @@ async fn check_known_vdi(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     }
 }
 
-/// Writes to data objects of a snapshot are refused (QEMU then re-reads the inode).
+/// Writes to data objects of a snapshot are refused (QEMU then re-reads the inode and
+/// retries on the new working VDI).
 fn check_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     if oid.is_data() && sheep.vdis().get(oid.vid()).is_some_and(|e| e.snapshot) {
+        return Err(SdResult::Readonly.into());
+    }
+    Ok(())
+}
+
+/// A snapshot's index is frozen: writes into it are refused (its header stays writable,
+/// for tags and QEMU's vmstate fields).
+fn check_index_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    if sheep.vdis().get(oid.vid()).is_some_and(|e| e.snapshot) {
         return Err(SdResult::Readonly.into());
     }
     Ok(())
@@ -172,11 +183,9 @@ fn touches_index(offset: u64, len: usize) -> bool {
     offset < INDEX_END && end > INDEX_START
 }
 
-/// A write into an inode's `data_vdi_id[]`: entries that stop pointing at an object this
-/// VDI owns drop that object (what `dog vdi delete` relies on).
-///
-/// FIXME(issue 7): with snapshots and clones an owned object may still be referenced by a
-/// child; this must go through generational reference counts before objects are freed.
+/// A write into an inode's `data_vdi_id[]`: objects its old entries named are freed once
+/// no live VDI references them (see [`crate::reclaim`]). This is what Sheepdog's `dog vdi
+/// delete` and QEMU's discard rely on.
 pub(crate) async fn write_inode_index(
     sheep: &Sheep,
     oid: Oid,
@@ -192,47 +201,19 @@ pub(crate) async fn write_inode_index(
     let span = u32::try_from((last - first) * 4).unwrap_or(0);
     let at = INDEX_START + first * 4;
     let before = gateway::read(sheep, oid, at, span, copies).await?;
+    crate::failpoint::crash_point("index:before_write");
     gateway::mutate(sheep, oid, copies, Mutation::Write { offset, data }).await?;
     let after = gateway::read(sheep, oid, at, span, copies).await?;
-    let own = oid.vid();
-    let mut freed = 0usize;
-    for (i, (old, new)) in decode_index(&before)
+    let candidates: Vec<(u32, u32)> = decode_index(&before)
         .into_iter()
         .zip(decode_index(&after))
         .enumerate()
-    {
-        if old == own.get() && new == 0 {
-            let idx = u32::try_from(first + i as u64).unwrap_or(u32::MAX);
-            remove_if_present(sheep, own.data_oid(idx)).await?;
-            freed += 1;
-        }
-    }
-    if freed > 0 {
-        tracing::debug!(vid = %own, freed, "dropped unreferenced data objects");
+        .filter(|(_, (old, new))| *old != 0 && old != new)
+        .filter_map(|(i, (old, _))| Some((old, u32::try_from(first + i as u64).ok()?)))
+        .collect();
+    if !candidates.is_empty() {
+        let freed = crate::reclaim::free_unreferenced(sheep, &candidates).await?;
+        tracing::debug!(vid = %oid.vid(), dropped = candidates.len(), freed, "index entries dropped");
     }
     Ok(())
-}
-
-async fn remove_if_present(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
-    match gateway::mutate(sheep, oid, sheep.copies_of(oid, 0), Mutation::Remove).await {
-        Err(e) if e.result() == SdResult::NoObj => Ok(()),
-        other => other,
-    }
-}
-
-/// Removes every data object `vid` owns according to its index (DEL_VDI).
-pub(crate) async fn remove_owned_objects(sheep: &Sheep, vid: Vid) -> SheepResult<usize> {
-    let copies = sheep.copies_of(vid.inode_oid(), 0);
-    let len = u32::try_from(SD_INODE_DATA_INDEX_SIZE).unwrap_or(0);
-    let index = gateway::read(sheep, vid.inode_oid(), INDEX_START, len, copies).await?;
-    let mut n = 0;
-    for (idx, owner) in decode_index(&index).into_iter().enumerate() {
-        if owner != vid.get() {
-            continue;
-        }
-        let idx = u32::try_from(idx).unwrap_or(u32::MAX);
-        remove_if_present(sheep, vid.data_oid(idx)).await?;
-        n += 1;
-    }
-    Ok(n)
 }

@@ -2,12 +2,14 @@
 
 use super::{Reply, expect_payload};
 use crate::cluster::ClusterMsg;
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
+use crate::reclaim;
 use crate::sys::Sheep;
+use crate::vdi::VdiEntry;
 use bytes::Bytes;
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
-use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN};
+use sd_proto::inode::{InodeHeader, SD_MAX_VDI_LEN};
 use sd_proto::{RequestHeader, SdResult, VdiRsp, Vid, c_str};
 
 /// Smallest and largest block size shift this node serves. The upper bound keeps every
@@ -95,6 +97,15 @@ fn vdi_reply(sheep: &Sheep, vid: Vid) -> Reply {
     }
 }
 
+/// NEW_VDI (spec §10.4): `snapid == 0` creates a VDI, fresh or (with `base_vdi_id`) a
+/// clone of a snapshot; `snapid != 0` snapshots the working VDI `name`: it becomes
+/// read-only under its vid, and the working VDI continues under a new vid whose index is
+/// a copy of the base's (the working VDI itself, or another snapshot for a rebase).
+///
+/// The cluster log decides first (vid, snap id, which VDI turns read-only), so every
+/// member applies the same change in the same order; then the new inode is written on
+/// its replicas, then the old inode's header is marked. A gateway that dies in between
+/// leaves work [`crate::reconcile`] finishes from the log's record.
 async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepResult<Reply> {
     expect_payload(req, &payload)?;
     if payload.len() != SD_MAX_VDI_LEN {
@@ -102,91 +113,161 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     }
     let name = parse_name(&payload)?;
     let a = req.vdi();
-    if a.snapid != 0 || a.base_vdi_id != 0 {
-        // Snapshots and clones arrive with the VDI lifecycle work (issue 7).
-        return Err(SdResult::NoSupport.into());
-    }
     if a.store_policy != 0 || a.copy_policy != 0 {
         // Hyper volumes and erasure coding are not implemented.
         return Err(SdResult::NoSupport.into());
     }
-    let (def_copies, _, def_shift) = sheep.sys().defaults();
-    let copies = if a.copies == 0 { def_copies } else { a.copies };
-    let shift = if a.block_size_shift == 0 {
-        def_shift
+    let base = Vid::nonzero(a.base_vdi_id);
+    let snapshot_of = if a.snapid != 0 {
+        let working = lookup(sheep, &name, b"", 0)?;
+        Some(working)
     } else {
-        a.block_size_shift
+        None
+    };
+    // What the new inode starts from: the base's header and index.
+    let source = base.or(snapshot_of);
+    let source_hdr = match source {
+        Some(v) => {
+            if !sheep.vdis().is_live(v) {
+                return Err(SdResult::NoVdi.into());
+            }
+            let h = reclaim::read_header(sheep, v)
+                .await
+                .map_err(|_| SheepError::Result(SdResult::BaseVdiRead))?;
+            Some(h)
+        }
+        None => None,
+    };
+    if snapshot_of.is_none()
+        && base.is_some_and(|b| !sheep.vdis().get(b).is_some_and(|e| e.snapshot))
+    {
+        // Writes to a working base would show through the clone's shared objects.
+        return Err(SdResult::InvalidParms.into());
+    }
+    let (def_copies, _, def_shift) = sheep.sys().defaults();
+    let copies = match (a.copies, &source_hdr) {
+        (0, Some(h)) => h.nr_copies,
+        (0, None) => def_copies,
+        (c, _) => c,
+    };
+    let shift = match (a.block_size_shift, &source_hdr) {
+        (0, Some(h)) => h.block_size_shift,
+        (0, None) => def_shift,
+        (s, _) => s,
     };
     if copies > sd_proto::cluster::SD_MAX_COPIES || !(MIN_SHIFT..=MAX_SHIFT).contains(&shift) {
         return Err(SdResult::InvalidParms.into());
     }
-    let max_size = (1u64 << shift) * (sd_proto::inode::SD_INODE_DATA_INDEX as u64);
-    if a.vdi_size > max_size {
+    if source_hdr
+        .as_ref()
+        .is_some_and(|h| h.block_size_shift != shift)
+    {
         return Err(SdResult::InvalidParms.into());
     }
+    let size = match (a.vdi_size, &source_hdr) {
+        (0, Some(h)) => h.vdi_size,
+        (s, _) => s,
+    };
+    let max_size = (1u64 << shift) * (sd_proto::inode::SD_INODE_DATA_INDEX as u64);
+    if size > max_size {
+        return Err(SdResult::InvalidParms.into());
+    }
+    let tag = match (snapshot_of, &source_hdr) {
+        // The tag `dog vdi snapshot -s` (or QEMU's savevm) wrote into the header.
+        (Some(w), Some(h)) if source == Some(w) => h.tag.clone(),
+        (Some(w), _) => reclaim::read_header(sheep, w).await?.tag,
+        _ => Vec::new(),
+    };
 
     // Every member allocates the vid in log order from identical tables, so two gateways
     // never hand out the same one.
     let applied = crate::cluster::submit(sheep, |token| ClusterMsg::NewVdi {
         token,
         name: name.clone(),
-        size: a.vdi_size,
+        size,
         copies,
         shift,
+        base: source.map_or(0, Vid::get),
+        snapshot_of: snapshot_of.map_or(0, Vid::get),
+        tag,
     })
     .await?;
     let vid = applied.vid;
-    let snap_id = sheep.vdis().get(vid).map_or(1, |e| e.snap_id);
-    let header = InodeHeader {
-        name,
-        create_time: sd_proto::cluster::sd_time(applied.time, 0),
-        vdi_size: a.vdi_size,
-        nr_copies: copies,
-        block_size_shift: shift,
-        snap_id,
-        vdi_id: vid.get(),
-        ..InodeHeader::default()
+    crate::failpoint::crash_point("new_vdi:after_log");
+    let work = async {
+        let entry = sheep.vdis().get(vid).cloned().ok_or(SdResult::NoVdi)?;
+        write_new_inode(sheep, vid, &entry).await?;
+        crate::failpoint::crash_point("new_vdi:after_inode");
+        if let Some(w) = snapshot_of {
+            mark_snapshot_header(sheep, w, entry.create_time).await?;
+        }
+        SheepResult::Ok(())
     };
-    gateway::mutate(
-        sheep,
-        vid.inode_oid(),
-        usize::from(copies),
-        Mutation::Create {
-            offset: 0,
-            data: header.encode().into(),
-        },
-    )
-    .await?;
-    tracing::info!(%vid, size = a.vdi_size, copies, "created VDI");
+    let r = work.await;
+    crate::reconcile::conclude(sheep, vid, r.is_ok());
+    r?;
+    tracing::info!(%vid, size, copies, base = ?source, snapshot_of = ?snapshot_of, "created VDI");
     Ok(vdi_reply(sheep, vid))
 }
 
+/// Writes the inode of `vid` as the log's record of it says: a fresh one, or a copy of
+/// its parent's index (the parent is a snapshot by now, so its index no longer changes).
+pub(crate) async fn write_new_inode(sheep: &Sheep, vid: Vid, e: &VdiEntry) -> SheepResult<()> {
+    let header = InodeHeader {
+        name: e.name.clone(),
+        create_time: e.create_time,
+        vdi_size: e.vdi_size,
+        nr_copies: e.nr_copies,
+        block_size_shift: e.block_size_shift,
+        snap_id: e.snap_id,
+        vdi_id: vid.get(),
+        parent_vdi_id: e.parent,
+        ..InodeHeader::default()
+    };
+    let index = match Vid::nonzero(e.parent) {
+        Some(p) => {
+            let n = header.data_objects();
+            let mut index = reclaim::read_index(sheep, p, n).await?;
+            index.resize(usize::try_from(n).unwrap_or(0), 0);
+            index
+        }
+        None => Vec::new(),
+    };
+    let data = reclaim::inode_bytes(&header, &index);
+    gateway::mutate(
+        sheep,
+        vid.inode_oid(),
+        usize::from(e.nr_copies),
+        Mutation::Create { offset: 0, data },
+    )
+    .await
+}
+
+/// Sets `snap_ctime` in the header of `vid`, now a snapshot.
+pub(crate) async fn mark_snapshot_header(sheep: &Sheep, vid: Vid, when: u64) -> SheepResult<()> {
+    let oid = vid.inode_oid();
+    let data = Bytes::copy_from_slice(&when.max(1).to_le_bytes());
+    let m = Mutation::Write {
+        offset: SNAP_CTIME_OFFSET,
+        data,
+    };
+    gateway::mutate(sheep, oid, sheep.copies_of(oid, 0), m).await
+}
+
+/// Offset of `snap_ctime` in the inode (spec §9.1).
+const SNAP_CTIME_OFFSET: u64 = 520;
+
+/// DEL_VDI: the cluster log marks the VDI deleted first (it disappears from every
+/// lookup at once); then its objects that nothing else references are freed and its inode
+/// wiped. A gateway that dies in between leaves the rest to [`crate::reconcile`].
 async fn del_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepResult<Reply> {
     let (name, tag) = name_and_tag(req, &payload)?;
     let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
-
-    // Sheepdog refuses to wipe an inode whose index is still set but answers SUCCESS anyway,
-    // leaving a named inode behind; we free what the VDI owns and then wipe it.
-    let freed = super::obj::remove_owned_objects(sheep, vid).await?;
-    let copies = sheep.copies_of(vid.inode_oid(), 0);
-    let oid = vid.inode_oid();
-    let len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(0);
-    let head = gateway::read(sheep, oid, 0, len, copies).await?;
-    let mut h = InodeHeader::decode(&head).unwrap_or_default();
-    h.name.clear();
-    h.vdi_size = 0;
-    // Recreating the sparse inode clears the index and refcounts.
-    gateway::mutate(
-        sheep,
-        oid,
-        copies,
-        Mutation::Create {
-            offset: 0,
-            data: h.encode().into(),
-        },
-    )
-    .await?;
     crate::cluster::submit(sheep, |token| ClusterMsg::DelVdi { token, vid }).await?;
+    crate::failpoint::crash_point("del_vdi:after_log");
+    let r = reclaim::finish_delete(sheep, vid).await;
+    crate::reconcile::conclude(sheep, vid, r.is_ok());
+    let freed = r?;
     tracing::info!(%vid, freed, "deleted VDI");
     Ok(Reply {
         vdi: Some(VdiRsp {
