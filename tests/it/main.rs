@@ -19,6 +19,7 @@ mod concurrency;
 mod dog_cli;
 mod harness;
 mod lifecycle;
+mod locks;
 mod nbd;
 mod restart;
 mod tidy;

@@ -308,6 +308,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(VdiBitmap::new(self.call_ok(h, &[]).await?.1))
     }
 
+    /// LOCK_VDI: looks `name` (and `tag`/`snapid`) up and takes its lock.
+    pub async fn lock_vdi(
+        &mut self,
+        name: &[u8],
+        tag: &[u8],
+        snapid: u32,
+    ) -> Result<VdiRsp, ClientError> {
+        let mut payload = Vec::with_capacity(2 * SD_MAX_VDI_LEN);
+        put_fixed(&mut payload, name, SD_MAX_VDI_LEN);
+        put_fixed(&mut payload, tag, SD_MAX_VDI_LEN);
+        let h = RequestHeader::new(Opcode::LockVdi).with_vdi(VdiArgs {
+            snapid,
+            ..VdiArgs::default()
+        });
+        let (rsp, _) = self.call_ok(with_payload(h, &payload)?, &payload).await?;
+        Ok(rsp.vdi())
+    }
+
+    /// RELEASE_VDI of `vid` (base_vdi_id), as QEMU and `dog vdi lock unlock` send it.
+    pub async fn release_vdi(&mut self, vid: Vid) -> Result<(), ClientError> {
+        let h = RequestHeader::new(Opcode::ReleaseVdi).with_vdi(VdiArgs {
+            base_vdi_id: vid.get(),
+            ..VdiArgs::default()
+        });
+        self.call_ok(h, &[]).await.map(|_| ())
+    }
+
+    /// GET_VDI_COPIES with room for `max` records.
+    pub async fn get_vdi_copies(
+        &mut self,
+        max: usize,
+    ) -> Result<Vec<sd_proto::vdi_state::VdiState>, ClientError> {
+        use sd_proto::vdi_state::{VDI_STATE_SIZE, VdiState};
+        let mut h = RequestHeader::new(Opcode::GetVdiCopies);
+        h.data_length = len_u32(max.saturating_mul(VDI_STATE_SIZE), "vdi state buffer")?;
+        let (_, data) = self.call_ok(h, &[]).await?;
+        Ok(VdiState::decode_all(&data)?)
+    }
+
     /// GET_NODE_LIST with room for every possible node; nodes in reply order.
     pub async fn get_node_list(&mut self) -> Result<Vec<SdNode>, ClientError> {
         let mut h = RequestHeader::new(Opcode::GetNodeList);

@@ -177,6 +177,14 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::VdiClone => crate::snapshot::clone(ctx, &args).await,
         Handler::VdiRollback => crate::snapshot::rollback(ctx, &args).await,
         Handler::VdiTree => crate::tree::tree(ctx).await,
+        Handler::VdiLock => match args.first().copied() {
+            Some(b"list") => crate::lock::list(ctx).await,
+            Some(b"unlock") => crate::lock::unlock(ctx, &args).await,
+            _ => {
+                ctx.put(&usage::subcommand_usage(cmd, sub));
+                Err(Abort(EXIT_FAILURE))
+            }
+        },
         Handler::VdiRead => crate::vdi_io::read(ctx, &args).await,
         Handler::VdiWrite => crate::vdi_io::write(ctx, &args).await,
         Handler::NodeList => crate::node::list(ctx),

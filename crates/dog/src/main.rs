@@ -9,6 +9,7 @@ mod ctx;
 mod exit;
 mod format;
 mod getopt;
+mod lock;
 mod node;
 mod object;
 mod snapshot;

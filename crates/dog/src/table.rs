@@ -185,6 +185,8 @@ pub enum Handler {
     VdiRollback,
     /// `vdi tree`.
     VdiTree,
+    /// `vdi lock list|unlock`.
+    VdiLock,
     /// `vdi read`.
     VdiRead,
     /// `vdi write`.
@@ -452,17 +454,20 @@ const VDI_SUBS: &[SubCmd] = &[
         NEED_NODELIST | NEED_ARG,
         NI,
     ),
-    nested(
-        "lock",
-        None,
-        "aphT",
-        "See 'dog vdi lock' for more information",
-        NEED_ARG,
-        &[
-            ss("list", "list locked VDIs"),
-            ss("unlock", "unlock locked VDI forcibly"),
-        ],
-    ),
+    SubCmd {
+        handler: Handler::VdiLock,
+        ..nested(
+            "lock",
+            None,
+            "aphT",
+            "See 'dog vdi lock' for more information",
+            NEED_ARG,
+            &[
+                ss("list", "list locked VDIs"),
+                ss("unlock", "unlock locked VDI forcibly"),
+            ],
+        )
+    },
 ];
 
 const NODE_SUBS: &[SubCmd] = &[

@@ -13,6 +13,7 @@ pub mod inode;
 pub mod node;
 pub mod opcode;
 pub mod result;
+pub mod vdi_state;
 mod wire;
 
 pub use codec::{MAX_REQUEST_PAYLOAD, RequestDecoder, RequestFrame, ResponseDecoder};

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{SheepError, SheepResult};
 use crate::sys::{Sheep, remove_epochs, write_config, write_epoch};
-use crate::vdi::{VdiEntry, VdiTable};
+use crate::vdi::{LockOwner, VdiEntry, VdiTable};
 
 /// A VDI operation decided in log order on every member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,25 @@ pub enum ClusterMsg {
         /// The VDI.
         vid: Vid,
     },
+    /// The submitter's writer `holder` takes the lock of `vid`.
+    Lock {
+        /// Answer token of the submitter.
+        token: u64,
+        /// The VDI.
+        vid: Vid,
+        /// Which writer on the submitting node.
+        holder: u64,
+    },
+    /// Release the lock of `vid`: `holder`'s on the submitting node, or (`holder` 0)
+    /// whoever holds it.
+    Unlock {
+        /// Answer token of the submitter.
+        token: u64,
+        /// The VDI.
+        vid: Vid,
+        /// Which writer on the submitting node (0: any, a forced unlock).
+        holder: u64,
+    },
     /// No effect: once applied, the submitter has seen every record appended before it.
     Barrier {
         /// Answer token of the submitter.
@@ -72,6 +91,8 @@ impl ClusterMsg {
             ClusterMsg::NewVdi { token, .. }
             | ClusterMsg::DelVdi { token, .. }
             | ClusterMsg::Settled { token, .. }
+            | ClusterMsg::Lock { token, .. }
+            | ClusterMsg::Unlock { token, .. }
             | ClusterMsg::Barrier { token } => *token,
         }
     }
@@ -120,6 +141,16 @@ impl ClusterMsg {
                 out.push(5);
                 out.extend_from_slice(&token.to_le_bytes());
                 out.extend_from_slice(&vid.get().to_le_bytes());
+            }
+            ClusterMsg::Lock { token, vid, holder } | ClusterMsg::Unlock { token, vid, holder } => {
+                out.push(if matches!(self, ClusterMsg::Lock { .. }) {
+                    6
+                } else {
+                    7
+                });
+                out.extend_from_slice(&token.to_le_bytes());
+                out.extend_from_slice(&vid.get().to_le_bytes());
+                out.extend_from_slice(&holder.to_le_bytes());
             }
         }
         out
@@ -180,6 +211,15 @@ impl ClusterMsg {
             5 => {
                 let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
                 Some(ClusterMsg::Settled { token, vid })
+            }
+            6 | 7 => {
+                let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
+                let holder = u64::from_le_bytes(rest.get(4..12)?.try_into().ok()?);
+                Some(if kind == 6 {
+                    ClusterMsg::Lock { token, vid, holder }
+                } else {
+                    ClusterMsg::Unlock { token, vid, holder }
+                })
             }
             _ => None,
         }
@@ -280,7 +320,7 @@ fn apply_msg(
             if base_vid.is_some_and(|b| !table.is_live(b)) {
                 return Err(SdResult::BaseVdiRead);
             }
-            let (vid, snap_id) = match Vid::nonzero(*snapshot_of) {
+            let (vid, snap_id, replaced) = match Vid::nonzero(*snapshot_of) {
                 // A snapshot: the working VDI it names must still be the working VDI.
                 Some(w) => {
                     match table.lookup(name, b"", 0) {
@@ -290,7 +330,7 @@ fn apply_msg(
                     let vid = table.free_vid(name).ok_or(SdResult::FullVdi)?;
                     let snap_id = table.get(w).map_or(1, |e| e.snap_id.saturating_add(1));
                     table.mark_snapshot(w, tag);
-                    (vid, snap_id)
+                    (vid, snap_id, Some(w))
                 }
                 None => {
                     let miss = match table.lookup(name, b"", 0) {
@@ -298,7 +338,7 @@ fn apply_msg(
                         Err(m) => m,
                     };
                     match (miss.result, miss.free) {
-                        (SdResult::NoVdi, Some(v)) => (v, miss.next_snap_id),
+                        (SdResult::NoVdi, Some(v)) => (v, miss.next_snap_id, None),
                         (SdResult::NoVdi | SdResult::FullVdi, _) => return Err(SdResult::FullVdi),
                         (other, _) => return Err(other),
                     }
@@ -321,11 +361,18 @@ fn apply_msg(
                 },
             );
             table.mark_unsettled(vid, from);
+            if let Some(w) = replaced {
+                table.move_lock(w, vid);
+            }
             Ok(Applied { vid, time })
         }
         ClusterMsg::DelVdi { vid, .. } => {
             if !table.is_live(*vid) {
                 return Err(SdResult::NoVdi);
+            }
+            if table.lock_owner(*vid).is_some() {
+                // A writer holds it: deleting would pull the disk from under it.
+                return Err(SdResult::VdiLocked);
             }
             table.mark_deleted(*vid);
             table.mark_unsettled(*vid, from);
@@ -333,6 +380,27 @@ fn apply_msg(
         }
         ClusterMsg::Settled { vid, .. } => {
             table.settle(*vid);
+            Ok(Applied { vid: *vid, time })
+        }
+        ClusterMsg::Lock { vid, holder, .. } => {
+            if !table.is_live(*vid) {
+                return Err(SdResult::NoVdi);
+            }
+            table.lock(
+                *vid,
+                LockOwner {
+                    node: from,
+                    holder: *holder,
+                },
+            )?;
+            Ok(Applied { vid: *vid, time })
+        }
+        ClusterMsg::Unlock { vid, holder, .. } => {
+            let owner = (*holder != 0).then_some(LockOwner {
+                node: from,
+                holder: *holder,
+            });
+            table.unlock(*vid, owner);
             Ok(Applied { vid: *vid, time })
         }
         ClusterMsg::Barrier { .. } => Ok(Applied {

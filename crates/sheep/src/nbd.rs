@@ -24,6 +24,9 @@ fn block_err(e: SheepError) -> BlockError {
     match e.result() {
         SdResult::NoSpace => BlockError::NoSpace,
         SdResult::Readonly => BlockError::ReadOnly,
+        // Another writer (a QEMU driver client, or an NBD export on another sheep) holds
+        // the VDI: this export refuses writes.
+        SdResult::VdiLocked => BlockError::ReadOnly,
         SdResult::Shutdown => BlockError::Shutdown,
         _ => BlockError::io(e),
     }
@@ -48,6 +51,12 @@ pub struct VdiDev {
     state: Mutex<DevState>,
     /// Serialises allocations, so two writes never both create one object.
     alloc: tokio::sync::Mutex<()>,
+    /// This export's id as a lock holder, and whether it holds the VDI's lock (taken at
+    /// the first write, released when the last connection closes).
+    holder: u64,
+    locked: tokio::sync::Mutex<bool>,
+    /// Open connections to this export.
+    conns: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -80,8 +89,41 @@ impl VdiDev {
             read_only: hdr.is_snapshot(),
             state: Mutex::new(DevState { vid, index }),
             alloc: tokio::sync::Mutex::new(()),
+            holder: sheep.new_lock_holder(),
+            locked: tokio::sync::Mutex::new(false),
+            conns: std::sync::atomic::AtomicUsize::new(0),
             sheep,
         })
+    }
+
+    /// Before the first write: take the VDI's lock, so no other writer shares it.
+    async fn ensure_locked(&self) -> SheepResult<()> {
+        let mut locked = self.locked.lock().await;
+        if *locked {
+            return Ok(());
+        }
+        let vid = self.vid();
+        if let Err(e) = crate::ops::vdi::lock(&self.sheep, vid, self.holder).await {
+            if e.result() == SdResult::VdiLocked {
+                tracing::warn!(%vid, "NBD write refused: another writer holds the VDI's lock");
+            }
+            return Err(e);
+        }
+        *locked = true;
+        Ok(())
+    }
+
+    /// The last connection closed: release the lock if this export took it.
+    async fn release(&self) {
+        let mut locked = self.locked.lock().await;
+        if !*locked || self.conns.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            return;
+        }
+        let vid = self.vid();
+        match crate::ops::vdi::unlock(&self.sheep, vid, self.holder).await {
+            Ok(()) => *locked = false,
+            Err(e) => tracing::warn!(%vid, error = %e, "releasing the NBD export's lock failed"),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, DevState> {
@@ -228,6 +270,7 @@ impl VdiDev {
     /// READONLY means the export itself is read-only).
     async fn write_range(&self, offset: u64, data: Bytes) -> SheepResult<()> {
         self.follow_working().await?;
+        self.ensure_locked().await?;
         match self.write_range_once(offset, data.clone()).await {
             Err(e) if e.result() == SdResult::Readonly && !self.read_only => {
                 self.follow_working().await?;
@@ -252,6 +295,7 @@ impl VdiDev {
     /// object removed); partial ranges of allocated objects are written with zeros.
     async fn zero_range(&self, offset: u64, len: u64) -> SheepResult<()> {
         self.follow_working().await?;
+        self.ensure_locked().await?;
         for (idx, inner, n) in self.chunks(offset, len) {
             let owner = self.owner(idx);
             if owner == 0 {
@@ -336,6 +380,68 @@ impl BlockDev for VdiDev {
     }
 }
 
+/// One connection's handle on an export: counts the connections, so the export's lock is
+/// released when the last one closes.
+#[derive(Debug)]
+struct ExportConn(Arc<VdiDev>);
+
+impl ExportConn {
+    fn new(dev: Arc<VdiDev>) -> Self {
+        dev.conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ExportConn(dev)
+    }
+}
+
+impl Drop for ExportConn {
+    fn drop(&mut self) {
+        let left = self
+            .0
+            .conns
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if left == 1
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let dev = self.0.clone();
+            rt.spawn(async move { dev.release().await });
+        }
+    }
+}
+
+impl BlockDev for ExportConn {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
+
+    fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, BlockError>> {
+        self.0.read(offset, len)
+    }
+
+    fn write(&self, offset: u64, data: Bytes, fua: bool) -> BoxFuture<'_, Result<(), BlockError>> {
+        self.0.write(offset, data, fua)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BlockError>> {
+        self.0.flush()
+    }
+
+    fn trim(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<(), BlockError>> {
+        self.0.trim(offset, len)
+    }
+
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u32,
+        no_hole: bool,
+    ) -> BoxFuture<'_, Result<(), BlockError>> {
+        self.0.write_zeroes(offset, len, no_hole)
+    }
+}
+
 /// The VDIs of the cluster, as NBD exports.
 #[derive(Debug)]
 pub struct VdiExports {
@@ -412,7 +518,11 @@ impl Exports for VdiExports {
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Arc<dyn BlockDev>, ExportError>> {
-        Box::pin(async move { self.resolve(name).await.map(|d| d as Arc<dyn BlockDev>) })
+        Box::pin(async move {
+            self.resolve(name)
+                .await
+                .map(|d| Arc::new(ExportConn::new(d)) as Arc<dyn BlockDev>)
+        })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, ExportError>> {

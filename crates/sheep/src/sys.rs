@@ -125,6 +125,8 @@ pub struct Sheep {
     this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
     /// Serialises inode index updates that drop object references.
     pub index_ops: tokio::sync::Mutex<()>,
+    /// The last lock holder id this node handed out (see [`Sheep::new_lock_holder`]).
+    lock_holders: std::sync::atomic::AtomicU64,
     /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
     pub shutdown_requested: AtomicBool,
     /// Cancelled to stop the daemon.
@@ -244,6 +246,7 @@ impl Sheep {
             writeback: crate::writeback::Writeback::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),
+            lock_holders: std::sync::atomic::AtomicU64::new(0),
             shutdown_requested: AtomicBool::new(false),
             cancel,
         });
@@ -261,6 +264,15 @@ impl Sheep {
             tracing::info!(epoch = %sys.epoch, status = ?sys.status, nodes = sys.nodes.len(), "joined the cluster");
         }
         Ok(sheep)
+    }
+
+    /// A fresh id for a writer taking a VDI lock through this node (never 0, which
+    /// means "any holder").
+    pub fn new_lock_holder(&self) -> u64 {
+        self.lock_holders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1)
     }
 
     /// This node's `Arc` (for spawning work from a `&Sheep`); `None` once it is gone.

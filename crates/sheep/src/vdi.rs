@@ -130,6 +130,17 @@ pub struct VdiTable {
     /// confirmed done, with the node doing it (`None` once that node left or restarted:
     /// the work was interrupted and [`crate::reconcile`] finishes it).
     unsettled: HashMap<Vid, Option<NodeId>>,
+    /// Writers holding VDIs: the gateway node and a holder id it chose.
+    locks: HashMap<Vid, LockOwner>,
+}
+
+/// Who holds a VDI's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockOwner {
+    /// The gateway the writer is connected to.
+    pub node: NodeId,
+    /// Which writer on that gateway.
+    pub holder: u64,
 }
 
 impl VdiTable {
@@ -161,8 +172,10 @@ impl VdiTable {
         self.unsettled.remove(&vid);
     }
 
-    /// `node` left or restarted: the work it was doing was interrupted.
+    /// `node` left or restarted: the work it was doing was interrupted, and the locks of
+    /// the writers connected to it die with it.
     pub fn orphan(&mut self, node: &NodeId) {
+        self.locks.retain(|_, o| o.node != *node);
         for owner in self.unsettled.values_mut() {
             if owner.as_ref() == Some(node) {
                 *owner = None;
@@ -180,6 +193,43 @@ impl VdiTable {
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// `owner` takes the lock of `vid`: VDI_LOCKED if someone else holds it. Taking it
+    /// again as its holder succeeds.
+    pub fn lock(&mut self, vid: Vid, owner: LockOwner) -> Result<(), SdResult> {
+        match self.locks.get(&vid) {
+            Some(o) if *o != owner => Err(SdResult::VdiLocked),
+            _ => {
+                self.locks.insert(vid, owner);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases the lock of `vid`: only `owner`'s, or whoever holds it (`None`, a forced
+    /// unlock). Whether a lock was released.
+    pub fn unlock(&mut self, vid: Vid, owner: Option<LockOwner>) -> bool {
+        match (self.locks.get(&vid), owner) {
+            (Some(held), Some(o)) if *held != o => false,
+            (Some(_), _) => {
+                self.locks.remove(&vid);
+                true
+            }
+            (None, _) => false,
+        }
+    }
+
+    /// The holder of `vid`'s lock.
+    pub fn lock_owner(&self, vid: Vid) -> Option<LockOwner> {
+        self.locks.get(&vid).copied()
+    }
+
+    /// A snapshot moved the working VDI from `from` to `to`: so does its writer's lock.
+    pub fn move_lock(&mut self, from: Vid, to: Vid) {
+        if let Some(o) = self.locks.remove(&from) {
+            self.locks.insert(to, o);
+        }
     }
 
     /// The entry of `vid`.

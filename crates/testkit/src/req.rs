@@ -91,6 +91,23 @@ pub fn get_vdi_info() -> RequestHeader {
     vdi_req(Opcode::GetVdiInfo, VdiArgs::default(), NAME_LEN)
 }
 
+/// LOCK_VDI of the working VDI (QEMU's open); the payload is a [`name_field`].
+pub fn lock_vdi() -> RequestHeader {
+    vdi_req(Opcode::LockVdi, VdiArgs::default(), NAME_LEN)
+}
+
+/// RELEASE_VDI of `vid` (QEMU's close).
+pub fn release_vdi(vid: Vid) -> RequestHeader {
+    vdi_req(
+        Opcode::ReleaseVdi,
+        VdiArgs {
+            base_vdi_id: vid.get(),
+            ..VdiArgs::default()
+        },
+        0,
+    )
+}
+
 /// DEL_VDI of the working VDI; the payload is a [`name_field`].
 pub fn del_vdi() -> RequestHeader {
     vdi_req(Opcode::DelVdi, VdiArgs::default(), NAME_LEN)

@@ -34,6 +34,7 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::DiscardObj | O::FlushVdi => (Local, false),
         O::NewVdi | O::LockVdi | O::ReleaseVdi | O::GetVdiInfo | O::DelVdi => (Cluster, false),
         O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
+        O::GetVdiCopies => (Local, true),
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
         O::GetLoglevel | O::KillNode | O::StatWriteback => (Local, true),
         // Not epoch-checked: it only syncs what this node holds dirty.
@@ -199,7 +200,9 @@ async fn dispatch(
             | Opcode::StatWriteback
             | Opcode::InjectSyncFailure
             | Opcode::GetObjList => obj::handle(sheep, kind, req, payload).await,
-            Opcode::ReadVdis | Opcode::ReadDelVdis => vdi::handle(sheep, req, payload).await,
+            Opcode::ReadVdis | Opcode::ReadDelVdis | Opcode::GetVdiCopies => {
+                vdi::handle(sheep, req, payload).await
+            }
             _ => cluster::handle(sheep, req, payload).await,
         },
     }

@@ -26,14 +26,38 @@ pub(super) async fn handle(
     use sd_proto::Opcode as O;
     match req.opcode {
         O::NewVdi => new_vdi(sheep, req, payload).await,
-        O::GetVdiInfo | O::LockVdi => {
+        O::GetVdiInfo => {
             let (name, tag) = name_and_tag(req, &payload)?;
             let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
             Ok(vdi_reply(sheep, vid))
         }
-        // Locks only exist on clusters formatted with -l (issue 7); without them RELEASE_VDI
-        // always succeeds, as in Sheepdog.
-        O::ReleaseVdi => Ok(Reply::ok()),
+        O::LockVdi => {
+            let (name, tag) = name_and_tag(req, &payload)?;
+            let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
+            // A snapshot is read-only: any number of readers may open it.
+            if !sheep.vdis().get(vid).is_some_and(|e| e.snapshot) {
+                lock(sheep, vid, sheep.new_lock_holder()).await?;
+            }
+            Ok(vdi_reply(sheep, vid))
+        }
+        // QEMU releases with the vid in base_vdi_id; `dog vdi lock unlock` sends the same.
+        // Always SUCCESS, as in Sheepdog (QEMU tolerates VDI_NOT_LOCKED anyway).
+        O::ReleaseVdi => {
+            if let Some(vid) = Vid::nonzero(req.vdi().base_vdi_id) {
+                unlock(sheep, vid, 0).await?;
+            }
+            Ok(Reply::ok())
+        }
+        O::GetVdiCopies => {
+            // Answer with every lock taken before the request, through any gateway.
+            crate::cluster::barrier(sheep).await?;
+            let cap = usize::try_from(req.data_length).unwrap_or(0);
+            let out = vdi_states(sheep);
+            if out.len() > cap {
+                return Err(SdResult::BufferSmall.into());
+            }
+            Ok(Reply::data(out))
+        }
         O::DelVdi => del_vdi(sheep, req, payload).await,
         O::ReadVdis | O::ReadDelVdis => {
             if usize::try_from(req.data_length).ok() != Some(SD_VDI_BITMAP_SIZE) {
@@ -49,6 +73,50 @@ pub(super) async fn handle(
         }
         _ => Err(SdResult::InvalidParms.into()),
     }
+}
+
+/// Writer `holder` of this node takes the lock of `vid` (VDI_LOCKED if another holds it).
+pub(crate) async fn lock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
+    crate::cluster::submit(sheep, |token| ClusterMsg::Lock { token, vid, holder })
+        .await
+        .map(|_| ())
+}
+
+/// Releases `vid`'s lock held by writer `holder` of this node (0: whoever holds it).
+pub(crate) async fn unlock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
+    crate::cluster::submit(sheep, |token| ClusterMsg::Unlock { token, vid, holder })
+        .await
+        .map(|_| ())
+}
+
+/// GET_VDI_COPIES: a `vdi_state` record per live VDI, ascending vid.
+fn vdi_states(sheep: &Sheep) -> Vec<u8> {
+    use sd_proto::vdi_state::{LockState, VdiState};
+    let t = sheep.vdis();
+    let mut vids: Vec<Vid> = t.iter().map(|(v, _)| v).filter(|v| t.is_live(*v)).collect();
+    vids.sort_unstable();
+    let mut out = Vec::new();
+    for vid in vids {
+        let Some(e) = t.get(vid) else { continue };
+        let owner = t.lock_owner(vid);
+        VdiState {
+            vid,
+            nr_copies: e.nr_copies,
+            snapshot: e.snapshot,
+            deleted: false,
+            copy_policy: e.copy_policy,
+            block_size_shift: e.block_size_shift,
+            parent_vid: e.parent,
+            lock_state: if owner.is_some() {
+                LockState::Locked
+            } else {
+                LockState::Unlocked
+            },
+            lock_owner: owner.map(|o| o.node).unwrap_or_default(),
+        }
+        .encode_into(&mut out);
+    }
+    out
 }
 
 /// Parses a NUL-terminated name field: non-empty and shorter than 256 bytes.
