@@ -246,6 +246,44 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     Err(SdResult::NoObj.into())
 }
 
+/// Leaves out copies of deleted VDIs' objects that nothing references any more: a node
+/// that was away when they were deleted still lists them, but they are dead data (swept
+/// later), and the only copy left may be that node's distrusted one, so trying to
+/// recover them would never finish.
+async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
+    let candidates: Vec<(u32, u32)> = {
+        let t = sheep.vdis();
+        todo.iter()
+            .filter(|o| o.is_data())
+            .filter(|o| {
+                let v = o.vid();
+                t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
+            })
+            .map(|o| (o.vid().get(), o.index()))
+            .collect()
+    };
+    if candidates.is_empty() {
+        return todo;
+    }
+    let dead: HashSet<Oid> = match crate::reclaim::unreferenced(sheep, &candidates).await {
+        Ok(d) => d.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "checking copies of deleted VDIs failed; recovering them");
+            return todo;
+        }
+    };
+    let mut st = sheep.recovery.st();
+    for oid in &dead {
+        st.pending.remove(oid);
+    }
+    drop(st);
+    tracing::info!(
+        skipped = dead.len(),
+        "not recovering copies of deleted VDIs"
+    );
+    todo.into_iter().filter(|o| !dead.contains(o)).collect()
+}
+
 async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes) -> SheepResult<()> {
     let store = sheep.store.clone();
     let spec = CreateSpec {
@@ -342,6 +380,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
             }
         }
     }
+    let mut todo = skip_dead(sheep, todo).await;
     {
         let mut st = rec.st();
         if st.generation != generation {

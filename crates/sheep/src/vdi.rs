@@ -167,6 +167,11 @@ impl VdiTable {
         self.unsettled.insert(vid, Some(node));
     }
 
+    /// Whether the inode work of a create or delete of `vid` is still under way.
+    pub fn is_unsettled(&self, vid: Vid) -> bool {
+        self.unsettled.contains_key(&vid)
+    }
+
     /// The inode work of `vid` is done.
     pub fn settle(&mut self, vid: Vid) {
         self.unsettled.remove(&vid);
