@@ -125,6 +125,8 @@ pub struct Sheep {
     this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
     /// Serialises inode index updates that drop object references.
     pub index_ops: tokio::sync::Mutex<()>,
+    /// Serialises this gateway's GET_VDI_ATTR probes (`ops::attr`).
+    pub attr_ops: tokio::sync::Mutex<()>,
     /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
     pub shutdown_requested: AtomicBool,
     /// Cancelled to stop the daemon.
@@ -244,6 +246,7 @@ impl Sheep {
             writeback: crate::writeback::Writeback::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),
+            attr_ops: tokio::sync::Mutex::new(()),
             shutdown_requested: AtomicBool::new(false),
             cancel,
         });
