@@ -104,6 +104,11 @@ impl Out {
         }
     }
 
+    /// Writes raw bytes (`vdi getattr` prints the value as it is).
+    pub fn put_bytes(&mut self, b: &[u8]) {
+        let _ = self.w.write_all(b);
+    }
+
     /// Flushes.
     pub fn flush(&mut self) {
         let _ = self.w.flush();
@@ -157,6 +162,10 @@ pub struct Options {
     pub local: bool,
     /// `-i` (vdi object): a data object index.
     pub index: Option<u64>,
+    /// `-x` (vdi setattr): fail if the key exists.
+    pub exclusive: bool,
+    /// `-d` (vdi setattr): delete the key.
+    pub delete_key: bool,
 }
 
 /// Whether a write creates the object.

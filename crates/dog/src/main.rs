@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attr;
 mod cli;
 mod cluster;
 mod ctx;
@@ -11,7 +12,9 @@ mod format;
 mod getopt;
 mod node;
 mod object;
+mod resize;
 mod table;
+mod track;
 mod usage;
 mod vdi;
 mod vdi_io;
