@@ -12,6 +12,7 @@ mod format;
 mod getopt;
 mod node;
 mod object;
+mod progress;
 mod resize;
 mod table;
 mod track;
