@@ -23,6 +23,13 @@ async fn create_spec(sheep: &Sheep, oid: Oid) -> SheepResult<CreateSpec> {
         // Hyper volumes and refcount ledgers are not implemented.
         return Err(SdResult::NoSupport.into());
     }
+    if oid.kind() == ObjectKind::Attr {
+        // Fixed size: no need to know the (hashed-name) VDI.
+        return Ok(CreateSpec {
+            size: oid.object_size(0),
+            sparse: true,
+        });
+    }
     let mut rx = sheep.vdi_version.subscribe();
     let shift = match tokio::time::timeout(VDI_WAIT, async {
         loop {
