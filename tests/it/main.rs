@@ -21,6 +21,7 @@ mod harness;
 mod lifecycle;
 mod locks;
 mod nbd;
+mod powerloss;
 mod restart;
 mod tidy;
 mod writeback;
