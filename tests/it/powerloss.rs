@@ -6,12 +6,18 @@
 //! whose every node loses power at once, in writeback and writethrough mode and during
 //! membership changes, a node that runs out of space, and a replica whose reads fail.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use sd_testkit::{FaultFs, dir_names};
+use sd_proto::Vid;
+use sd_testkit::{
+    Cluster, FaultFs, RawClient, SETTLE_TIMEOUT, dir_names, pattern, random_seed, req,
+};
+
+use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
 
 /// fsyncs a directory (its entries become durable).
 fn sync_dir(dir: &Path) {
@@ -137,4 +143,285 @@ fn faultfs_runs_out_of_space_and_fails_reads_on_command() {
     f.write_all_at(&[4; 1], 0).unwrap();
     fs.set_eio("b", false).unwrap();
     assert_eq!(read(&mnt.join("b"))[..2], [4, 2]);
+}
+
+// ---- sheep on faultfs ----------------------------------------------------------------
+
+/// Bytes per block of the VDI model: writes are whole blocks, as a guest's are.
+const BLOCK: usize = 4096;
+/// Blocks per 4 MiB object.
+const OBJ_BLOCKS: usize = OBJ_SIZE as usize / BLOCK;
+/// Writeback with the background flusher out of the way (10 minutes): only the test's
+/// FLUSH_VDIs make data durable.
+const WRITEBACK: &[&str] = &["-W", "--writeback-max-age", "600000"];
+
+/// A tiny deterministic generator (SplitMix64) for the random schedule of a test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// What each block of a VDI may hold after a power cut: the generation that is durable
+/// (0: zeros), plus the generations written since it became durable (either may survive).
+struct VdiModel {
+    vid: Vid,
+    seed: u64,
+    durable: Vec<u64>,
+    since: Vec<Vec<u64>>,
+    created: BTreeSet<u32>,
+    generation: u64,
+}
+
+impl VdiModel {
+    fn new(vid: Vid, objects: usize, seed: u64) -> VdiModel {
+        VdiModel {
+            vid,
+            seed,
+            durable: vec![0; objects * OBJ_BLOCKS],
+            since: vec![Vec::new(); objects * OBJ_BLOCKS],
+            created: BTreeSet::new(),
+            generation: 0,
+        }
+    }
+
+    fn objects(&self) -> usize {
+        self.durable.len() / OBJ_BLOCKS
+    }
+
+    /// The bytes of block `b` in generation `g`.
+    fn block(&self, g: u64, b: usize) -> Vec<u8> {
+        if g == 0 {
+            return vec![0; BLOCK];
+        }
+        pattern(
+            self.seed ^ g.wrapping_mul(0x100_0000_01b3),
+            (b * BLOCK) as u64,
+            BLOCK,
+        )
+    }
+
+    /// Writes `blocks` blocks at block `first` through `c` (CREATE_AND_WRITE for an object
+    /// not created yet, which is durable at once; WRITE_OBJ otherwise). `durable`: the
+    /// write is durable when acknowledged (writethrough).
+    fn write(&mut self, c: &mut RawClient, first: usize, blocks: usize, durable: bool) {
+        self.generation += 1;
+        let g = self.generation;
+        let mut b = first;
+        while b < first + blocks {
+            let idx = b / OBJ_BLOCKS;
+            let n = (first + blocks - b).min(OBJ_BLOCKS - b % OBJ_BLOCKS);
+            let data: Vec<u8> = (b..b + n).flat_map(|k| self.block(g, k)).collect();
+            let oid = self.vid.data_oid(idx as u32);
+            let offset = ((b % OBJ_BLOCKS) * BLOCK) as u64;
+            let create = self.created.insert(idx as u32);
+            let h = if create {
+                req::create_and_write_obj(oid, offset, data.len() as u32)
+            } else {
+                req::write_obj(oid, offset, data.len() as u32)
+            };
+            c.call_ok(&h, &data)
+                .unwrap_or_else(|e| panic!("writing {oid} at {offset}: {e:#}"));
+            for k in b..b + n {
+                if durable || create {
+                    self.durable[k] = g;
+                    self.since[k].clear();
+                } else {
+                    self.since[k].push(g);
+                }
+            }
+            if create {
+                // The rest of a created object is durable zeros.
+                let start = idx * OBJ_BLOCKS;
+                for k in (start..start + OBJ_BLOCKS).filter(|k| !(b..b + n).contains(k)) {
+                    self.durable[k] = 0;
+                    self.since[k].clear();
+                }
+            }
+            b += n;
+        }
+    }
+
+    /// A FLUSH_VDI succeeded: everything written is durable.
+    fn flushed(&mut self) {
+        for (d, s) in self.durable.iter_mut().zip(&mut self.since) {
+            if let Some(last) = s.last() {
+                *d = *last;
+            }
+            s.clear();
+        }
+    }
+
+    /// `bytes` (object `idx`, as `what` read it) hold, block by block, the durable
+    /// generation or one written since; returns how many blocks hold a newer one.
+    fn check_object(&self, idx: usize, bytes: &[u8], what: &str) -> usize {
+        assert_eq!(bytes.len(), OBJ_SIZE as usize, "{what}: object size");
+        let mut newer = 0;
+        for (j, got) in bytes.chunks(BLOCK).enumerate() {
+            let b = idx * OBJ_BLOCKS + j;
+            if got == self.block(self.durable[b], b).as_slice() {
+                continue;
+            }
+            let hit = self.since[b]
+                .iter()
+                .any(|g| got == self.block(*g, b).as_slice());
+            assert!(
+                hit,
+                "{what}: block {j} of object {idx} holds neither its durable generation {} nor \
+                 one written since ({:?}); first bytes {:02x?}",
+                self.durable[b],
+                self.since[b],
+                &got[..16]
+            );
+            newer += 1;
+        }
+        newer
+    }
+}
+
+/// FLUSH_VDI of `vid` through node `i`.
+fn flush(c: &Cluster, i: usize, vid: Vid) {
+    c.connect(i)
+        .unwrap()
+        .call_ok(&req::flush_vdi(vid), &[])
+        .unwrap_or_else(|e| panic!("FLUSH_VDI through node {i}: {e:#}"));
+}
+
+/// Waits until the restarted cluster runs (every node is a member and data is served).
+fn wait_running(c: &mut Cluster) {
+    c.wait_members(c.len()).unwrap();
+    c.poll_until(SETTLE_TIMEOUT, "the cluster to run again", |c| {
+        let out = c.dog(0, &["cluster", "info"], None)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .starts_with("Cluster status: running")
+            .then_some(()))
+    })
+    .unwrap();
+}
+
+/// Waits until no node reports recovery in progress (`dog node recovery`).
+fn wait_recovered(c: &mut Cluster) {
+    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
+        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
+        out.check_success("dog node recovery")?;
+        Ok(out.stdout.is_empty().then_some(()))
+    })
+    .unwrap();
+}
+
+/// After a power cut and restart: every object the model created is on every node, whole
+/// (no half-created object under its real name, no temporary file left), and each copy
+/// and each read through each gateway holds durable or newer data, block by block.
+fn check_after_cut(c: &mut Cluster, m: &VdiModel) {
+    wait_running(c);
+    c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
+    wait_recovered(c);
+    for i in 0..c.len() {
+        // Temporary files of creates the cut interrupted were removed at start-up, and
+        // recovery has finished its own.
+        let names = dir_names(&c.dir(i).join("obj")).unwrap();
+        assert!(
+            names.iter().all(|n| !n.contains(".tmp")),
+            "node {i} kept temporary files: {names:?}"
+        );
+        let on_disk = c.objects_on_disk(i).unwrap();
+        for idx in &m.created {
+            assert!(
+                on_disk.contains(&m.vid.data_oid(*idx)),
+                "node {i} lost created object {idx}: {on_disk:?}"
+            );
+        }
+    }
+    let mut newer = 0;
+    for idx in 0..m.objects() {
+        let oid = m.vid.data_oid(idx as u32);
+        if !m.created.contains(&(idx as u32)) {
+            continue;
+        }
+        for i in 0..c.len() {
+            let file = c.read_object(i, oid).unwrap();
+            newer += m.check_object(idx, &file, &format!("node {i}'s file of {oid}"));
+            let rsp = c
+                .connect(i)
+                .unwrap()
+                .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
+                .unwrap_or_else(|e| panic!("READ_OBJ {oid} through node {i}: {e:#}"));
+            m.check_object(idx, &rsp.payload, &format!("{oid} read through node {i}"));
+        }
+    }
+    let pending = m.since.iter().filter(|s| !s.is_empty()).count();
+    eprintln!(
+        "after the cut: {newer} block copies (of {pending} blocks written since they were \
+         durable, times {} copies) hold the newer data",
+        c.len()
+    );
+    c.check_replicas_identical().unwrap();
+}
+
+/// Random 4 KiB..1 MiB writes into a VDI, a FLUSH_VDI at random points (writeback) or
+/// none (writethrough), then every node loses power; returns the model to check against.
+fn write_then_cut(c: &mut Cluster, writeback: bool, seed: u64) -> VdiModel {
+    const OBJECTS: usize = 6;
+    const WRITES: usize = 24;
+    let mut rng = Rng(seed);
+    c.format(3).unwrap();
+    let vid = create_vdi(
+        &mut c.connect(0).unwrap(),
+        "powerloss",
+        (OBJECTS as u64) * OBJ_SIZE,
+    );
+    let mut m = VdiModel::new(vid, OBJECTS, seed);
+    let total = OBJECTS * OBJ_BLOCKS;
+    let mut flushes = 0;
+    // One gateway, as for a VM: a flush covers the writes its gateway acknowledged.
+    let gw = rng.range(0, c.len() - 1);
+    let mut client = c.connect(gw).unwrap();
+    for w in 0..WRITES {
+        let blocks = rng.range(1, 256);
+        let first = rng.range(0, total - blocks);
+        m.write(&mut client, first, blocks, !writeback);
+        // Flush at random, never in the last few writes, so a cut always loses some.
+        if writeback && w < WRITES - 4 && rng.range(0, 3) == 0 {
+            flush(c, gw, vid);
+            m.flushed();
+            flushes += 1;
+        }
+    }
+    eprintln!(
+        "{WRITES} writes through node {gw}, {flushes} flushes, {} objects created",
+        m.created.len()
+    );
+    drop(client);
+    let t = std::time::Instant::now();
+    c.power_cut(&[0, 1, 2]).unwrap();
+    for i in 0..c.len() {
+        c.restart(i).unwrap();
+    }
+    eprintln!("power cut and restart of every node: {:.2?}", t.elapsed());
+    m
+}
+
+#[test]
+fn writeback_power_cut_keeps_what_was_flushed() {
+    let mut c = Cluster::start_on_faultfs(3, WRITEBACK).unwrap();
+    let m = write_then_cut(&mut c, true, random_seed());
+    check_after_cut(&mut c, &m);
+}
+
+#[test]
+fn writethrough_power_cut_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start_on_faultfs(3, &[]).unwrap();
+    let m = write_then_cut(&mut c, false, random_seed());
+    check_after_cut(&mut c, &m);
 }
