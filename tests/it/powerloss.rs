@@ -425,3 +425,85 @@ fn writethrough_power_cut_keeps_every_acknowledged_write() {
     let m = write_then_cut(&mut c, false, random_seed());
     check_after_cut(&mut c, &m);
 }
+
+/// `dog cluster info` as node `i` prints it (status, creation time, epoch history).
+fn cluster_info(c: &Cluster, i: usize) -> String {
+    let out = c.dog(i, &["cluster", "info"], None).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Restarts every node after a cut and waits until they agree on members and epoch and
+/// print the same cluster info (status, format and epoch history).
+fn restart_and_agree(c: &mut Cluster, what: &str) {
+    for i in 0..c.len() {
+        c.restart(i)
+            .unwrap_or_else(|e| panic!("{what}: node {i} does not start: {e:#}"));
+    }
+    let epoch = c.wait_members(c.len()).unwrap();
+    let info = c
+        .poll_until(
+            SETTLE_TIMEOUT,
+            "every node to print the same cluster info",
+            |c| {
+                let infos: Vec<String> = (0..c.len()).map(|i| cluster_info(c, i)).collect();
+                Ok(infos
+                    .windows(2)
+                    .all(|w| w[0] == w[1])
+                    .then(|| infos[0].clone()))
+            },
+        )
+        .unwrap();
+    let status = info.lines().next().unwrap_or_default();
+    eprintln!("{what}: every node back at epoch {}: {status}", epoch.0);
+}
+
+#[test]
+fn epoch_log_and_config_survive_cuts_during_their_update() {
+    let mut rng = Rng(random_seed());
+    let mut c = Cluster::start_on_faultfs(3, &[]).unwrap();
+    // A cut while the format is applied (config written, store purged, first epoch
+    // written): the delay picks the point of the cut, from before the request reaches the
+    // node to after every node applied it.
+    let mut formatted = false;
+    for round in 0..3 {
+        let mut raw = c.connect(0).unwrap();
+        raw.send(&req::make_fs(1, 3), req::STORE_PLAIN).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(rng.range(0, 20_000) as u64));
+        c.power_cut(&[0, 1, 2]).unwrap();
+        drop(raw);
+        restart_and_agree(&mut c, &format!("cut during format {round}"));
+        formatted = cluster_info(&c, 0).starts_with("Cluster status: running");
+    }
+    if !formatted {
+        c.format(3).unwrap();
+    }
+    // Cuts during membership changes: a node leaves (the others write a new epoch), or
+    // comes back (everyone writes one).
+    for round in 0..4 {
+        let victim = rng.range(0, 2);
+        c.kill9(victim).unwrap();
+        if round % 2 == 1 {
+            c.restart(victim).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(rng.range(0, 20_000) as u64));
+        c.power_cut(&[0, 1, 2]).unwrap();
+        restart_and_agree(&mut c, &format!("cut during membership change {round}"));
+    }
+    // Still formatted, and usable.
+    wait_running(&mut c);
+    let vid = create_vdi(&mut c.connect(1).unwrap(), "after", OBJ_SIZE);
+    let data = pattern(7, 0, BLOCK);
+    c.connect(2)
+        .unwrap()
+        .call_ok(
+            &req::create_and_write_obj(vid.data_oid(0), 0, BLOCK as u32),
+            &data,
+        )
+        .unwrap();
+    let rsp = c
+        .connect(0)
+        .unwrap()
+        .call_ok(&req::read_obj(vid.data_oid(0), 0, BLOCK as u32), &[])
+        .unwrap();
+    assert_eq!(rsp.payload, data);
+}
