@@ -12,9 +12,10 @@ use std::io::{IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use sd_proto::Vid;
+use sd_proto::{SdResult, Vid};
 use sd_testkit::{
-    Cluster, FaultFs, RawClient, SETTLE_TIMEOUT, dir_names, pattern, random_seed, req,
+    Cluster, FaultFs, RawClient, SETTLE_TIMEOUT, assert_same_bytes, dir_names, pattern,
+    random_seed, req,
 };
 
 use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
@@ -506,4 +507,93 @@ fn epoch_log_and_config_survive_cuts_during_their_update() {
         .call_ok(&req::read_obj(vid.data_oid(0), 0, BLOCK as u32), &[])
         .unwrap();
     assert_eq!(rsp.payload, data);
+}
+
+#[test]
+fn a_full_disk_refuses_new_objects_with_no_space_and_recovers_when_freed() {
+    const VICTIM: usize = 1;
+    let seed = random_seed();
+    let mut c = Cluster::start_on_faultfs(3, &[]).unwrap();
+    c.format(3).unwrap();
+    let vid = create_vdi(&mut c.connect(0).unwrap(), "full", 4 * OBJ_SIZE);
+    let (kept, scratch, new) = (vid.data_oid(0), vid.data_oid(1), vid.data_oid(2));
+    let image = pattern(seed, 0, OBJ_SIZE as usize);
+    let mut gw = c.connect(0).unwrap();
+    for oid in [kept, scratch] {
+        gw.call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
+            .unwrap();
+    }
+    // Room for a few more blocks on the victim, not for another object.
+    let used = c.disk(VICTIM).stat().unwrap().used;
+    c.disk(VICTIM)
+        .set_capacity(Some(used + 16 * BLOCK as u64))
+        .unwrap();
+
+    let data = pattern(seed ^ 1, 0, OBJ_SIZE as usize);
+    for via in [0, VICTIM] {
+        let rsp = c
+            .connect(via)
+            .unwrap()
+            .call(&req::create_and_write_obj(new, 0, OBJ_LEN), &data)
+            .unwrap();
+        assert_eq!(
+            rsp.result(),
+            SdResult::NoSpace,
+            "creating an object through node {via} with node {VICTIM}'s disk full"
+        );
+    }
+    // Overwrites of existing objects allocate nothing and still work.
+    let block = pattern(seed ^ 2, 8192, BLOCK);
+    gw.call_ok(&req::write_obj(kept, 8192, BLOCK as u32), &block)
+        .unwrap();
+    let mut want = image.clone();
+    want[8192..8192 + BLOCK].copy_from_slice(&block);
+    // Nothing written before is harmed, and the failed create left nothing on the victim.
+    for i in 0..c.len() {
+        assert_same_bytes(
+            &c.read_object(i, kept).unwrap(),
+            &want,
+            &format!("node {i}'s {kept}"),
+        );
+        assert_same_bytes(
+            &c.read_object(i, scratch).unwrap(),
+            &image,
+            &format!("node {i}'s {scratch}"),
+        );
+    }
+    let names = dir_names(&c.dir(VICTIM).join("obj")).unwrap();
+    assert!(
+        !names.iter().any(|n| n.contains(".tmp")) && !c.object_path(VICTIM, new).exists(),
+        "node {VICTIM} after the failed create: {names:?}"
+    );
+
+    // Free space: remove the scratch object. Its space comes back once the victim closed
+    // it, and the create succeeds.
+    gw.call_ok(&req::remove_obj(scratch), &[]).unwrap();
+    let t = std::time::Instant::now();
+    c.poll_until(SETTLE_TIMEOUT, "the create to fit again", |c| {
+        let rsp = c
+            .connect(0)?
+            .call(&req::create_and_write_obj(new, 0, OBJ_LEN), &data)?;
+        match rsp.result() {
+            SdResult::Success => Ok(Some(())),
+            SdResult::NoSpace => Ok(None),
+            r => panic!("create after freeing space: {r}"),
+        }
+    })
+    .unwrap();
+    eprintln!("create succeeded {:.2?} after the remove", t.elapsed());
+    for i in 0..c.len() {
+        assert_same_bytes(
+            &c.read_object(i, new).unwrap(),
+            &data,
+            &format!("node {i}'s {new}"),
+        );
+        assert_same_bytes(
+            &c.read_object(i, kept).unwrap(),
+            &want,
+            &format!("node {i}'s {kept}"),
+        );
+    }
+    c.check_replicas_identical().unwrap();
 }
