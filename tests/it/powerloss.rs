@@ -597,3 +597,54 @@ fn a_full_disk_refuses_new_objects_with_no_space_and_recovers_when_freed() {
     }
     c.check_replicas_identical().unwrap();
 }
+
+#[test]
+fn an_unreadable_copy_is_served_from_another_replica_and_replaced() {
+    const VICTIM: usize = 2;
+    let mut c = Cluster::start_on_faultfs(3, &[]).unwrap();
+    c.format(3).unwrap();
+    let vid = create_vdi(&mut c.connect(0).unwrap(), "eio", OBJ_SIZE);
+    let oid = vid.data_oid(0);
+    let image = pattern(random_seed(), 0, OBJ_SIZE as usize);
+    c.connect(0)
+        .unwrap()
+        .call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
+        .unwrap();
+    c.disk(VICTIM).set_eio(&format!("obj/{oid}"), true).unwrap();
+    assert!(
+        c.read_object(VICTIM, oid).is_err(),
+        "node {VICTIM}'s copy reads with EIO"
+    );
+
+    // Through the victim, whose own copy it tries first: served from another replica.
+    let rsp = c
+        .connect(VICTIM)
+        .unwrap()
+        .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
+        .unwrap();
+    assert_same_bytes(
+        &rsp.payload,
+        &image,
+        &format!("{oid} read through node {VICTIM}"),
+    );
+
+    // The bad copy is moved aside and replaced by a good one.
+    let t = std::time::Instant::now();
+    c.poll_until(SETTLE_TIMEOUT, "the unreadable copy to be replaced", |c| {
+        Ok(c.read_object(VICTIM, oid).ok().filter(|b| *b == image))
+    })
+    .unwrap();
+    eprintln!("unreadable copy replaced in {:.2?}", t.elapsed());
+    let moved = dir_names(&c.quarantine_dir(VICTIM)).unwrap();
+    assert!(
+        moved.iter().any(|n| n.starts_with(&oid.to_string())),
+        "the bad copy is kept aside: {moved:?}"
+    );
+    let rsp = c
+        .connect(VICTIM)
+        .unwrap()
+        .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
+        .unwrap();
+    assert_same_bytes(&rsp.payload, &image, "read after the repair");
+    c.check_replicas_identical().unwrap();
+}
