@@ -23,6 +23,7 @@ mod harness;
 mod lifecycle;
 mod locks;
 mod nbd;
+mod powerloss;
 mod restart;
 mod tidy;
 mod writeback;

@@ -1,6 +1,7 @@
 //! This node's replica operations: the store behind the peer ops and behind the gateway
 //! when this node is one of the replicas. Objects still awaiting recovery are recovered
-//! before they are served.
+//! before they are served; a copy that cannot be read (EIO) is answered with EIO and
+//! replaced from another replica in the background.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use sd_proto::{ObjectKind, Oid, SdResult};
 use sd_store::{CreateSpec, StoreError};
 
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::ops::blocking;
 use crate::sys::Sheep;
 
@@ -73,6 +74,12 @@ pub async fn read(
         Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
             sheep.recovery.recover_missing(sheep, oid).await?;
             read_store(sheep, oid, offset, len).await
+        }
+        // The copy is bad: answer EIO (the gateway reads another replica) and replace it.
+        Err(e @ SheepError::Store(StoreError::Unreadable { .. })) => {
+            tracing::error!(%oid, error = %e, "local copy unreadable");
+            sheep.recovery.repair_unreadable(sheep, oid);
+            Err(e)
         }
         other => other,
     }

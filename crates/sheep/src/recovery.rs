@@ -44,6 +44,8 @@ struct State {
     total: u64,
     active: bool,
     locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
+    /// Unreadable local copies being replaced.
+    repairing: HashSet<Oid>,
 }
 
 /// Recovery state shared by the background task and the I/O path.
@@ -151,6 +153,42 @@ impl Recovery {
         let _g = lock.lock().await;
         if sheep.store.exists(oid) {
             return Ok(());
+        }
+        let epoch = sheep.sys().epoch;
+        recover_one(sheep, oid, epoch).await?;
+        self.settle(oid);
+        Ok(())
+    }
+
+    /// The local copy of `oid` could not be read (EIO): move it aside and fetch a good one
+    /// from the other holders, as for a copy a failed writeback sync lost. Runs in the
+    /// background; a repair of `oid` already under way covers later failures.
+    pub fn repair_unreadable(&self, sheep: &Sheep, oid: Oid) {
+        let Some(sheep) = sheep.self_ref() else {
+            return;
+        };
+        if !self.st().repairing.insert(oid) {
+            return;
+        }
+        tokio::spawn(async move {
+            let r = sheep.recovery.repair(&sheep, oid).await;
+            sheep.recovery.st().repairing.remove(&oid);
+            match r {
+                Ok(()) => tracing::info!(%oid, "unreadable copy replaced"),
+                Err(e) => tracing::error!(%oid, error = %e, "replacing an unreadable copy failed"),
+            }
+        });
+    }
+
+    async fn repair(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        let store = sheep.store.clone();
+        match tokio::task::spawn_blocking(move || store.quarantine(oid)).await? {
+            Ok(()) => tracing::warn!(%oid, "unreadable copy moved aside"),
+            // Already gone (removed, or replaced by a create that moved it).
+            Err(sd_store::StoreError::NoObject(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         let epoch = sheep.sys().epoch;
         recover_one(sheep, oid, epoch).await?;
