@@ -1,11 +1,13 @@
 //! The listener and per-connection tasks: decode frames, run requests concurrently (bounded
 //! per connection), write responses in completion order with the request id echoed.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::{MAX_REQUEST_PAYLOAD, RequestDecoder, RequestFrame, ResponseHeader, SdResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -45,27 +47,77 @@ pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: Cancellatio
 
 type Outgoing = (ResponseHeader, Bytes, After);
 
+/// The writer keeps coalescing ready responses into one socket write up to this size.
+const BATCH: usize = 256 << 10;
+/// Payloads up to this size are copied into the batch; larger ones are written directly.
+const INLINE_PAYLOAD: usize = 64 << 10;
+
+/// Sends responses as they complete, coalescing those already waiting into one write.
+/// After a response marked [`After::Stop`] is sent, the daemon is told to stop.
+async fn write_responses(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stop: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut stopping = false;
+        while let Some((rsp, payload, after)) = next.take() {
+            buf.extend_from_slice(&rsp.encode());
+            if payload.len() <= INLINE_PAYLOAD {
+                buf.extend_from_slice(&payload);
+            } else {
+                let mut parts = [IoSlice::new(&buf), IoSlice::new(&payload)];
+                if write_all_vectored(&mut wr, &mut parts).await.is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+            stopping |= after == After::Stop;
+            if buf.len() < BATCH && !stopping {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            let ok = wr.write_all(&buf).await.is_ok();
+            buf.clear();
+            if !ok && !stopping {
+                return;
+            }
+        }
+        if stopping {
+            let _ = wr.flush().await;
+            stop.cancel();
+        }
+    }
+}
+
+/// Writes every byte of `bufs` with as few vectored writes as the socket allows.
+async fn write_all_vectored(
+    wr: &mut OwnedWriteHalf,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
 async fn connection(stream: TcpStream, sheep: Arc<Sheep>) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     let inflight = sheep.cfg.max_inflight_per_conn.max(1);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(inflight);
+    let (tx, rx) = mpsc::channel::<Outgoing>(inflight);
     let stop = sheep.cancel.clone();
-    let writer = tokio::spawn(async move {
-        while let Some((rsp, payload, after)) = rx.recv().await {
-            let head = rsp.encode();
-            let ok = wr.write_all(&head).await.is_ok() && wr.write_all(&payload).await.is_ok();
-            if after == After::Stop {
-                let _ = wr.flush().await;
-                stop.cancel();
-            }
-            if !ok {
-                break;
-            }
-        }
-    });
+    let writer = tokio::spawn(write_responses(wr, rx, stop));
 
     let permits = Arc::new(Semaphore::new(inflight));
     let mut decoder = RequestDecoder::new(MAX_REQUEST_PAYLOAD);
