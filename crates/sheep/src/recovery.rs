@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sd_cluster::ClusterDriver;
@@ -27,7 +28,7 @@ const SOURCE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20)
 /// Passes over the objects that could not be recovered yet, before giving up on the epoch.
 const PASSES: u32 = 240;
 /// Pause between passes.
-const PASS_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+const PASS_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Default)]
 struct State {
@@ -382,20 +383,48 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
     Ok(all)
 }
 
-/// The background recovery task.
+/// The first wait before an incomplete recovery is tried again within its epoch.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between such retries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The background recovery task. An epoch's recovery that could not finish (an object with
+/// no live copy yet, a peer not answering) is tried again, with a growing delay, until it
+/// finishes or a new epoch starts another: what blocked it may clear without any
+/// membership change (e.g. the interrupted delete of the objects it could not find is
+/// completed, so they need no recovery).
 pub async fn run(sheep: Arc<Sheep>) {
+    let mut retry: Option<Duration> = None;
     loop {
-        tokio::select! {
+        let wait = async {
+            match retry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let kicked = tokio::select! {
             () = sheep.cancel.cancelled() => return,
-            () = sheep.recovery.kick.notified() => {}
-        }
-        if let Err(e) = recover_epoch(&sheep).await {
-            tracing::warn!(error = %e, "recovery pass failed; will retry at the next epoch");
-        }
+            () = sheep.recovery.kick.notified() => true,
+            () = wait => false,
+        };
+        let finished = match recover_epoch(&sheep).await {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::warn!(error = %e, "recovery pass failed; will retry");
+                false
+            }
+        };
+        retry = match (finished, retry) {
+            (true, _) => None,
+            (false, Some(d)) if !kicked => Some((d * 2).min(RETRY_MAX)),
+            (false, _) => Some(RETRY_FIRST),
+        };
     }
 }
 
-async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
+/// One recovery pass over the current epoch; whether nothing is left to retry (finished,
+/// or superseded by a newer epoch).
+async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     let rec = &sheep.recovery;
     let (epoch, generation) = {
         let st = rec.st();
@@ -422,7 +451,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
     {
         let mut st = rec.st();
         if st.generation != generation {
-            return Ok(());
+            return Ok(true);
         }
         st.done = 0;
         st.total = todo.len() as u64;
@@ -439,7 +468,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
         let mut window = (tokio::time::Instant::now(), 0usize);
         for oid in std::mem::take(&mut todo) {
             if rec.st().generation != generation {
-                return Ok(());
+                return Ok(true);
             }
             // Rate limit: at most `max` objects started per `interval`.
             if !throttle.interval.is_zero() {
@@ -475,8 +504,8 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
     }
     if !todo.is_empty() || failed > 0 {
         // Not announcing completion keeps every other copy in place.
-        tracing::warn!(%epoch, failed, waiting = todo.len(), "recovery incomplete; will retry at the next epoch");
-        return Ok(());
+        tracing::warn!(%epoch, failed, waiting = todo.len(), "recovery incomplete; will retry");
+        return Ok(false);
     }
     let current = {
         let mut st = rec.st();
@@ -487,7 +516,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
         current
     };
     if !current {
-        return Ok(());
+        return Ok(true);
     }
     tracing::info!(%epoch, "recovery finished");
     sheep
@@ -495,7 +524,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
         .append(LogEntry::RecoveryDone { nid: me, epoch })
         .await
         .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Every member recovered `epoch`: drop the copies this node no longer holds.
