@@ -22,6 +22,7 @@ mod dog_track_resize;
 mod harness;
 mod lifecycle;
 mod locks;
+mod metrics;
 mod nbd;
 mod powerloss;
 mod restart;

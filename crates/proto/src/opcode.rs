@@ -22,6 +22,14 @@ macro_rules! opcodes {
                 }
             }
 
+            /// The opcode's name as in this enum (`"WriteObj"`), `"Unknown"` for others.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Opcode::$name => stringify!($name),)*
+                    Opcode::Unknown(_) => "Unknown",
+                }
+            }
+
             /// The raw opcode byte.
             pub const fn as_u8(self) -> u8 {
                 match self {

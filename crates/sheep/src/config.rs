@@ -28,6 +28,8 @@ pub struct Config {
     pub recovery: RecoveryThrottle,
     /// Writeback behaviour (used when `sync` is `Writeback`).
     pub writeback: WritebackConfig,
+    /// Where to serve Prometheus metrics (`--metrics`); `None`: not served.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How a FLUSH is carried out.
@@ -125,6 +127,7 @@ impl Config {
             advertise: None,
             recovery: RecoveryThrottle::default(),
             writeback: WritebackConfig::default(),
+            metrics: None,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gateway;
 pub mod local;
+pub mod metrics;
 pub mod nbd;
 pub mod ops;
 pub mod peer;
@@ -49,8 +50,14 @@ pub async fn run_with_nbd(
             source,
         })
     })?;
+    let metrics = cfg.metrics;
     let sheep = Sheep::start(cfg, addr, cancel.clone()).await?;
     tracing::info!(%addr, "sheep listening");
+    if let Some(m) = metrics {
+        metrics::install(m)?;
+        tracing::info!(addr = %m, "serving metrics");
+        tokio::spawn(metrics::run_sampler(sheep.clone()));
+    }
     if let Some(nbd) = nbd {
         let exports = std::sync::Arc::new(nbd::VdiExports::new(sheep.clone()));
         if let Ok(a) = nbd.local_addr() {

@@ -67,6 +67,10 @@ struct Args {
     /// default port is taken, e.g. by another sheep on this host, NBD stays off).
     #[arg(long = "nbd")]
     nbd: Option<String>,
+    /// Serve Prometheus metrics over HTTP on ADDR:PORT (off by default; see
+    /// docs/operations.md for the metric names).
+    #[arg(long = "metrics")]
+    metrics: Option<SocketAddr>,
     /// Recovery throttling: max=N objects per interval=MS.
     #[arg(short = 'R', long = "recovery")]
     recovery: Option<sheep::config::RecoveryThrottle>,
@@ -243,6 +247,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.advertise = args.myaddr;
     cfg.fixed_vnodes = args.vnodes.is_some();
     cfg.recovery = args.recovery.unwrap_or_default();
+    cfg.metrics = args.metrics;
     if args.writeback {
         cfg.sync = sd_store::SyncMode::Writeback;
     }

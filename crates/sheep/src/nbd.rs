@@ -18,6 +18,7 @@ use sd_proto::{SdResult, Vid};
 
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
+use crate::metrics::Protocol;
 use crate::sys::Sheep;
 
 fn block_err(e: SheepError) -> BlockError {
@@ -417,19 +418,32 @@ impl BlockDev for ExportConn {
     }
 
     fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, BlockError>> {
-        self.0.read(offset, len)
+        Box::pin(async move {
+            let r = measured("read", self.0.read(offset, len)).await;
+            if let Ok(data) = &r {
+                crate::metrics::read_bytes(Protocol::Nbd, data.len());
+            }
+            r
+        })
     }
 
     fn write(&self, offset: u64, data: Bytes, fua: bool) -> BoxFuture<'_, Result<(), BlockError>> {
-        self.0.write(offset, data, fua)
+        let n = data.len();
+        Box::pin(async move {
+            let r = measured("write", self.0.write(offset, data, fua)).await;
+            if r.is_ok() {
+                crate::metrics::written_bytes(Protocol::Nbd, n);
+            }
+            r
+        })
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), BlockError>> {
-        self.0.flush()
+        Box::pin(measured("flush", self.0.flush()))
     }
 
     fn trim(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<(), BlockError>> {
-        self.0.trim(offset, len)
+        Box::pin(measured("trim", self.0.trim(offset, len)))
     }
 
     fn write_zeroes(
@@ -438,8 +452,22 @@ impl BlockDev for ExportConn {
         len: u32,
         no_hole: bool,
     ) -> BoxFuture<'_, Result<(), BlockError>> {
-        self.0.write_zeroes(offset, len, no_hole)
+        Box::pin(measured(
+            "write_zeroes",
+            self.0.write_zeroes(offset, len, no_hole),
+        ))
     }
+}
+
+/// Runs one NBD command and records it (`metrics::request`).
+async fn measured<T>(
+    op: &'static str,
+    f: BoxFuture<'_, Result<T, BlockError>>,
+) -> Result<T, BlockError> {
+    let started = std::time::Instant::now();
+    let r = f.await;
+    crate::metrics::request(Protocol::Nbd, op, started, r.is_ok());
+    r
 }
 
 /// The VDIs of the cluster, as NBD exports.

@@ -119,6 +119,7 @@ impl Recovery {
         let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
         if was {
             st.done += 1;
+            crate::metrics::recovered();
         }
         st.locks.remove(&oid);
     }

@@ -46,6 +46,9 @@ pub enum StartError {
         /// Expected.
         expected: u16,
     },
+    /// The metrics endpoint (`--metrics`) could not be started.
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
     /// Membership failed.
     #[error(transparent)]
     Cluster(#[from] sd_cluster::ClusterError),

@@ -219,7 +219,10 @@ pub async fn serve_flush_peer(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
         .unwrap_or_else(|p| p.into_inner())
         .entry(vid)
         .or_default() += 1;
-    flush_local(sheep, vid).await
+    let started = std::time::Instant::now();
+    let r = flush_local(sheep, vid).await;
+    crate::metrics::peer_flush(started);
+    r
 }
 
 async fn flush_node(sheep: &Sheep, nid: NodeId, vid: Vid) -> SheepResult<()> {
@@ -256,6 +259,7 @@ async fn flush_node(sheep: &Sheep, nid: NodeId, vid: Vid) -> SheepResult<()> {
 /// FLUSH_VDI on a gateway: FLUSH_PEER to exactly the nodes written for `vid` since its last
 /// flush, in parallel (`--flush=syncfs`: to every node, as Sheepdog did in 2012).
 pub async fn flush_vdi(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
+    let started = std::time::Instant::now();
     sheep.writeback.count_flush(vid);
     let targets: Vec<NodeId> = match sheep.cfg.writeback.flush {
         FlushMode::Dirty => sheep.writeback.take(vid).into_iter().collect(),
@@ -265,9 +269,11 @@ pub async fn flush_vdi(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
         }
     };
     if targets.is_empty() {
+        crate::metrics::gateway_flush(0, started);
         return Ok(());
     }
     let results = join_all(targets.iter().map(|n| flush_node(sheep, *n, vid))).await;
+    crate::metrics::gateway_flush(targets.len(), started);
     let failed: Vec<NodeId> = targets
         .iter()
         .zip(&results)

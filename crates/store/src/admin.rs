@@ -66,12 +66,16 @@ impl Store {
     /// Space used by objects and free on the file system.
     pub fn space(&self) -> Result<StoreSpace, StoreError> {
         let mut used = 0_u64;
+        let mut objects = 0_u64;
         for_each_file(&self.obj_dir, |name, path| {
             if names::parse_object_name(name).is_none() {
                 return Ok(());
             }
             match fs::symlink_metadata(path) {
-                Ok(m) => used = used.saturating_add(m.blocks().saturating_mul(BLOCK_UNIT)),
+                Ok(m) => {
+                    used = used.saturating_add(m.blocks().saturating_mul(BLOCK_UNIT));
+                    objects += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io("stat", path, e)),
             }
@@ -82,6 +86,7 @@ impl Store {
         Ok(StoreSpace {
             used,
             free: vfs.f_bavail.saturating_mul(vfs.f_frsize),
+            objects,
         })
     }
 

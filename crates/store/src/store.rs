@@ -49,6 +49,8 @@ pub struct StoreSpace {
     pub used: u64,
     /// Bytes available to us on the file system (`statvfs` `f_bavail * f_frsize`).
     pub free: u64,
+    /// Object files counted.
+    pub objects: u64,
 }
 
 /// The object store of one sheep. `Send + Sync`; every method blocks.

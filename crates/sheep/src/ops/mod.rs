@@ -10,6 +10,7 @@ use sd_proto::cluster::NodeStatus;
 use sd_proto::{NodeRsp, Opcode, RequestHeader, ResponseHeader, SdResult, VdiRsp};
 
 use crate::error::{SheepError, SheepResult};
+use crate::metrics::Protocol;
 use crate::sys::Sheep;
 
 /// How an operation is served (spec §6 "Type").
@@ -134,10 +135,28 @@ pub async fn handle(
     req: RequestHeader,
     payload: Bytes,
 ) -> (ResponseHeader, Bytes, After) {
+    let started = std::time::Instant::now();
+    let written = payload.len();
     let outcome = match admit(sheep, &req) {
         Ok(kind) => dispatch(sheep, kind, &req, payload).await,
         Err(r) => Err(SheepError::Result(r)),
     };
+    let ok = matches!(&outcome, Ok(r) if r.result.is_none_or(|r| r == SdResult::Success));
+    crate::metrics::request(Protocol::Sheepdog, req.opcode.name(), started, ok);
+    // Data bytes of VDIs (not inode or attribute objects).
+    if ok && req.obj().oid.is_data() {
+        match req.opcode {
+            Opcode::ReadObj => {
+                if let Ok(r) = &outcome {
+                    crate::metrics::read_bytes(Protocol::Sheepdog, r.payload.len());
+                }
+            }
+            Opcode::WriteObj | Opcode::CreateAndWriteObj => {
+                crate::metrics::written_bytes(Protocol::Sheepdog, written);
+            }
+            _ => {}
+        }
+    }
     let epoch = sheep.sys().epoch;
     match outcome {
         Ok(reply) => {

@@ -1,0 +1,175 @@
+//! Prometheus metrics (`sheep --metrics ADDR:PORT`, off by default).
+//!
+//! Recording goes through the `metrics` facade: without `--metrics` no recorder is
+//! installed and every call below is a no-op. With it, `metrics-exporter-prometheus`
+//! serves the text format over HTTP on ADDR:PORT (any path), and [`run_sampler`] sets the
+//! gauges that describe state rather than events (epoch, dirty bytes, recovery, objects,
+//! disk) every [`SAMPLE_INTERVAL`].
+//!
+//! Every name is listed in docs/operations.md ("Metrics"); they are part of the interface.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+
+use crate::sys::Sheep;
+
+/// Requests served, by `protocol` (`sheepdog`, `nbd`), `op` and `result` (`ok`, `error`).
+pub const REQUESTS: &str = "sheep_requests_total";
+/// Request latency in seconds, by `protocol` and `op`.
+pub const REQUEST_SECONDS: &str = "sheep_request_duration_seconds";
+/// Client data bytes read, by `protocol` (Sheepdog READ_OBJ replies, NBD READ).
+pub const READ_BYTES: &str = "sheep_read_bytes_total";
+/// Client data bytes written, by `protocol` (Sheepdog WRITE_OBJ / CREATE_AND_WRITE_OBJ, NBD
+/// WRITE).
+pub const WRITTEN_BYTES: &str = "sheep_written_bytes_total";
+/// Writeback: bytes written to this node's store and not yet durable.
+pub const DIRTY_BYTES: &str = "sheep_writeback_dirty_bytes";
+/// Writeback flush latency in seconds, by `side`: `gateway` (a FLUSH_VDI, waiting for
+/// every FLUSH_PEER) or `peer` (making one VDI's dirty objects durable here).
+pub const FLUSH_SECONDS: &str = "sheep_flush_duration_seconds";
+/// Nodes one FLUSH_VDI sent FLUSH_PEER to (0: nothing was dirty).
+pub const FLUSH_FANOUT: &str = "sheep_flush_peer_fanout";
+/// Objects this node recovered (all epochs); its `rate()` is the recovery rate.
+pub const RECOVERED: &str = "sheep_recovery_objects_recovered_total";
+/// Objects of the current epoch's recovery done on this node.
+pub const RECOVERY_DONE: &str = "sheep_recovery_objects_done";
+/// Objects of the current epoch's recovery left on this node.
+pub const RECOVERY_LEFT: &str = "sheep_recovery_objects_left";
+/// Objects recovered per second over the last sample interval.
+pub const RECOVERY_RATE: &str = "sheep_recovery_objects_per_second";
+/// The cluster epoch this node is at.
+pub const EPOCH: &str = "sheep_epoch";
+/// Members of the cluster as this node sees them.
+pub const NODES: &str = "sheep_cluster_nodes";
+/// Object files in this node's store.
+pub const OBJECTS: &str = "sheep_objects";
+/// Bytes allocated to object files.
+pub const DISK_USED: &str = "sheep_disk_used_bytes";
+/// Bytes still available on the store's file system.
+pub const DISK_FREE: &str = "sheep_disk_free_bytes";
+
+/// How often [`run_sampler`] refreshes the gauges.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Latency buckets, 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+/// FLUSH_PEER fan-out buckets, in nodes.
+const FANOUT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0];
+
+/// The client protocol a request came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The Sheepdog 1.0 wire protocol (clients and other sheep).
+    Sheepdog,
+    /// NBD.
+    Nbd,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Sheepdog => "sheepdog",
+            Protocol::Nbd => "nbd",
+        }
+    }
+}
+
+/// Installs the Prometheus recorder and its HTTP listener on `addr`; call inside the runtime.
+pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(FLUSH_FANOUT.into()), FANOUT_BUCKETS)?
+        .install()
+}
+
+/// Records one served request.
+pub fn request(protocol: Protocol, op: &'static str, started: Instant, ok: bool) {
+    let p = protocol.label();
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(REQUESTS, "protocol" => p, "op" => op, "result" => result).increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "protocol" => p, "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Records client data bytes read.
+pub fn read_bytes(protocol: Protocol, n: usize) {
+    metrics::counter!(READ_BYTES, "protocol" => protocol.label()).increment(n as u64);
+}
+
+/// Records client data bytes written.
+pub fn written_bytes(protocol: Protocol, n: usize) {
+    metrics::counter!(WRITTEN_BYTES, "protocol" => protocol.label()).increment(n as u64);
+}
+
+/// Records a gateway's FLUSH_VDI: its fan-out and, when it sent any, its latency.
+pub fn gateway_flush(fanout: usize, started: Instant) {
+    metrics::histogram!(FLUSH_FANOUT).record(fanout as f64);
+    if fanout > 0 {
+        metrics::histogram!(FLUSH_SECONDS, "side" => "gateway")
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Records a peer's flush of one VDI's dirty objects.
+pub fn peer_flush(started: Instant) {
+    metrics::histogram!(FLUSH_SECONDS, "side" => "peer").record(started.elapsed().as_secs_f64());
+}
+
+/// Records one object recovered.
+pub fn recovered() {
+    metrics::counter!(RECOVERED).increment(1);
+}
+
+/// Refreshes the state gauges every [`SAMPLE_INTERVAL`] until the daemon stops.
+pub async fn run_sampler(sheep: Arc<Sheep>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(Instant, u64)> = None;
+    loop {
+        tokio::select! {
+            () = sheep.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (epoch, nodes) = {
+            let sys = sheep.sys();
+            (sys.epoch.0, sys.nodes.len())
+        };
+        metrics::gauge!(EPOCH).set(f64::from(epoch));
+        metrics::gauge!(NODES).set(nodes as f64);
+        metrics::gauge!(DIRTY_BYTES).set(sheep.store.dirty_bytes() as f64);
+        let p = sheep.recovery.progress();
+        let left = if p.active {
+            p.total.saturating_sub(p.done)
+        } else {
+            0
+        };
+        metrics::gauge!(RECOVERY_DONE).set(p.done as f64);
+        metrics::gauge!(RECOVERY_LEFT).set(left as f64);
+        let now = Instant::now();
+        let rate = match last {
+            Some((t, done)) if p.done >= done => {
+                (p.done - done) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
+            }
+            _ => 0.0,
+        };
+        last = Some((now, p.done));
+        metrics::gauge!(RECOVERY_RATE).set(rate);
+        let store = sheep.store.clone();
+        match tokio::task::spawn_blocking(move || store.space()).await {
+            Ok(Ok(space)) => {
+                metrics::gauge!(OBJECTS).set(space.objects as f64);
+                metrics::gauge!(DISK_USED).set(space.used as f64);
+                metrics::gauge!(DISK_FREE).set(space.free as f64);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "sampling store space failed"),
+            Err(_) => {}
+        }
+    }
+}
