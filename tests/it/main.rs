@@ -24,6 +24,7 @@ mod lifecycle;
 mod locks;
 mod metrics;
 mod nbd;
+mod operations;
 mod powerloss;
 mod restart;
 mod tidy;

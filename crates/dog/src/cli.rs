@@ -209,6 +209,7 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
             }
             Some(_) => Ok(EXIT_USAGE),
         },
+        Handler::NodeLog => crate::loglevel::log(ctx, &args).await,
         Handler::ClusterInfo => crate::cluster::info(ctx).await,
         Handler::ClusterFormat => crate::cluster::format(ctx).await,
         Handler::ClusterShutdown => crate::cluster::shutdown(ctx).await,

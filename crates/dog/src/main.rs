@@ -11,6 +11,7 @@ mod exit;
 mod format;
 mod getopt;
 mod lock;
+mod loglevel;
 mod node;
 mod object;
 mod progress;

@@ -201,6 +201,8 @@ pub enum Handler {
     VdiObject,
     /// `node recovery [info]`.
     NodeRecovery,
+    /// `node log level set|get|list`.
+    NodeLog,
     /// `cluster info`.
     ClusterInfo,
     /// `cluster format`.
@@ -538,14 +540,17 @@ const NODE_SUBS: &[SubCmd] = &[
         0,
         NI,
     ),
-    nested(
-        "log",
-        None,
-        "aphT",
-        "show or set log level of the node",
-        NEED_ARG,
-        &[ss("level", "manipulate loglevel")],
-    ),
+    SubCmd {
+        handler: Handler::NodeLog,
+        ..nested(
+            "log",
+            None,
+            "aphT",
+            "show or set log level of the node",
+            NEED_ARG,
+            &[ss("level", "manipulate loglevel")],
+        )
+    },
     nested(
         "vnodes",
         None,

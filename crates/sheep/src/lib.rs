@@ -3,11 +3,13 @@
 
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod driver;
 pub mod error;
 pub mod failpoint;
 pub mod gateway;
 pub mod local;
+pub mod logging;
 pub mod metrics;
 pub mod nbd;
 pub mod ops;
@@ -43,6 +45,18 @@ pub async fn run_with_nbd(
     cfg: Config,
     cancel: CancellationToken,
 ) -> Result<(), StartError> {
+    run_until_stopped(listener, nbd, cfg, CancellationToken::new(), cancel).await
+}
+
+/// [`run_with_nbd`], stopping cleanly ([`drain::stop`]) once `stop` fires; `cancel` still
+/// stops at once.
+pub async fn run_until_stopped(
+    listener: TcpListener,
+    nbd: Option<TcpListener>,
+    cfg: Config,
+    stop: CancellationToken,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(|source| {
         StartError::Store(sd_store::StoreError::Io {
             op: "local_addr",
@@ -64,6 +78,16 @@ pub async fn run_with_nbd(
             tracing::info!(addr = %a, "serving NBD");
         }
         tokio::spawn(sd_nbd::serve(nbd, exports, cancel.clone()));
+    }
+    {
+        let sheep = sheep.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = stop.cancelled() => drain::stop(&sheep).await,
+            }
+        });
     }
     server::serve(listener, sheep, cancel).await;
     tracing::info!("sheep stopped");

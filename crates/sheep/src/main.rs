@@ -107,17 +107,29 @@ fn parse_size(s: &str) -> Result<u64, String> {
 #[derive(Debug)]
 struct LogOpts {
     dir: Option<PathBuf>,
-    level: tracing::Level,
+    /// Sheepdog's numbering (0 emerg … 7 debug; 8 trace).
+    level: i32,
     json: bool,
     stdout: bool,
+    /// Rotate the log file past this many bytes (0: never).
+    max_size: u64,
+    /// Rotated files kept.
+    keep: u32,
 }
+
+/// Default `-l max_size=`.
+const LOG_MAX_SIZE: u64 = 64 << 20;
+/// Default `-l keep=`.
+const LOG_KEEP: u32 = 5;
 
 fn parse_log(spec: Option<&str>) -> anyhow::Result<LogOpts> {
     let mut o = LogOpts {
         dir: None,
-        level: tracing::Level::INFO,
+        level: sheep::logging::DEFAULT_LEVEL,
         json: false,
         stdout: false,
+        max_size: LOG_MAX_SIZE,
+        keep: LOG_KEEP,
     };
     for kv in spec.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
         let (k, v) = kv
@@ -126,14 +138,8 @@ fn parse_log(spec: Option<&str>) -> anyhow::Result<LogOpts> {
         match k {
             "dir" => o.dir = Some(PathBuf::from(v)),
             "level" => {
-                o.level = match v {
-                    "emerg" | "alert" | "crit" | "err" | "error" => tracing::Level::ERROR,
-                    "warning" | "warn" => tracing::Level::WARN,
-                    "notice" | "info" => tracing::Level::INFO,
-                    "debug" => tracing::Level::DEBUG,
-                    "trace" => tracing::Level::TRACE,
-                    _ => bail!("unknown log level {v:?}"),
-                }
+                o.level = sheep::logging::parse_level(v)
+                    .with_context(|| format!("unknown log level {v:?}"))?;
             }
             "format" => {
                 o.json = match v {
@@ -149,6 +155,8 @@ fn parse_log(spec: Option<&str>) -> anyhow::Result<LogOpts> {
                     _ => bail!("unsupported log destination {v:?} (default or stdout)"),
                 }
             }
+            "max_size" => o.max_size = parse_size(v).map_err(anyhow::Error::msg)?,
+            "keep" => o.keep = v.parse().with_context(|| format!("bad -l keep={v:?}"))?,
             _ => bail!("unknown -l key {k:?}"),
         }
     }
@@ -161,23 +169,29 @@ fn init_logging(
     foreground: bool,
 ) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let dir = opts.dir.clone().unwrap_or_else(|| base.to_path_buf());
-    let (file, guard) = if opts.stdout {
-        tracing_appender::non_blocking(std::io::stdout())
+    let (writer, guard, file) = if opts.stdout {
+        let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+        (w, g, None)
     } else {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating log dir {}", dir.display()))?;
-        tracing_appender::non_blocking(tracing_appender::rolling::never(&dir, "sheep.log"))
+        let path = dir.join("sheep.log");
+        let file = sheep::logging::LogFile::open(&path, opts.max_size, opts.keep)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let (w, g) = tracing_appender::non_blocking(file.clone());
+        (w, g, Some(file))
     };
-    let filter = tracing_subscriber::filter::LevelFilter::from_level(opts.level);
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(sheep::logging::filter_for(opts.level));
     let file_layer = if opts.json {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(file)
+            .with_writer(writer)
             .with_ansi(false)
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(file)
+            .with_writer(writer)
             .with_ansi(false)
             .boxed()
     };
@@ -189,6 +203,21 @@ fn init_logging(
         .with(stderr_layer)
         .try_init()
         .context("installing the log subscriber")?;
+    sheep::logging::install(
+        sheep::logging::Control {
+            set_filter: Box::new(move |f| {
+                if let Err(e) = handle.modify(|cur| *cur = f) {
+                    eprintln!("sheep: changing the log level: {e}");
+                }
+            }),
+            reopen: Box::new(move || {
+                if let Some(Err(e)) = file.as_ref().map(sheep::logging::LogFile::reopen) {
+                    eprintln!("sheep: reopening the log file: {e}");
+                }
+            }),
+        },
+        opts.level,
+    );
     Ok(guard)
 }
 
@@ -277,21 +306,35 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             None => None,
         };
         let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
+        let stop = CancellationToken::new();
+        let on_signal = (stop.clone(), cancel.clone());
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).context("catching SIGHUP")?;
+        // SIGTERM or ^C: a clean stop (sheep::drain); a second one: at once.
         tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = hup.recv() => {
+                        sheep::logging::reopen();
+                        tracing::info!("SIGHUP: log file reopened");
+                        continue;
+                    }
+                }
+                if stopping {
+                    tracing::info!("second signal: stopping now");
+                    on_signal.1.cancel();
+                    return;
+                }
+                tracing::info!("signal received, stopping cleanly");
+                stopping = true;
+                on_signal.0.cancel();
             }
-            tracing::info!("signal received, stopping");
-            on_signal.cancel();
         });
-        sheep::run_with_nbd(listener, nbd, cfg, cancel)
+        sheep::run_until_stopped(listener, nbd, cfg, stop, cancel)
             .await
             .context("sheep failed")
     })

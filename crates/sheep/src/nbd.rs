@@ -419,7 +419,7 @@ impl BlockDev for ExportConn {
 
     fn read(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<Bytes, BlockError>> {
         Box::pin(async move {
-            let r = measured("read", self.0.read(offset, len)).await;
+            let r = measured(&self.0.sheep.drain, "read", self.0.read(offset, len)).await;
             if let Ok(data) = &r {
                 crate::metrics::read_bytes(Protocol::Nbd, data.len());
             }
@@ -430,7 +430,12 @@ impl BlockDev for ExportConn {
     fn write(&self, offset: u64, data: Bytes, fua: bool) -> BoxFuture<'_, Result<(), BlockError>> {
         let n = data.len();
         Box::pin(async move {
-            let r = measured("write", self.0.write(offset, data, fua)).await;
+            let r = measured(
+                &self.0.sheep.drain,
+                "write",
+                self.0.write(offset, data, fua),
+            )
+            .await;
             if r.is_ok() {
                 crate::metrics::written_bytes(Protocol::Nbd, n);
             }
@@ -439,11 +444,15 @@ impl BlockDev for ExportConn {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(measured("flush", self.0.flush()))
+        Box::pin(measured(&self.0.sheep.drain, "flush", self.0.flush()))
     }
 
     fn trim(&self, offset: u64, len: u32) -> BoxFuture<'_, Result<(), BlockError>> {
-        Box::pin(measured("trim", self.0.trim(offset, len)))
+        Box::pin(measured(
+            &self.0.sheep.drain,
+            "trim",
+            self.0.trim(offset, len),
+        ))
     }
 
     fn write_zeroes(
@@ -453,17 +462,23 @@ impl BlockDev for ExportConn {
         no_hole: bool,
     ) -> BoxFuture<'_, Result<(), BlockError>> {
         Box::pin(measured(
+            &self.0.sheep.drain,
             "write_zeroes",
             self.0.write_zeroes(offset, len, no_hole),
         ))
     }
 }
 
-/// Runs one NBD command and records it (`metrics::request`).
+/// Runs one NBD command, counted as client work in flight (refused once the node stops,
+/// see `drain`), and records it (`metrics::request`).
 async fn measured<T>(
+    drain: &crate::drain::Drain,
     op: &'static str,
     f: BoxFuture<'_, Result<T, BlockError>>,
 ) -> Result<T, BlockError> {
+    let Some(_inflight) = drain.enter() else {
+        return Err(block_err(SdResult::Shutdown.into()));
+    };
     let started = std::time::Instant::now();
     let r = f.await;
     crate::metrics::request(Protocol::Nbd, op, started, r.is_ok());

@@ -124,6 +124,8 @@ pub struct Sheep {
     pub recovery: Recovery,
     /// Writeback bookkeeping.
     pub writeback: crate::writeback::Writeback,
+    /// Client work in flight, refused once the node stops (`drain`).
+    pub drain: crate::drain::Drain,
     /// This node's own `Arc`, for work it spawns.
     this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
     /// Serialises inode index updates that drop object references.
@@ -249,6 +251,7 @@ impl Sheep {
             peers: PeerPool::default(),
             recovery: Recovery::default(),
             writeback: crate::writeback::Writeback::default(),
+            drain: crate::drain::Drain::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),
             lock_holders: std::sync::atomic::AtomicU64::new(0),

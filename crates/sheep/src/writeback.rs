@@ -147,6 +147,11 @@ impl Writeback {
         p.writes = 0;
     }
 
+    /// The VDIs this gateway wrote since their last flush.
+    pub fn written_vids(&self) -> Vec<Vid> {
+        self.lock().keys().copied().collect()
+    }
+
     /// The nodes written for `vid` (cleared; callers put back the ones that failed).
     fn take(&self, vid: Vid) -> HashSet<NodeId> {
         self.lock().remove(&vid).unwrap_or_default()

@@ -127,7 +127,18 @@ pub(super) async fn handle(
         Opcode::GetVnodes => Ok(Reply::data(
             i32::from(sheep.me.nr_vnodes).to_le_bytes().to_vec(),
         )),
-        Opcode::GetLoglevel => Ok(Reply::data(6i32.to_le_bytes().to_vec())),
+        Opcode::GetLoglevel => Ok(Reply::data(crate::logging::level().to_le_bytes().to_vec())),
+        Opcode::SetLoglevel => {
+            let level = payload
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(i32::from_le_bytes)
+                .ok_or(SdResult::InvalidParms)?;
+            if !crate::logging::set_level(level) {
+                return Err(SdResult::InvalidParms.into());
+            }
+            Ok(Reply::ok())
+        }
         Opcode::KillNode => {
             sheep.sys_mut().status = NodeStatus::Killed;
             Ok(Reply {

@@ -39,7 +39,7 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
         O::GetVdiCopies => (Local, true),
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
-        O::GetLoglevel | O::KillNode | O::StatWriteback => (Local, true),
+        O::GetLoglevel | O::SetLoglevel | O::KillNode | O::StatWriteback => (Local, true),
         // Not epoch-checked: it only syncs what this node holds dirty.
         O::FlushPeer => (Local, false),
         #[cfg(feature = "failpoints")]
@@ -129,7 +129,10 @@ fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
 }
 
 /// Serves one request and builds the response header and payload.
-#[tracing::instrument(skip_all, fields(opcode = ?req.opcode, id = req.id))]
+#[tracing::instrument(
+    skip_all,
+    fields(id = req.id, opcode = req.opcode.name(), oid = %req.obj().oid, epoch = req.epoch.0)
+)]
 pub async fn handle(
     sheep: &Sheep,
     req: RequestHeader,
@@ -138,11 +141,16 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let written = payload.len();
     let outcome = match admit(sheep, &req) {
+        Ok(kind @ (OpKind::Gateway | OpKind::Cluster)) => match sheep.drain.enter() {
+            Some(_inflight) => dispatch(sheep, kind, &req, payload).await,
+            None => Err(SheepError::Result(SdResult::Shutdown)),
+        },
         Ok(kind) => dispatch(sheep, kind, &req, payload).await,
         Err(r) => Err(SheepError::Result(r)),
     };
     let ok = matches!(&outcome, Ok(r) if r.result.is_none_or(|r| r == SdResult::Success));
     crate::metrics::request(Protocol::Sheepdog, req.opcode.name(), started, ok);
+    tracing::debug!(ok, elapsed = ?started.elapsed(), "request served");
     // Data bytes of VDIs (not inode or attribute objects).
     if ok && req.obj().oid.is_data() {
         match req.opcode {
