@@ -23,6 +23,7 @@ mod harness;
 mod lifecycle;
 mod locks;
 mod nbd;
+mod partition;
 mod powerloss;
 mod restart;
 mod tidy;
