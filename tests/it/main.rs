@@ -25,6 +25,7 @@ mod locks;
 mod metrics;
 mod nbd;
 mod operations;
+mod partition;
 mod powerloss;
 mod restart;
 mod tidy;

@@ -15,6 +15,7 @@ pub use membership::{EpochEntry, Membership, Outcome, Status};
 pub use spec::{DEFAULT_ZK_CLUSTER_ID, DEFAULT_ZK_TIMEOUT, DriverSpec, ZkSpec};
 
 use std::future::Future;
+use std::time::Instant;
 
 use log::LogEntry;
 
@@ -52,4 +53,13 @@ pub enum ClusterError {
 pub trait ClusterDriver: Send + Sync + 'static {
     /// Appends `entry` to the log; it is delivered to every member, this one included.
     fn append(&self, entry: LogEntry) -> impl Future<Output = Result<(), ClusterError>> + Send;
+
+    /// Until when this member's view of the log is known to be current: the fence. Past
+    /// this instant the member may already be counted dead by the others (a partition
+    /// from the membership service), so it must neither acknowledge writes nor serve
+    /// reads until the instant moves forward again. `None`: always current (the driver
+    /// cannot lose the log while this process lives).
+    fn current_until(&self) -> Option<Instant> {
+        None
+    }
 }

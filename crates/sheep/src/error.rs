@@ -12,6 +12,10 @@ pub enum SheepError {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node is fenced: cut off from the membership service for long enough that the
+    /// others may count it dead, it acknowledges nothing (`Sheep::fenced`).
+    #[error("fenced: this node's view of the cluster is not known to be current")]
+    Fenced,
     /// A blocking store task panicked or was cancelled.
     #[error("store task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -33,6 +37,7 @@ impl SheepError {
             SheepError::Store(StoreError::NoSpace { .. }) => SdResult::NoSpace,
             SheepError::Store(_) => SdResult::Eio,
             SheepError::Task(_) => SdResult::SystemError,
+            SheepError::Fenced => SdResult::ClusterError,
         }
     }
 }

@@ -3,7 +3,17 @@
 //! by one replica, falling back to the others. When the membership moves under a request
 //! (a replica died, or answers with another epoch) the request waits for the epoch to
 //! settle and is retried against the new replicas, so clients do not see epoch errors.
+//! A request does not wait for replicas of an epoch the cluster has left (a replica cut off
+//! by a partition would otherwise hold it for the whole peer timeout).
+//!
+//! **The fence**: a fenced node (`Sheep::fenced`: cut off from the membership service long
+//! enough that the others may soon count it dead) fails every request with
+//! `SheepError::Fenced` (CLUSTER_ERROR): new ones at once, those waiting for replicas as the
+//! fence falls, and one whose replicas all answered is checked once more before it is
+//! acknowledged. A fenced peer refuses mutations with the same code, which gateways treat
+//! like an epoch change: wait for the membership to move, then retry.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,7 +71,11 @@ fn classify(r: SheepResult<Bytes>) -> Answer {
         Ok(b) => Answer::Done(b),
         Err(e) => match e.result() {
             SdResult::NewNodeVer | SdResult::Again => Answer::Behind,
-            SdResult::OldNodeVer | SdResult::NetworkError | SdResult::WaitForJoin => Answer::Retry,
+            // CLUSTER_ERROR: the replica is fenced; the membership is about to move.
+            SdResult::OldNodeVer
+            | SdResult::NetworkError
+            | SdResult::WaitForJoin
+            | SdResult::ClusterError => Answer::Retry,
             other => Answer::Failed(other),
         },
     }
@@ -69,6 +83,9 @@ fn classify(r: SheepResult<Bytes>) -> Answer {
 
 /// The current epoch and the replicas of `oid` in it.
 fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<NodeId>)> {
+    if sheep.fenced() {
+        return Err(SheepError::Fenced);
+    }
     let sys = sheep.sys();
     match sys.status {
         NodeStatus::Ok => {}
@@ -100,6 +117,26 @@ async fn settle(sheep: &Sheep, epoch: Epoch, behind: bool, deadline: Instant) ->
     let wait = limit.min(deadline.saturating_duration_since(Instant::now()));
     let _ = tokio::time::timeout(wait, rx.wait_for(|e| *e != epoch)).await;
     Ok(())
+}
+
+/// Why waiting for replicas stopped early.
+enum Cut {
+    /// This node is fenced.
+    Fenced,
+    /// The cluster left the epoch the request was sent in.
+    EpochMoved,
+}
+
+/// Awaits `fut` (replica answers of `epoch`) unless this node is fenced or the epoch moves
+/// on first.
+async fn guarded<T>(sheep: &Sheep, epoch: Epoch, fut: impl Future<Output = T>) -> Result<T, Cut> {
+    let mut rx = sheep.epoch_tx.subscribe();
+    tokio::select! {
+        biased;
+        t = fut => Ok(t),
+        () = sheep.until_fenced() => Err(Cut::Fenced),
+        Ok(_) = rx.wait_for(|e| *e != epoch) => Err(Cut::EpochMoved),
+    }
 }
 
 fn peer_header(op: Opcode, epoch: Epoch, oid: Oid, copies: usize, offset: u64) -> RequestHeader {
@@ -184,12 +221,22 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
         let durable = is_write
             && sheep.cfg.writeback.flush == crate::config::FlushMode::Dirty
             && sheep.writeback.durable_writes(oid.vid());
-        let answers = join_all(
+        let fan_out = join_all(
             nodes
                 .iter()
                 .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m, durable)),
-        )
-        .await;
+        );
+        let answers = match guarded(sheep, epoch, fan_out).await {
+            Ok(a) => a,
+            Err(Cut::Fenced) => return Err(SheepError::Fenced),
+            Err(Cut::EpochMoved) => {
+                // Abandoned, not acknowledged: a replica that still applies it later
+                // is outside the new epoch's set or refuses the old epoch.
+                tracing::debug!(%oid, %epoch, "epoch moved under a write; retrying");
+                settle(sheep, epoch, false, deadline).await?;
+                continue;
+            }
+        };
         if is_write && !durable {
             // After the answers, acknowledged or not, so a flush that arrives after this
             // write was acknowledged always finds these nodes.
@@ -221,6 +268,10 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
         if missing == nodes.len() {
             return Err(SdResult::NoObj.into());
         }
+        if sheep.fenced() {
+            // Every replica has it, but the cluster may have moved on without us.
+            return Err(SheepError::Fenced);
+        }
         return Ok(());
     }
 }
@@ -242,14 +293,22 @@ pub async fn read(
         let (mut retry, mut behind) = (false, false);
         let mut last = SdResult::NoObj;
         for nid in nodes {
-            let r = if nid == sheep.me.nid {
-                local::read(sheep, oid, offset, len, false).await
-            } else {
-                let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
-                h.data_length = len;
-                peer_call(sheep, nid, h, Bytes::new()).await
+            let call = async {
+                if nid == sheep.me.nid {
+                    local::read(sheep, oid, offset, len, false).await
+                } else {
+                    let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
+                    h.data_length = len;
+                    peer_call(sheep, nid, h, Bytes::new()).await
+                }
+            };
+            let r = match guarded(sheep, epoch, call).await {
+                Ok(r) => r,
+                Err(Cut::Fenced) => return Err(SheepError::Fenced),
+                Err(Cut::EpochMoved) => Err(SdResult::OldNodeVer.into()),
             };
             match classify(r) {
+                Answer::Done(_) if sheep.fenced() => return Err(SheepError::Fenced),
                 Answer::Done(b) => return Ok(b),
                 Answer::Retry => retry = true,
                 Answer::Behind => behind = true,

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sd_cluster::EpochEntry;
 use sd_cluster::log::Saved;
 use sd_cluster::placement::Ring;
+use sd_cluster::{ClusterDriver, EpochEntry};
 use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
 use sd_proto::{Epoch, Oid, Vid};
@@ -287,6 +287,29 @@ impl Sheep {
     /// This node's `Arc` (for spawning work from a `&Sheep`); `None` once it is gone.
     pub fn self_ref(&self) -> Option<Arc<Sheep>> {
         self.this.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// True once the membership driver can no longer vouch that our view of the cluster
+    /// is current ([`ClusterDriver::current_until`] passed): the node then acknowledges no
+    /// write and serves no read, as a client gateway or as a peer, until it is again.
+    pub fn fenced(&self) -> bool {
+        self.driver
+            .current_until()
+            .is_some_and(|t| std::time::Instant::now() >= t)
+    }
+
+    /// Resolves once [`Sheep::fenced`] holds (never with a driver that cannot fence). Sleeps
+    /// until the current fence instant, which moves forward while the driver renews it.
+    pub async fn until_fenced(&self) {
+        loop {
+            let Some(t) = self.driver.current_until() else {
+                return std::future::pending().await;
+            };
+            if std::time::Instant::now() >= t {
+                return;
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
+        }
     }
 
     /// A snapshot of the cluster state.

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,15 @@ use sd_cluster::placement::Ring;
 use sd_proto::node::{NodeId, SD_DEFAULT_VNODES, SdNode};
 use sd_proto::{Epoch, Oid};
 
+use crate::netns::Host;
 use crate::sheep::Nbd;
 use crate::{DogOutput, FaultFs, RawClient, Sheep, dir_names, poll_until, req};
 
 /// A generous bound for membership changes and recovery in tests (debug builds, 2 cores).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The port of every node of [`Cluster::start_on_net`] (each has its own address).
+pub const NET_SHEEP_PORT: u16 = 7000;
 
 /// How often settle and membership waits look again.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -85,7 +88,17 @@ impl Cluster {
 
     /// [`Cluster::start_zones`] with `extra` arguments for every sheep.
     pub fn start_zones_with(zones: &[u32], extra: &[&str]) -> anyhow::Result<Cluster> {
-        Cluster::start_inner(zones, extra, &[], Disks::Plain)
+        Cluster::start_inner(zones, extra, &[], Disks::Plain, &[])
+    }
+
+    /// [`Cluster::start_with`] with node `i` running inside `hosts[i]`'s network namespace
+    /// on the host's address, port [`NET_SHEEP_PORT`] (see [`crate::netns`]); `extra`
+    /// names the driver (`-c zookeeper:...` with a server the nodes can reach).
+    pub fn start_on_net(hosts: &[Host], extra: &[&str]) -> anyhow::Result<Cluster> {
+        let zones: Vec<u32> = (0..hosts.len())
+            .map(|i| u32::try_from(i).context("too many nodes"))
+            .collect::<anyhow::Result<_>>()?;
+        Cluster::start_inner(&zones, extra, &[], Disks::Plain, hosts)
     }
 
     /// [`Cluster::start_with`] with every node's base directory on its own `faultfs` mount
@@ -95,7 +108,7 @@ impl Cluster {
         let zones: Vec<u32> = (0..n)
             .map(|i| u32::try_from(i).context("too many nodes"))
             .collect::<anyhow::Result<_>>()?;
-        Cluster::start_inner(&zones, extra, &[], Disks::FaultFs)
+        Cluster::start_inner(&zones, extra, &[], Disks::FaultFs, &[])
     }
 
     /// [`Cluster::start_with`], where the nodes listed in `exporters` also serve NBD, each
@@ -114,7 +127,7 @@ impl Cluster {
         let zones: Vec<u32> = (0..n)
             .map(|i| u32::try_from(i).context("too many nodes"))
             .collect::<anyhow::Result<_>>()?;
-        Cluster::start_inner(&zones, extra, exporters, Disks::Plain)
+        Cluster::start_inner(&zones, extra, exporters, Disks::Plain, &[])
     }
 
     fn start_inner(
@@ -122,6 +135,7 @@ impl Cluster {
         extra: &[&str],
         exporters: &[usize],
         disks: Disks,
+        hosts: &[Host],
     ) -> anyhow::Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix("sheepdog-cluster-it-")
@@ -158,8 +172,11 @@ impl Cluster {
             } else {
                 Nbd::Off
             };
-            let sheep = Sheep::start_free_port(dir, &args, None, nbd)
-                .with_context(|| format!("starting node {i} (zone {zone})"))?;
+            let sheep = match hosts.get(i) {
+                Some(h) => Sheep::start_on(h, &dir, NET_SHEEP_PORT, &args),
+                None => Sheep::start_free_port(dir, &args, None, nbd),
+            }
+            .with_context(|| format!("starting node {i} (zone {zone})"))?;
             c.members.push(Member {
                 sheep,
                 zone: *zone,
@@ -232,7 +249,7 @@ impl Cluster {
     pub fn sd_node(&self, i: usize) -> SdNode {
         let m = self.m(i);
         SdNode {
-            nid: NodeId::from_socket(SocketAddr::from((Ipv4Addr::LOCALHOST, m.sheep.port()))),
+            nid: NodeId::from_socket(m.sheep.addr()),
             nr_vnodes: SD_DEFAULT_VNODES,
             zone: m.zone,
             ..SdNode::default()
@@ -255,6 +272,16 @@ impl Cluster {
             .with_context(|| format!("SIGKILL node {i}"))?;
         ensure!(!status.success(), "node {i} survived SIGKILL: {status}");
         Ok(())
+    }
+
+    /// Waits up to `timeout` for node `i` to exit by itself (it lost its membership) and
+    /// reaps it; it is no longer live, and [`Cluster::restart`] starts it again.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.m_mut(i)
+            .sheep
+            .wait_exit(timeout)
+            .with_context(|| format!("node {i}"))
+            .map(drop)
     }
 
     /// Node `i`'s `faultfs` disk. Panics if the cluster was not started on faultfs (a test

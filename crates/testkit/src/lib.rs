@@ -6,7 +6,8 @@
 //! with a deadline ([`dog`]), speaks the wire protocol on raw sockets ([`RawClient`],
 //! [`req`]) and derives the bytes tests write from a seed and an offset ([`pattern`]).
 //! [`FaultFs`] puts a node's base directory on a `faultfs` mount whose power a test can cut
-//! ([`Cluster::start_on_faultfs`], [`Cluster::power_cut`]).
+//! ([`Cluster::start_on_faultfs`], [`Cluster::power_cut`]). [`netns::Net`] runs sheep and
+//! ZooKeeper in network namespaces whose links a test cuts ([`Cluster::start_on_net`]).
 //!
 //! Every wait in here polls against a deadline ([`poll_until`]); nothing sleeps for a fixed
 //! time, and nothing can block forever: sockets carry read/write timeouts and child
@@ -23,6 +24,7 @@ mod dog;
 mod faultfs;
 mod figure;
 mod fsutil;
+pub mod netns;
 mod pattern;
 mod poll;
 mod port;
@@ -32,7 +34,7 @@ mod sheep;
 pub mod zookeeper;
 
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
-pub use cluster::{Cluster, Placement, QUARANTINE_DIR, SETTLE_TIMEOUT};
+pub use cluster::{Cluster, NET_SHEEP_PORT, Placement, QUARANTINE_DIR, SETTLE_TIMEOUT};
 pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog};
 pub use faultfs::{FAULTFS_TIMEOUT, FaultFs, FaultFsStat};
 pub use figure::{FIGURE_PREFIX, figure};

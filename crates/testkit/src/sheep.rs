@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sd_proto::SdResult;
 
+use crate::netns::Host;
 use crate::raw::RawClient;
 use crate::{DogOutput, bin_path, free_port, poll_until, req};
 
@@ -39,6 +40,10 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct Sheep {
     child: Option<Child>,
     dir: PathBuf,
+    /// The address the daemon binds (`-b`): 127.0.0.1, or its [`Host`]'s.
+    ip: Ipv4Addr,
+    /// The network namespace the daemon runs in ([`Sheep::start_on`]).
+    host: Option<Host>,
     port: u16,
     /// The NBD port (`--nbd 127.0.0.1:PORT`) of a daemon started with an NBD export.
     nbd_port: Option<u16>,
@@ -77,6 +82,20 @@ impl Sheep {
         let dir =
             std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
         let mut s = Sheep::new(dir, port, extra, None, None);
+        match s.spawn_ready() {
+            Ok(()) => Ok(s),
+            Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => Err(e),
+        }
+    }
+
+    /// Starts `sheep -f -p PORT -b IP [extra...] DIR` inside `host`'s network namespace,
+    /// bound to the host's address (any port is free there), and waits until it answers.
+    pub fn start_on(host: &Host, dir: &Path, port: u16, extra: &[&str]) -> anyhow::Result<Sheep> {
+        let dir =
+            std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let mut s = Sheep::new(dir, port, extra, None, None);
+        s.ip = host.ip();
+        s.host = Some(host.clone());
         match s.spawn_ready() {
             Ok(()) => Ok(s),
             Err(StartFailure::PortTaken(e) | StartFailure::Other(e)) => Err(e),
@@ -161,6 +180,8 @@ impl Sheep {
         Sheep {
             child: None,
             dir,
+            ip: Ipv4Addr::LOCALHOST,
+            host: None,
             port,
             nbd_port,
             extra,
@@ -189,14 +210,13 @@ impl Sheep {
 
     /// The listen address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// The NBD address of a daemon started with an NBD export (see
     /// [`crate::Cluster::start_nbd`]); `None` for one started with `--nbd off`.
     pub fn nbd_addr(&self) -> Option<SocketAddr> {
-        self.nbd_port
-            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+        self.nbd_port.map(|p| SocketAddr::from((self.ip, p)))
     }
 
     /// `nbd://127.0.0.1:PORT/EXPORT`, the URI of VDI `export` on this daemon's NBD
@@ -222,8 +242,12 @@ impl Sheep {
     /// Runs `dog ARGS -p PORT` against this daemon.
     pub fn dog(&self, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<DogOutput> {
         let port = self.port.to_string();
+        let ip = self.ip.to_string();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-p", port.as_str()]);
+        if self.host.is_some() {
+            all.extend(["-a", ip.as_str()]);
+        }
         crate::dog(&all, stdin)
     }
 
@@ -231,8 +255,12 @@ impl Sheep {
     /// feeds ([`crate::spawn_dog`]).
     pub fn spawn_dog(&self, args: &[&str]) -> anyhow::Result<crate::DogChild> {
         let port = self.port.to_string();
+        let ip = self.ip.to_string();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-p", port.as_str()]);
+        if self.host.is_some() {
+            all.extend(["-a", ip.as_str()]);
+        }
         crate::spawn_dog(&all)
     }
 
@@ -279,6 +307,18 @@ impl Sheep {
             kill(Pid::from_raw(pid), Signal::SIGKILL).context("SIGKILL sheep")?;
         }
         let status = child.wait().context("reaping sheep")?;
+        self.join_readers();
+        Ok(status)
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself, and reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let port = self.port;
+        let status = poll_until(timeout, &format!("sheep on port {port} to exit"), || {
+            let child = self.child.as_mut().context("sheep is not running")?;
+            child.try_wait().context("checking the sheep process")
+        })?;
+        self.child = None;
         self.join_readers();
         Ok(status)
     }
@@ -376,12 +416,16 @@ impl Sheep {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = bin_path("sheep")?;
         let cwd = self.dir.parent().unwrap_or(&self.dir);
-        let mut child = Command::new(&bin)
+        let mut cmd = match &self.host {
+            Some(h) => h.command(&bin),
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .arg("-f")
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-b")
-            .arg("127.0.0.1")
+            .arg(self.ip.to_string())
             .args(&self.extra)
             .args(
                 self.nbd_addr()

@@ -22,7 +22,11 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::netns::Host;
 use crate::{free_port, poll_until};
+
+/// The client port of a server started in its own namespace ([`ZkServer::start_on`]).
+pub const ZK_NETNS_PORT: u16 = 2181;
 
 /// How long a starting server may take to serve requests (about 1 s on the dev machine).
 pub const ZK_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +47,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct ZkServer {
     child: Option<Child>,
+    /// The client address's IP: 127.0.0.1, or the [`Host`]'s the server runs in.
+    ip: Ipv4Addr,
+    host: Option<Host>,
     port: u16,
     /// How long the last start took until the server answered.
     startup: Duration,
@@ -72,14 +79,14 @@ fn classpath() -> anyhow::Result<String> {
     )
 }
 
-fn config(data: &Path, port: u16) -> String {
+fn config(data: &Path, ip: Ipv4Addr, port: u16) -> String {
     format!(
         "tickTime=250\n\
          minSessionTimeout=500\n\
          maxSessionTimeout=60000\n\
          dataDir={}\n\
          clientPort={port}\n\
-         clientPortAddress=127.0.0.1\n\
+         clientPortAddress={ip}\n\
          admin.enableServer=false\n\
          4lw.commands.whitelist=srvr,ruok,mntr,dump\n\
          forceSync=no\n\
@@ -109,6 +116,8 @@ impl ZkServer {
         let classpath = classpath()?;
         let mut zk = ZkServer {
             child: None,
+            ip: Ipv4Addr::LOCALHOST,
+            host: None,
             port: free_port()?,
             startup: Duration::ZERO,
             dir,
@@ -128,6 +137,28 @@ impl ZkServer {
         }
     }
 
+    /// Starts a server inside `host`'s network namespace, on the host's address and port
+    /// [`ZK_NETNS_PORT`], and waits until it serves requests.
+    pub fn start_on(host: &Host) -> anyhow::Result<ZkServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("sheepdog-zk-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let classpath = classpath()?;
+        let mut zk = ZkServer {
+            child: None,
+            ip: host.ip(),
+            host: Some(host.clone()),
+            port: ZK_NETNS_PORT,
+            startup: Duration::ZERO,
+            dir,
+        };
+        match zk.spawn_ready(&classpath) {
+            Ok(()) => Ok(zk),
+            Err(Failure::Exited(e) | Failure::Other(e)) => Err(e),
+        }
+    }
+
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
@@ -135,10 +166,10 @@ impl ZkServer {
 
     /// The client address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
-    /// `127.0.0.1:PORT`, for `-c zookeeper:...`.
+    /// `IP:PORT`, for `-c zookeeper:...`.
     pub fn connect_string(&self) -> String {
         self.addr().to_string()
     }
@@ -180,12 +211,16 @@ impl ZkServer {
         let cfg_path = self.dir.path().join("zoo.cfg");
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        std::fs::write(&cfg_path, config(&data, self.port))
+        std::fs::write(&cfg_path, config(&data, self.ip, self.port))
             .with_context(|| format!("writing {}", cfg_path.display()))?;
         let log = std::fs::File::create(self.log_path()).context("creating the server log")?;
         let java = std::env::var_os("JAVA").unwrap_or_else(|| "java".into());
         let launched = Instant::now();
-        let child = Command::new(&java)
+        let mut cmd = match &self.host {
+            Some(h) => h.command(&java),
+            None => Command::new(&java),
+        };
+        let child = cmd
             .args([
                 "-Xmx256m",
                 "-Xss512k",

@@ -6,6 +6,7 @@ pub mod local;
 pub mod zookeeper;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use sd_cluster::log::{LogEntry, Record, Saved};
 use sd_cluster::{ClusterDriver, ClusterError, DriverSpec};
@@ -33,6 +34,14 @@ impl ClusterDriver for Driver {
             Driver::Local(d) => d.append(entry).await,
             #[cfg(feature = "zookeeper")]
             Driver::Zookeeper(d) => d.append(entry).await,
+        }
+    }
+
+    fn current_until(&self) -> Option<Instant> {
+        match self {
+            Driver::Local(_) => None,
+            #[cfg(feature = "zookeeper")]
+            Driver::Zookeeper(d) => Some(d.current_until()),
         }
     }
 }

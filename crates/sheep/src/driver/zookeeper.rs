@@ -42,6 +42,23 @@
 //! stream; the daemon then stops (`crate::cluster::run`). It never goes on with a dead
 //! session.
 //!
+//! **The fence** (`ClusterDriver::current_until`): every round of the reader that reads the
+//! queue to its end renews a lease from the instant the round *started* (its request
+//! reached the ensemble later, and ZooKeeper restarts a session's expiry clock on every
+//! request it receives). The lease lasts [`FENCE_DIVISOR`]ths of the session timeout; the
+//! reader runs a round at least every tenth of it. A sheep that cannot read the log
+//! (partitioned from ZooKeeper, or the ensemble is down) therefore stops acknowledging
+//! writes and serving reads a third of the timeout after its last successful read, while
+//! ZooKeeper cannot expire its session, and the others cannot record its `Leave`, before a
+//! whole timeout has passed: two thirds of the timeout are left for writes in flight to
+//! fail and for clock-rate differences. (The client library itself only declares the
+//! connection lost after 2/5 of the timeout without an answer, and ZooKeeper's Java client
+//! after 2/3, too late to serve as the fence.) Reconnecting within the same session renews
+//! the lease at the next round that reads the log to its end, so the node has seen
+//! everything decided while it was away before it acts again. A session that expired
+//! stops the driver (below): the node leaves, and rejoins only as a new incarnation whose
+//! copies are distrusted.
+//!
 //! **Appends are idempotent across connection loss**: a create whose answer was lost may or
 //! may not have happened. After reconnecting, the appender scans the queue from the
 //! position the reader had reached before the create for a record with the very same bytes
@@ -74,8 +91,15 @@ pub const READ_BATCH: u64 = 16;
 /// request limit (`jute.maxbuffer`, 1 MiB with the path and headers), far above the largest
 /// record (a `Join` carrying 6144 nodes, 480 KiB).
 pub const MAX_RECORD: usize = 960 << 10;
-/// How often the queue and the members are re-read without a watch event.
+/// How often the queue and the members are re-read without a watch event (the queue more
+/// often with short session timeouts: see [`FENCE_DIVISOR`]).
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The fence: a member that has not read the log to its end for `timeout / FENCE_DIVISOR`
+/// stops acknowledging writes (see the module documentation).
+pub const FENCE_DIVISOR: u32 = 3;
+/// Rounds of the reader per session timeout at least, so that one slow round does not
+/// fence a healthy member.
+const ROUNDS_PER_TIMEOUT: u32 = 10;
 /// Attempts at an append that keeps losing its connection.
 const APPEND_ATTEMPTS: usize = 5;
 /// Attempts at creating our member znode.
@@ -143,6 +167,40 @@ pub struct ZkDriver {
     /// The reader's position: every record below it exists already, so a record this node
     /// creates later gets a number at or above it.
     floor: Arc<AtomicU64>,
+    /// Renewed by every reader round that reaches the end of the log.
+    lease: Arc<Lease>,
+}
+
+/// How long this member's view of the log is known current: renewed by the reader.
+#[derive(Debug)]
+struct Lease {
+    base: std::time::Instant,
+    /// Nanoseconds after `base` at which the last complete round of the reader started.
+    renewed: AtomicU64,
+    term: Duration,
+}
+
+impl Lease {
+    /// A lease of `term` from now (the session has just been established).
+    fn new(term: Duration) -> Lease {
+        Lease {
+            base: std::time::Instant::now(),
+            renewed: AtomicU64::new(0),
+            term,
+        }
+    }
+
+    /// A round that started at `started` read the whole log.
+    fn renew(&self, started: std::time::Instant) {
+        let nanos = u64::try_from(started.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.renewed.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn until(&self) -> std::time::Instant {
+        let renewed = Duration::from_nanos(self.renewed.load(Ordering::Acquire));
+        self.base + renewed + self.term
+    }
 }
 
 impl ZkDriver {
@@ -156,6 +214,7 @@ impl ZkDriver {
         cancel: CancellationToken,
     ) -> Result<(ZkDriver, mpsc::Receiver<Record>), ClusterError> {
         let client = connect(spec).await?;
+        let lease = Arc::new(Lease::new(client.session_timeout() / FENCE_DIVISOR));
         let paths = Arc::new(Paths::new(&spec.cluster_id));
         for dir in [&paths.queue, &paths.members] {
             client
@@ -177,6 +236,7 @@ impl ZkDriver {
             client: client.clone(),
             paths: paths.clone(),
             floor: Arc::new(AtomicU64::new(0)),
+            lease: lease.clone(),
         };
         driver
             .append(LogEntry::Join {
@@ -190,6 +250,7 @@ impl ZkDriver {
             client,
             paths,
             floor: driver.floor.clone(),
+            lease,
             tx,
             pos: 0,
             lag: 0,
@@ -210,6 +271,12 @@ impl ZkDriver {
             entry,
         };
         append_bytes(&self.client, &self.paths, &self.floor, &rec.encode()).await
+    }
+
+    /// The fence: until when our view of the log is known current (see the module
+    /// documentation).
+    pub fn current_until(&self) -> std::time::Instant {
+        self.lease.until()
     }
 }
 
@@ -571,6 +638,7 @@ struct Tail {
     client: zk::Client,
     paths: Arc<Paths>,
     floor: Arc<AtomicU64>,
+    lease: Arc<Lease>,
     tx: mpsc::Sender<Record>,
     /// Next sequence number to read.
     pos: u64,
@@ -607,12 +675,15 @@ impl Tail {
     }
 
     async fn follow(&mut self) -> Stop {
-        let mut tick = tokio::time::interval(RECHECK_INTERVAL);
+        let round = RECHECK_INTERVAL.min(self.client.session_timeout() / ROUNDS_PER_TIMEOUT);
+        let mut tick = tokio::time::interval(round);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checked = Instant::now();
         loop {
+            let started = std::time::Instant::now();
             match self.catch_up().await {
                 Ok(Some(stop)) => return stop,
-                Ok(None) => {}
+                Ok(None) => self.lease.renew(started),
                 Err(e) => tracing::debug!(error = %e, "reading the cluster log failed; retrying"),
             }
             if self.check_due {
@@ -628,7 +699,10 @@ impl Tail {
                     self.check_due = true;
                     if let Some(s) = session_end(&ev) { return s }
                 }
-                _ = tick.tick() => self.check_due = true,
+                _ = tick.tick() => if checked.elapsed() >= RECHECK_INTERVAL {
+                    checked = Instant::now();
+                    self.check_due = true;
+                },
             }
             // Fold whatever else is pending into this round.
             while let Some(ev) = self.queue_watch.changed().now_or_never() {
@@ -952,6 +1026,20 @@ mod tests {
         assert!(!find_record(&c, &paths, 0, &[40]).await.unwrap());
         let too_big = vec![0; MAX_RECORD + 1];
         assert!(append_bytes(&c, &paths, &floor, &too_big).await.is_err());
+    }
+
+    #[test]
+    fn the_lease_runs_from_the_start_of_the_last_complete_round() {
+        let term = Duration::from_secs(1);
+        let lease = Lease::new(term);
+        let base = lease.base;
+        assert_eq!(lease.until(), base + term);
+        let later = base + Duration::from_millis(300);
+        lease.renew(later);
+        assert_eq!(lease.until(), later + term);
+        // A round that started earlier but finished later never moves the fence back.
+        lease.renew(base + Duration::from_millis(100));
+        assert_eq!(lease.until(), later + term);
     }
 
     #[test]

@@ -118,6 +118,14 @@ fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
         _ => {}
     }
     if kind == OpKind::Peer {
+        let mutation = matches!(
+            op,
+            Opcode::CreateAndWritePeer | Opcode::WritePeer | Opcode::RemovePeer
+        );
+        if mutation && sheep.fenced() {
+            // The writer's gateway retries once the membership has moved on.
+            return Err(SdResult::ClusterError);
+        }
         if req.epoch < sys.epoch {
             return Err(SdResult::OldNodeVer);
         }
