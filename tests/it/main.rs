@@ -18,6 +18,7 @@ mod common;
 mod concurrency;
 mod dog_attr;
 mod dog_cli;
+mod dog_json;
 mod dog_track_resize;
 mod harness;
 mod lifecycle;

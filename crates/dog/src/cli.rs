@@ -21,7 +21,9 @@ use crate::exit::{Abort, CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
 use crate::format::{copy_error, parse_copy};
 use crate::getopt::{self, Opt};
 use crate::sd_err;
-use crate::table::{Command, Handler, NEED_ARG, NEED_NODELIST, OptSpec, SubCmd};
+use crate::table::{
+    Command, Handler, NEED_ARG, NEED_NODELIST, OPT_INTERVAL, OPT_JSON, OPT_WATCH, OptSpec, SubCmd,
+};
 use crate::usage;
 
 /// Runs `dog` with `args` (including `argv[0]`); returns the exit code.
@@ -57,10 +59,16 @@ fn run_inner(args: &[OsString], out: &mut Out, start: Instant) -> CmdResult {
     *out = std::mem::take(&mut ctx.out);
     let code = result?;
     if inv.opts.elapsed && code != EXIT_USAGE {
-        out.put(&format!(
+        let text = format!(
             "\nElapsed time: {:.3} seconds\n",
             start.elapsed().as_secs_f64()
-        ));
+        );
+        if inv.opts.json {
+            // Keep stdout one JSON document.
+            crate::ctx::err_block(&text);
+        } else {
+            out.put(&text);
+        }
     }
     Ok(code)
 }
@@ -202,6 +210,9 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
             crate::object::object(ctx, &args).await
         }
         Handler::NodeRecovery => match args.first().copied() {
+            None | Some(b"info") if ctx.opts.watch => {
+                crate::watch::run(ctx, crate::watch::Watched::NodeRecovery).await
+            }
             None | Some(b"info") => crate::node::recovery(ctx).await,
             Some(b"set-throttle" | b"get-throttle") => {
                 sd_err!("dog node recovery throttling is not implemented yet");
@@ -210,6 +221,9 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
             Some(_) => Ok(EXIT_USAGE),
         },
         Handler::NodeLog => crate::loglevel::log(ctx, &args).await,
+        Handler::ClusterInfo if ctx.opts.watch => {
+            crate::watch::run(ctx, crate::watch::Watched::ClusterInfo).await
+        }
         Handler::ClusterInfo => crate::cluster::info(ctx).await,
         Handler::ClusterFormat => crate::cluster::format(ctx).await,
         Handler::ClusterShutdown => crate::cluster::shutdown(ctx).await,
@@ -348,6 +362,17 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
         ("cluster", 'V') => o.fixed_vnodes = true,
         ("cluster", 'd') => o.diff = true,
         ("node", 'l') => o.local = true,
+        (_, OPT_JSON) => o.json = true,
+        (_, OPT_WATCH) => o.watch = true,
+        (_, OPT_INTERVAL) => {
+            let secs = arg.trim().parse::<f64>().ok().filter(|s| *s > 0.0);
+            let Some(d) = secs.and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()) else {
+                sd_err!("Invalid interval '{arg}': a positive number of seconds is expected");
+                return Err(Abort(EXIT_USAGE));
+            };
+            o.interval = Some(d);
+            o.watch = true;
+        }
         ("vdi", 'i') => {
             let t = arg.trim();
             let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {

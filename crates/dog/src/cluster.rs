@@ -1,15 +1,16 @@
-//! `dog cluster info|format|shutdown` (spec dog-cli.md §4.6, §7).
+//! `dog cluster info|format|shutdown` (spec dog-cli.md §4.6, §7); `cluster info --json`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sd_client::{ClientError, MakeFs};
 use sd_proto::SdResult;
-use sd_proto::cluster::{flags, sd_time};
+use sd_proto::cluster::{EpochLogRecord, flags, sd_time};
 use sd_proto::node::SD_MAX_NODES;
 
 use crate::ctx::Ctx;
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL};
 use crate::format::{self, ClusterInfoView};
+use crate::json;
 use crate::sd_err;
 
 /// The caution printed before formatting a cluster that has VDIs.
@@ -48,6 +49,10 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
             return Ok(EXIT_SYSFAIL);
         }
     };
+    if ctx.opts.json {
+        ctx.put_json(&info_json(stat.result, &records));
+        return Ok(EXIT_SUCCESS);
+    }
     let view = ClusterInfoView {
         raw: ctx.opts.raw,
         verbose: ctx.opts.verbose,
@@ -76,6 +81,65 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
     }
     ctx.put(&text);
     Ok(EXIT_SUCCESS)
+}
+
+/// The `cluster info --json` document; `records` are newest first.
+fn info_json(result: SdResult, records: &[EpochLogRecord]) -> json::ClusterInfo {
+    let first = records.first().filter(|_| result.is_success());
+    let auto_recovery = first.map(|r| r.disable_recovery == 0);
+    let status_message = if result.is_success() {
+        let on = auto_recovery.unwrap_or(true);
+        format!(
+            "running, auto-recovery {}",
+            if on { "enabled" } else { "disabled" }
+        )
+    } else {
+        result.message().into_owned()
+    };
+    let epochs = records
+        .iter()
+        .map(|r| json::ClusterEpoch {
+            epoch: r.epoch.get(),
+            time: r.time,
+            time_rfc3339: json::rfc3339(r.time),
+            nodes: r
+                .nodes
+                .iter()
+                .map(|n| json::EpochMember {
+                    addr: json::Addr::of(n),
+                    vnodes: n.nr_vnodes,
+                    zone: n.zone,
+                })
+                .collect(),
+        })
+        .collect();
+    json::ClusterInfo {
+        status: json::status_name(result),
+        status_message,
+        result_code: result.as_u32(),
+        auto_recovery,
+        created: first.map(|r| r.ctime >> 32),
+        created_rfc3339: first.map(|r| json::rfc3339(r.ctime >> 32)),
+        epoch: records.first().map_or(0, |r| r.epoch.get()),
+        store: first.map(|r| format::text(&r.drv_name)),
+        copies: first.map(|r| r.nr_copies),
+        redundancy: first.map(|r| format::redundancy(r.nr_copies, r.copy_policy)),
+        vnodes_strategy: first.map(|r| {
+            if r.flags & flags::AUTO_VNODES != 0 {
+                "auto"
+            } else {
+                "fixed"
+            }
+        }),
+        vnode_mode: first.map(|r| {
+            if r.flags & flags::DISKMODE != 0 {
+                "disk"
+            } else {
+                "node"
+            }
+        }),
+        epochs,
+    }
 }
 
 /// `cluster format`: checks every node's vnode strategy, confirms, then MAKE_FS.

@@ -58,6 +58,12 @@ pub fn addr_text(a: SocketAddr) -> String {
 pub struct Out {
     w: Box<dyn Write>,
     line_buffered: bool,
+    /// Stdout is a terminal.
+    tty: bool,
+    /// While `Some`, output is collected here instead of written ([`Out::capture`]).
+    captured: Option<String>,
+    /// The first write error (printf's are ignored, but `--watch` stops on a closed pipe).
+    error: Option<std::io::ErrorKind>,
 }
 
 impl Default for Out {
@@ -66,6 +72,9 @@ impl Default for Out {
         Out {
             w: Box::new(std::io::sink()),
             line_buffered: false,
+            tty: false,
+            captured: None,
+            error: None,
         }
     }
 }
@@ -84,6 +93,9 @@ impl Out {
         Out {
             w,
             line_buffered: tty,
+            tty,
+            captured: None,
+            error: None,
         }
     }
 
@@ -92,13 +104,23 @@ impl Out {
     pub fn from_writer(w: Box<dyn Write>) -> Out {
         Out {
             w,
-            line_buffered: false,
+            ..Out::default()
         }
     }
 
-    /// Writes text (errors are ignored, as `printf`'s are).
+    /// Whether stdout is a terminal.
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Writes text (errors are ignored, as `printf`'s are, but remembered).
     pub fn put(&mut self, s: &str) {
-        let _ = self.w.write_all(s.as_bytes());
+        if let Some(c) = self.captured.as_mut() {
+            c.push_str(s);
+            return;
+        }
+        let r = self.w.write_all(s.as_bytes());
+        self.note(r);
         if self.line_buffered && s.contains('\n') {
             self.flush();
         }
@@ -106,12 +128,35 @@ impl Out {
 
     /// Writes raw bytes (`vdi getattr` prints the value as it is).
     pub fn put_bytes(&mut self, b: &[u8]) {
-        let _ = self.w.write_all(b);
+        let r = self.w.write_all(b);
+        self.note(r);
     }
 
     /// Flushes.
     pub fn flush(&mut self) {
-        let _ = self.w.flush();
+        let r = self.w.flush();
+        self.note(r);
+    }
+
+    fn note(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.error.get_or_insert(e.kind());
+        }
+    }
+
+    /// The first write or flush error so far.
+    pub fn error(&self) -> Option<std::io::ErrorKind> {
+        self.error
+    }
+
+    /// From now on, collects text instead of writing it, until [`Out::take_captured`].
+    pub fn capture(&mut self) {
+        self.captured = Some(String::new());
+    }
+
+    /// Ends capturing and returns what was collected.
+    pub fn take_captured(&mut self) -> String {
+        self.captured.take().unwrap_or_default()
     }
 }
 
@@ -170,6 +215,12 @@ pub struct Options {
     pub exclusive: bool,
     /// `-d` (vdi setattr): delete the key.
     pub delete_key: bool,
+    /// `--json`: one JSON document instead of text (docs/json-output.md).
+    pub json: bool,
+    /// `--watch` (or `--interval`): refresh until interrupted.
+    pub watch: bool,
+    /// `--interval SECS`: time between refreshes (default 1 s).
+    pub interval: Option<std::time::Duration>,
 }
 
 /// Whether a write creates the object.
@@ -242,6 +293,24 @@ impl Ctx {
                 }
                 None
             }
+        }
+    }
+
+    /// Forgets the cached connection to `addr` (after a transport failure, so that the
+    /// next request connects again).
+    pub fn forget_conn(&mut self, addr: SocketAddr) {
+        self.conns.remove(&addr);
+    }
+
+    /// Writes `doc` as one line of compact JSON (`--json`).
+    pub fn put_json<T: serde::Serialize>(&mut self, doc: &T) {
+        match serde_json::to_string(doc) {
+            Ok(mut line) => {
+                line.push('\n');
+                self.put(&line);
+            }
+            // Our documents hold only strings, numbers, booleans and sequences.
+            Err(e) => sd_err!("failed to encode JSON: {e}"),
         }
     }
 

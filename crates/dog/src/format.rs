@@ -288,6 +288,15 @@ pub struct RecoveryState {
 }
 
 impl RecoveryState {
+    /// Progress in percent (0 when there is nothing to recover).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.finished as f64 * 100.0 / self.total as f64
+        }
+    }
+
     /// Decodes the 24-byte `recovery_state`.
     pub fn decode(b: &[u8]) -> Option<RecoveryState> {
         let u64_at = |o: usize| -> Option<u64> {
@@ -310,11 +319,7 @@ pub fn format_recovery_row(idx: usize, node: &SdNode, st: &RecoveryState, raw: b
             node.nr_vnodes, node.zone, st.finished, st.total
         )
     } else {
-        let pct = if st.total == 0 {
-            0.0
-        } else {
-            st.finished as f64 * 100.0 / st.total as f64
-        };
+        let pct = st.percent();
         format!(
             "{idx:>4}   {}{:>5}{:>11}{:>11.1}%\n",
             pad_right(&host, 20),

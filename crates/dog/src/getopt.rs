@@ -1,6 +1,7 @@
 //! A `getopt_long` work-alike over one subcommand's option table: GNU argument
 //! permutation, clustered short options, `-pVALUE` / `-p VALUE`, `--long[=VALUE]`,
-//! unique long-name prefixes and `--`. Error texts follow glibc's.
+//! unique long-name prefixes and `--`. Error texts follow glibc's. Long-only options
+//! (`OptSpec::short` false) are reached by their long name only.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -111,7 +112,7 @@ pub fn parse(prog: &str, args: &[OsString], specs: &[&OptSpec]) -> Parsed {
         while let Some(&b) = cluster.get(k) {
             k += 1;
             let ch = char::from(b);
-            let Some(spec) = specs.iter().find(|s| s.ch == ch && b.is_ascii()) else {
+            let Some(spec) = specs.iter().find(|s| s.short && s.ch == ch && b.is_ascii()) else {
                 let shown = if b.is_ascii() {
                     ch.to_string()
                 } else {

@@ -1,5 +1,5 @@
 //! `dog vdi lock list|unlock` (spec dog-cli.md §3.1, §4.7, §7): the writers holding VDIs,
-//! and a forced unlock (for a writer that died without releasing).
+//! and a forced unlock (for a writer that died without releasing). `lock list --json`.
 
 use sd_client::ClientError;
 use sd_proto::inode::SD_INODE_HEADER_SIZE;
@@ -29,7 +29,11 @@ pub async fn list(ctx: &mut Ctx) -> CmdResult {
             return Ok(EXIT_SYSFAIL);
         }
     };
-    ctx.put("VDI | owner node\n");
+    let json = ctx.opts.json;
+    if !json {
+        ctx.put("VDI | owner node\n");
+    }
+    let mut doc = crate::json::LockList { locks: Vec::new() };
     for s in states.iter().filter(|s| s.lock_state == LockState::Locked) {
         let len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(u32::MAX);
         let Ok(head) = ctx.read_object(s.vid.inode_oid(), len, 0, true).await else {
@@ -39,11 +43,24 @@ pub async fn list(ctx: &mut Ctx) -> CmdResult {
             .map(|h| text(&h.name))
             .unwrap_or_default();
         let ip = s.lock_owner.ip();
+        if json {
+            doc.locks.push(crate::json::Lock {
+                name,
+                vid: s.vid.get(),
+                owner_addr: s.lock_owner.to_string(),
+                owner_ip: ip.to_string(),
+                owner_port: s.lock_owner.port,
+            });
+            continue;
+        }
         let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
         ctx.put(&format!(
             "{name} | {family} ip:{ip} port:{}\n",
             s.lock_owner.port
         ));
+    }
+    if json {
+        ctx.put_json(&doc);
     }
     Ok(EXIT_SUCCESS)
 }

@@ -10,6 +10,7 @@ mod ctx;
 mod exit;
 mod format;
 mod getopt;
+mod json;
 mod lock;
 mod loglevel;
 mod node;
@@ -23,6 +24,7 @@ mod tree;
 mod usage;
 mod vdi;
 mod vdi_io;
+mod watch;
 
 #[cfg(test)]
 mod fake_sheep;

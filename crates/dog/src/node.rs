@@ -1,4 +1,4 @@
-//! `dog node list|info|kill|recovery` (spec dog-cli.md §4.4, §4.5, §4.7).
+//! `dog node list|info|kill|recovery` (spec dog-cli.md §4.4, §4.5, §4.7), with `--json`.
 
 use sd_client::ClientError;
 use sd_proto::{Opcode, RequestHeader, SdResult};
@@ -6,11 +6,22 @@ use sd_proto::{Opcode, RequestHeader, SdResult};
 use crate::ctx::Ctx;
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE};
 use crate::format;
+use crate::json;
 use crate::sd_err;
 use crate::vdi::{live_vids, read_listed};
 
 /// `node list`: prints the prologue's node list.
 pub fn list(ctx: &mut Ctx) -> CmdResult {
+    if ctx.opts.json {
+        let nodes = ctx
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json::Node::of(i, n))
+            .collect();
+        ctx.put_json(&json::NodeList { nodes });
+        return Ok(EXIT_SUCCESS);
+    }
     let raw = ctx.opts.raw;
     let mut text = String::new();
     if !raw {
@@ -26,20 +37,31 @@ pub fn list(ctx: &mut Ctx) -> CmdResult {
 /// `node info`: STAT_SHEEP to each node, then the total virtual size of working VDIs.
 pub async fn info(ctx: &mut Ctx) -> CmdResult {
     let raw = ctx.opts.raw;
-    if !raw {
+    let json = ctx.opts.json;
+    if !raw && !json {
         ctx.put(format::NODE_INFO_HEADER);
     }
     let mut shown = 0;
+    let mut rows = Vec::new();
     let (mut total_size, mut total_free) = (0u64, 0u64);
-    let addrs: Vec<_> = ctx.nodes.iter().map(|n| n.nid.socket_addr()).collect();
-    for addr in addrs {
-        let Some(c) = ctx.conn_at(addr).await else {
+    let nodes = ctx.nodes.clone();
+    for (id, n) in nodes.iter().enumerate() {
+        let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
             continue;
         };
         match c.stat_sheep().await {
             Ok(st) => {
-                let row = format::format_node_info_row(shown, st.store_size, st.store_free, raw);
-                ctx.put(&row);
+                if json {
+                    rows.push(json::NodeSpace {
+                        id,
+                        addr: json::Addr::of(n),
+                        space: json::Space::new(st.store_size, st.store_free),
+                    });
+                } else {
+                    let row =
+                        format::format_node_info_row(shown, st.store_size, st.store_free, raw);
+                    ctx.put(&row);
+                }
                 shown += 1;
                 total_size = total_size.saturating_add(st.store_size);
                 total_free = total_free.saturating_add(st.store_free);
@@ -64,8 +86,16 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
             vdi_total = vdi_total.saturating_add(v.hdr.vdi_size);
         }
     }
-    let total = format::format_node_info_total(total_size, total_free, vdi_total, raw);
-    ctx.put(&total);
+    if json {
+        ctx.put_json(&json::NodeInfo {
+            nodes: rows,
+            total: json::Space::new(total_size, total_free),
+            vdi_size_bytes: vdi_total,
+        });
+    } else {
+        let total = format::format_node_info_total(total_size, total_free, vdi_total, raw);
+        ctx.put(&total);
+    }
     Ok(EXIT_SUCCESS)
 }
 
@@ -106,17 +136,25 @@ pub async fn kill(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 /// Size of the STAT_RECOVERY reply.
 const RECOVERY_STATE_LEN: u32 = 24;
 
-/// `node recovery [info]`: STAT_RECOVERY to every node, listing those in recovery.
+/// `node recovery [info]`: STAT_RECOVERY to every node, listing those in recovery
+/// (`--json`: every node that answered, with its state). The node list is fetched here,
+/// not by the prologue, so that each `--watch` refresh sees the current members.
 pub async fn recovery(ctx: &mut Ctx) -> CmdResult {
     ctx.update_node_list().await?;
     let raw = ctx.opts.raw;
-    if !raw {
+    let json = ctx.opts.json;
+    if !raw && !json {
         ctx.put("Nodes In Recovery:\n");
         ctx.put("  Id   Host:Port         V-Nodes       Zone       Progress\n");
     }
+    let mut doc = json::Recovery {
+        epoch: ctx.epoch.get(),
+        nodes: Vec::new(),
+    };
     let nodes = ctx.nodes.clone();
     for (i, n) in nodes.iter().enumerate() {
-        let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
+        let addr = n.nid.socket_addr();
+        let Some(c) = ctx.conn_at(addr).await else {
             continue;
         };
         let mut h = RequestHeader::new(Opcode::StatRecovery);
@@ -126,16 +164,28 @@ pub async fn recovery(ctx: &mut Ctx) -> CmdResult {
             Ok(_) => continue,
             Err(e) => {
                 Ctx::report_transport(&e);
+                ctx.forget_conn(addr);
                 continue;
             }
         };
         let Some(state) = format::RecoveryState::decode(&data) else {
             continue;
         };
-        if state.in_recovery {
+        if json {
+            doc.nodes.push(json::NodeRecovery {
+                node: json::Node::of(i, n),
+                in_recovery: state.in_recovery,
+                objects_done: state.finished,
+                objects_total: state.total,
+                progress_percent: state.percent(),
+            });
+        } else if state.in_recovery {
             let row = format::format_recovery_row(i, n, &state, raw);
             ctx.put(&row);
         }
+    }
+    if json {
+        ctx.put_json(&doc);
     }
     Ok(EXIT_SUCCESS)
 }

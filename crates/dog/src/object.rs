@@ -1,13 +1,14 @@
 //! `dog vdi object {location|map} [-i index] <vdiname>` (spec dog-cli.md §4.7): where an
 //! object is, asked of every node (EXIST), and where the vnode ring says it should be —
-//! the same `sd_cluster::placement` the sheep use.
+//! the same `sd_cluster::placement` the sheep use. Both take `--json`.
 
 use sd_cluster::placement::Ring;
 use sd_proto::inode::{SD_INODE_HEADER_SIZE, SD_INODE_SIZE};
-use sd_proto::{ObjArgs, Oid, Opcode, RequestHeader, SdResult};
+use sd_proto::{ObjArgs, Oid, Opcode, RequestHeader, SdResult, Vid};
 
 use crate::ctx::Ctx;
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_USAGE};
+use crate::json;
 use crate::sd_err;
 use crate::vdi::index_entry;
 
@@ -30,6 +31,10 @@ pub async fn object(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     match sub {
         b"map" => {
             let mut out = String::from("Index       VID\n");
+            let mut doc = json::ObjectMap {
+                vid: vid.get(),
+                objects: Vec::new(),
+            };
             let idxs: Vec<u64> = match ctx.opts.index {
                 Some(i) => vec![i],
                 None => (0..hdr.data_objects()).collect(),
@@ -38,55 +43,98 @@ pub async fn object(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
                 let owner = index_entry(index, i);
                 if owner != 0 {
                     out.push_str(&format!("{i:08} {owner:8x}\n"));
+                    if let Ok(idx) = u32::try_from(i) {
+                        doc.objects.push(json::MappedObject {
+                            index: i,
+                            vid: owner,
+                            oid: json::oid_hex(Vid::from_masked(owner).data_oid(idx)),
+                        });
+                    }
                 }
             }
-            ctx.put(&out);
+            if ctx.opts.json {
+                ctx.put_json(&doc);
+            } else {
+                ctx.put(&out);
+            }
             Ok(EXIT_SUCCESS)
         }
         b"location" => {
             ctx.update_node_list().await?;
+            let json = ctx.opts.json;
+            let mut doc = json::ObjectLocation {
+                vid: vid.get(),
+                index: ctx.opts.index,
+                allocated: true,
+                oid: None,
+                copies: hdr.nr_copies,
+                nodes: Vec::new(),
+                placement: Vec::new(),
+            };
             let oid = match ctx.opts.index {
                 None => {
-                    ctx.put(&format!(
-                        "Looking for the inode object 0x{:x} with {} nodes\n\n",
-                        vid.get(),
-                        ctx.nodes.len()
-                    ));
+                    if !json {
+                        ctx.put(&format!(
+                            "Looking for the inode object 0x{:x} with {} nodes\n\n",
+                            vid.get(),
+                            ctx.nodes.len()
+                        ));
+                    }
                     vid.inode_oid()
                 }
                 Some(i) => {
                     let Ok(idx) = u32::try_from(i) else {
-                        ctx.put("The offset is too large!\n");
+                        if json {
+                            sd_err!("The offset is too large!");
+                        } else {
+                            ctx.put("The offset is too large!\n");
+                        }
                         return Ok(EXIT_FAILURE);
                     };
                     let owner = index_entry(index, i);
                     if owner == 0 {
-                        ctx.put(&format!(
-                            "The inode object 0x{:x} idx {i} is not allocated\n",
-                            vid.get()
-                        ));
+                        if json {
+                            doc.allocated = false;
+                            ctx.put_json(&doc);
+                        } else {
+                            ctx.put(&format!(
+                                "The inode object 0x{:x} idx {i} is not allocated\n",
+                                vid.get()
+                            ));
+                        }
                         return Ok(EXIT_SUCCESS);
                     }
-                    let oid = sd_proto::Vid::from_masked(owner).data_oid(idx);
-                    ctx.put(&format!(
-                        "Looking for the object 0x{:x} (vid 0x{:x} idx {i}, {} copies) with {} nodes\n\n",
-                        oid.get(),
-                        vid.get(),
-                        hdr.nr_copies,
-                        ctx.nodes.len()
-                    ));
+                    let oid = Vid::from_masked(owner).data_oid(idx);
+                    if !json {
+                        ctx.put(&format!(
+                            "Looking for the object 0x{:x} (vid 0x{:x} idx {i}, {} copies) with {} nodes\n\n",
+                            oid.get(),
+                            vid.get(),
+                            hdr.nr_copies,
+                            ctx.nodes.len()
+                        ));
+                    }
                     oid
                 }
             };
-            location(ctx, oid, usize::from(hdr.nr_copies)).await
+            doc.oid = Some(json::oid_hex(oid));
+            location(ctx, oid, usize::from(hdr.nr_copies), doc).await
         }
         _ => Ok(EXIT_USAGE),
     }
 }
 
-async fn location(ctx: &mut Ctx, oid: Oid, copies: usize) -> CmdResult {
+/// Asks every node whether it has `oid`, then prints the ring's placement (`--json`:
+/// fills in and prints `doc`).
+async fn location(
+    ctx: &mut Ctx,
+    oid: Oid,
+    copies: usize,
+    mut doc: json::ObjectLocation,
+) -> CmdResult {
     let nodes = ctx.nodes.clone();
     let epoch = ctx.epoch;
+    let json = ctx.opts.json;
     for n in &nodes {
         let Some(c) = ctx.conn_at(n.nid.socket_addr()).await else {
             continue;
@@ -97,14 +145,26 @@ async fn location(ctx: &mut Ctx, oid: Oid, copies: usize) -> CmdResult {
         });
         h.epoch = epoch;
         let has = matches!(c.call(h, &[]).await, Ok((rsp, _)) if rsp.result == SdResult::Success);
-        let verb = if has { "has" } else { "doesn't have" };
-        ctx.put(&format!("{} {verb} the object\n", n.nid));
+        if json {
+            doc.nodes.push(json::NodeHas {
+                addr: json::Addr::of(n),
+                has_object: has,
+            });
+        } else {
+            let verb = if has { "has" } else { "doesn't have" };
+            ctx.put(&format!("{} {verb} the object\n", n.nid));
+        }
     }
     let placed: Vec<String> = Ring::new(&nodes)
         .replicas(oid, copies)
         .iter()
         .map(|n| n.nid.to_string())
         .collect();
+    if json {
+        doc.placement = placed;
+        ctx.put_json(&doc);
+        return Ok(EXIT_SUCCESS);
+    }
     ctx.put("\nAccording to sheepdog algorithm, the object should be located at:\n");
     ctx.put(&format!("{}\n", placed.join(" ")));
     Ok(EXIT_SUCCESS)

@@ -5,8 +5,11 @@
 /// One option: letter, long name, whether it takes an argument, help text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptSpec {
-    /// Short letter.
+    /// Short letter, or for a long-only option its identity (like `getopt_long`'s `val`
+    /// above 255): one of the `OPT_*` constants, never typed on a command line.
     pub ch: char,
+    /// `-ch` works on the command line (false for long-only options).
+    pub short: bool,
     /// Long name.
     pub long: &'static str,
     /// Takes an argument.
@@ -18,11 +21,54 @@ pub struct OptSpec {
 const fn opt(ch: char, long: &'static str, has_arg: bool, desc: &'static str) -> OptSpec {
     OptSpec {
         ch,
+        short: true,
         long,
         has_arg,
         desc,
     }
 }
+
+/// A long-only option (a sheepdog-rs extension: Sheepdog's letters are all taken).
+const fn long_only(ch: char, long: &'static str, has_arg: bool, desc: &'static str) -> OptSpec {
+    OptSpec {
+        ch,
+        short: false,
+        long,
+        has_arg,
+        desc,
+    }
+}
+
+/// Identity of `--json`.
+pub const OPT_JSON: char = '\u{e000}';
+/// Identity of `--watch`.
+pub const OPT_WATCH: char = '\u{e001}';
+/// Identity of `--interval SECS`.
+pub const OPT_INTERVAL: char = '\u{e002}';
+
+const JSON: OptSpec = long_only(
+    OPT_JSON,
+    "json",
+    false,
+    "print one JSON document (docs/json-output.md)",
+);
+const WATCH: OptSpec = long_only(
+    OPT_WATCH,
+    "watch",
+    false,
+    "refresh until interrupted (every second, or --interval)",
+);
+const INTERVAL: OptSpec = long_only(
+    OPT_INTERVAL,
+    "interval",
+    true,
+    "seconds between refreshes with --watch (default 1)",
+);
+
+/// The extensions of list/info commands.
+const JSON_OPTS: &[OptSpec] = &[JSON];
+/// The extensions of commands that can refresh live.
+const WATCH_OPTS: &[OptSpec] = &[JSON, WATCH, INTERVAL];
 
 /// Options every command knows (looked up before the command's own).
 pub const COMMON_OPTS: &[OptSpec] = &[
@@ -247,6 +293,8 @@ pub struct SubCmd {
     pub subsub: &'static [SubSub],
     /// What runs.
     pub handler: Handler,
+    /// Long-only options (sheepdog-rs extensions), after the letters in usage order.
+    pub long_opts: &'static [OptSpec],
 }
 
 /// One command (`vdi`, `node`, ...).
@@ -276,6 +324,7 @@ const fn sub(
         flags,
         subsub: &[],
         handler,
+        long_opts: &[],
     }
 }
 
@@ -295,6 +344,7 @@ const fn nested(
         flags,
         subsub,
         handler: Handler::NotImplemented,
+        long_opts: &[],
     }
 }
 
@@ -353,22 +403,28 @@ const VDI_SUBS: &[SubCmd] = &[
         NEED_ARG,
         Handler::VdiRollback,
     ),
-    sub(
-        "list",
-        Some("[vdiname]"),
-        "aprhoT",
-        "list images",
-        0,
-        Handler::VdiList,
-    ),
-    sub(
-        "tree",
-        None,
-        "aphT",
-        "show images in tree view format",
-        0,
-        Handler::VdiTree,
-    ),
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "list",
+            Some("[vdiname]"),
+            "aprhoT",
+            "list images",
+            0,
+            Handler::VdiList,
+        )
+    },
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "tree",
+            None,
+            "aphT",
+            "show images in tree view format",
+            0,
+            Handler::VdiTree,
+        )
+    },
     sub(
         "graph",
         None,
@@ -379,6 +435,7 @@ const VDI_SUBS: &[SubCmd] = &[
     ),
     SubCmd {
         handler: Handler::VdiObject,
+        long_opts: JSON_OPTS,
         ..nested(
             "object",
             Some("<vdiname>"),
@@ -392,14 +449,17 @@ const VDI_SUBS: &[SubCmd] = &[
             ],
         )
     },
-    sub(
-        "track",
-        Some("<vdiname>"),
-        "isaphoT",
-        "show the object epoch trace in the image",
-        NEED_NODELIST | NEED_ARG,
-        Handler::VdiTrack,
-    ),
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "track",
+            Some("<vdiname>"),
+            "isaphoT",
+            "show the object epoch trace in the image",
+            NEED_NODELIST | NEED_ARG,
+            Handler::VdiTrack,
+        )
+    },
     sub(
         "setattr",
         Some("<vdiname> <key> [value]"),
@@ -466,6 +526,7 @@ const VDI_SUBS: &[SubCmd] = &[
     ),
     SubCmd {
         handler: Handler::VdiLock,
+        long_opts: JSON_OPTS,
         ..nested(
             "lock",
             None,
@@ -489,24 +550,31 @@ const NODE_SUBS: &[SubCmd] = &[
         NEED_NODELIST,
         Handler::NodeKill,
     ),
-    sub(
-        "list",
-        None,
-        "aprhT",
-        "list nodes",
-        NEED_NODELIST,
-        Handler::NodeList,
-    ),
-    sub(
-        "info",
-        None,
-        "aprhT",
-        "show information about each node",
-        NEED_NODELIST,
-        Handler::NodeInfo,
-    ),
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "list",
+            None,
+            "aprhT",
+            "list nodes",
+            NEED_NODELIST,
+            Handler::NodeList,
+        )
+    },
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "info",
+            None,
+            "aprhT",
+            "show information about each node",
+            NEED_NODELIST,
+            Handler::NodeInfo,
+        )
+    },
     SubCmd {
         handler: Handler::NodeRecovery,
+        long_opts: WATCH_OPTS,
         ..nested(
             "recovery",
             Some("<max> <interval>"),
@@ -570,14 +638,17 @@ const NODE_SUBS: &[SubCmd] = &[
 ];
 
 const CLUSTER_SUBS: &[SubCmd] = &[
-    sub(
-        "info",
-        None,
-        "aprhvTd",
-        "show cluster information",
-        NEED_NODELIST,
-        Handler::ClusterInfo,
-    ),
+    SubCmd {
+        long_opts: WATCH_OPTS,
+        ..sub(
+            "info",
+            None,
+            "aprhvTd",
+            "show cluster information",
+            NEED_NODELIST,
+            Handler::ClusterInfo,
+        )
+    },
     sub(
         "format",
         None,
@@ -733,9 +804,13 @@ impl Command {
             .find(|o| o.ch == ch)
     }
 
-    /// The specs of `sub`'s option letters, in its order.
-    pub fn sub_opts(&self, sub: &SubCmd) -> Vec<&'static OptSpec> {
-        sub.opts.chars().filter_map(|c| self.opt(c)).collect()
+    /// The specs of `sub`'s option letters, in its order, then its long-only options.
+    pub fn sub_opts<'a>(&self, sub: &'a SubCmd) -> Vec<&'a OptSpec> {
+        sub.opts
+            .chars()
+            .filter_map(|c| self.opt(c))
+            .chain(sub.long_opts.iter())
+            .collect()
     }
 }
 
@@ -749,7 +824,7 @@ mod tests {
             for s in cmd.subs {
                 assert_eq!(
                     cmd.sub_opts(s).len(),
-                    s.opts.chars().count(),
+                    s.opts.chars().count() + s.long_opts.len(),
                     "{} {}",
                     cmd.name,
                     s.name

@@ -7,11 +7,12 @@
 //! newest first. (The C loop counts down but walks the reply buffer forwards; dog-cli.md's
 //! summary "0x%lx ... oldest first" reads the loop, not the output.) One C bug is not
 //! copied: an epoch with fewer members than copies did not advance its record pointer, so
-//! every later epoch repeated it.
+//! every later epoch repeated it. `--json` gives the same placements.
 
 use sd_cluster::placement::Ring;
+use sd_proto::cluster::EpochLogRecord;
 use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE};
-use sd_proto::node::SD_MAX_NODES;
+use sd_proto::node::{SD_MAX_NODES, SdNode};
 use sd_proto::{Oid, SdResult, Vid};
 
 use crate::ctx::Ctx;
@@ -45,19 +46,17 @@ pub async fn track(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let vid = hdr.vdi_id;
     let copies = hdr.nr_copies;
     let nodes = ctx.nodes.len();
-    let oid = match (ctx.opts.oid, ctx.opts.index) {
+    let json = ctx.opts.json;
+    let (oid, heading) = match (ctx.opts.oid, ctx.opts.index) {
         (Some(oid), _) => {
             let oid = Oid::new(oid);
-            ctx.put(&format!(
-                "Tracking the object {oid} (the inode vid 0x{vid:x}) with {nodes} nodes\n"
-            ));
-            oid
+            let heading =
+                format!("Tracking the object {oid} (the inode vid 0x{vid:x}) with {nodes} nodes\n");
+            (oid, heading)
         }
         (None, None) => {
-            ctx.put(&format!(
-                "Tracking the inode object 0x{vid:x} with {nodes} nodes\n"
-            ));
-            Vid::from_masked(vid).inode_oid()
+            let heading = format!("Tracking the inode object 0x{vid:x} with {nodes} nodes\n");
+            (Vid::from_masked(vid).inode_oid(), heading)
         }
         (None, Some(idx)) => {
             let Some(idx) = u32::try_from(idx).ok().filter(|_| idx < MAX_DATA_OBJS) else {
@@ -68,47 +67,39 @@ pub async fn track(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             let index = inode.get(SD_INODE_HEADER_SIZE..).unwrap_or_default();
             let owner = index_entry(index, u64::from(idx));
             let oid = Vid::from_masked(owner).data_oid(idx);
-            ctx.put(&format!(
+            let heading = format!(
                 "Tracking the object {oid} (the inode vid 0x{vid:x} idx {idx}) with {nodes} nodes\n"
-            ));
-            oid
+            );
+            (oid, heading)
         }
     };
-    track_object(ctx, oid, copies).await
-}
-
-/// `do_track_object`: STAT_CLUSTER for every epoch (doubling the node slots on
-/// BUFFER_SMALL), then the placement of `oid` in each.
-async fn track_object(ctx: &mut Ctx, oid: Oid, copies: u8) -> CmdResult {
-    let mut nodes_nr = u32::try_from(ctx.nodes.len()).unwrap_or(u32::MAX);
-    let epochs = ctx.epoch.get();
-    let Some(c) = ctx.conn().await else {
-        return Ok(EXIT_SYSFAIL);
-    };
-    let stat = loop {
-        match c.stat_cluster(nodes_nr, epochs).await {
-            Ok(st) if st.result == SdResult::BufferSmall => {
-                if usize::try_from(nodes_nr).is_ok_and(|n| n > SD_MAX_NODES) {
-                    ctx.put(&format!("{}\n", SdResult::BufferSmall.message()));
-                    return Ok(EXIT_SYSFAIL);
-                }
-                nodes_nr = nodes_nr.saturating_mul(2).max(1);
-            }
-            Ok(st) => break st,
-            Err(e) => {
-                Ctx::report_transport(&e);
-                return Ok(EXIT_SYSFAIL);
-            }
-        }
-    };
-    if stat.result != SdResult::Success {
-        ctx.put(&format!("{}\n", stat.result.message()));
-        return Ok(EXIT_SYSFAIL);
+    if !json {
+        ctx.put(&heading);
     }
-    let Ok(records) = stat.records() else {
-        sd_err!("bad STAT_CLUSTER reply");
-        return Ok(EXIT_SYSFAIL);
+    let records = match epoch_records(ctx).await {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
     };
+    if json {
+        let epochs = records
+            .iter()
+            .map(|rec| crate::json::TrackEpoch {
+                epoch: rec.epoch.get(),
+                locations: holders(oid, copies, &rec.nodes)
+                    .iter()
+                    .map(|n| n.nid.to_string())
+                    .collect(),
+            })
+            .collect();
+        ctx.put_json(&crate::json::Track {
+            oid: crate::json::oid_hex(oid),
+            vid,
+            index: ctx.opts.index.filter(|_| ctx.opts.oid.is_none()),
+            copies,
+            epochs,
+        });
+        return Ok(EXIT_SUCCESS);
+    }
     let mut out = String::new();
     for rec in &records {
         out.push_str(&epoch_section(oid, rec.epoch.get(), copies, &rec.nodes));
@@ -117,21 +108,55 @@ async fn track_object(ctx: &mut Ctx, oid: Oid, copies: u8) -> CmdResult {
     Ok(EXIT_SUCCESS)
 }
 
-/// One epoch's part of the output: a blank line, the heading, the rule, then the replicas
-/// in placement order (every member when there are fewer members than copies).
-pub fn epoch_section(
-    oid: Oid,
-    epoch: u32,
-    copies: u8,
-    members: &[sd_proto::node::SdNode],
-) -> String {
-    let mut s = format!("\nobj {oid} locations at epoch {epoch}, copies = {copies}\n{RULE}\n");
-    let holders = if members.len() < usize::from(copies) {
+/// `do_track_object`'s STAT_CLUSTER for every epoch (doubling the node slots on
+/// BUFFER_SMALL), newest first; errors are printed and become the exit code.
+async fn epoch_records(ctx: &mut Ctx) -> Result<Vec<EpochLogRecord>, u8> {
+    let mut nodes_nr = u32::try_from(ctx.nodes.len()).unwrap_or(u32::MAX);
+    let epochs = ctx.epoch.get();
+    let Some(c) = ctx.conn().await else {
+        return Err(EXIT_SYSFAIL);
+    };
+    let stat = loop {
+        match c.stat_cluster(nodes_nr, epochs).await {
+            Ok(st) if st.result == SdResult::BufferSmall => {
+                if usize::try_from(nodes_nr).is_ok_and(|n| n > SD_MAX_NODES) {
+                    ctx.put(&format!("{}\n", SdResult::BufferSmall.message()));
+                    return Err(EXIT_SYSFAIL);
+                }
+                nodes_nr = nodes_nr.saturating_mul(2).max(1);
+            }
+            Ok(st) => break st,
+            Err(e) => {
+                Ctx::report_transport(&e);
+                return Err(EXIT_SYSFAIL);
+            }
+        }
+    };
+    if stat.result != SdResult::Success {
+        ctx.put(&format!("{}\n", stat.result.message()));
+        return Err(EXIT_SYSFAIL);
+    }
+    stat.records().map_err(|_| {
+        sd_err!("bad STAT_CLUSTER reply");
+        EXIT_SYSFAIL
+    })
+}
+
+/// Where the ring puts `oid` among `members` (every member when there are fewer members
+/// than copies).
+fn holders(oid: Oid, copies: u8, members: &[SdNode]) -> Vec<SdNode> {
+    if members.len() < usize::from(copies) {
         members.to_vec()
     } else {
         Ring::new(members).replicas(oid, usize::from(copies))
-    };
-    for n in holders {
+    }
+}
+
+/// One epoch's part of the output: a blank line, the heading, the rule, then the replicas
+/// in placement order (every member when there are fewer members than copies).
+pub fn epoch_section(oid: Oid, epoch: u32, copies: u8, members: &[SdNode]) -> String {
+    let mut s = format!("\nobj {oid} locations at epoch {epoch}, copies = {copies}\n{RULE}\n");
+    for n in holders(oid, copies, members) {
         s.push_str(&format!("{}\n", n.nid));
     }
     s
@@ -140,7 +165,7 @@ pub fn epoch_section(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sd_proto::node::{NodeId, SdNode};
+    use sd_proto::node::NodeId;
 
     fn node(port: u16) -> SdNode {
         SdNode {

@@ -1,6 +1,7 @@
 //! `dog vdi tree` (spec dog-cli.md §4.2): every VDI and its snapshots as a pstree-like
 //! drawing. A VDI hangs under its parent when the parent has the same name; anything else
 //! (a fresh VDI, a clone, a VDI whose parent was deleted) starts a root line with its name.
+//! `--json` gives the same forest as nested objects.
 
 use std::io::IsTerminal;
 
@@ -25,6 +26,10 @@ pub struct TreeVdi {
     pub parent: u32,
     /// Drawn in bold (the working VDI, on a terminal).
     pub highlight: bool,
+    /// A snapshot.
+    pub snapshot: bool,
+    /// Creation time, Unix seconds.
+    pub ctime: u64,
 }
 
 /// The label of a VDI: its snapshot time, or where the user is.
@@ -74,6 +79,29 @@ pub fn render(vdis: &[TreeVdi]) -> String {
         d.node(&build(vdis, root), 1, true, true);
     }
     d.out
+}
+
+/// `vdis` (ascending vid) as the `--json` forest: the same roots and children as the
+/// drawing.
+pub fn forest(vdis: &[TreeVdi]) -> crate::json::VdiTree {
+    fn convert(n: &Node<'_>) -> crate::json::TreeNode {
+        let v = n.vdi;
+        crate::json::TreeNode {
+            name: v.name.clone(),
+            vid: v.vid,
+            parent_vid: v.parent,
+            snapshot: v.snapshot,
+            ctime: v.ctime,
+            ctime_rfc3339: crate::json::rfc3339(v.ctime),
+            children: n.kids.iter().map(convert).collect(),
+        }
+    }
+    let trees = vdis
+        .iter()
+        .filter(|v| !vdis.iter().any(|p| hangs_under(v, p)))
+        .map(|root| convert(&build(vdis, root)))
+        .collect();
+    crate::json::VdiTree { trees }
 }
 
 /// The drawing so far, with per level the width of the label drawn there and whether
@@ -159,9 +187,15 @@ pub async fn tree(ctx: &mut Ctx) -> CmdResult {
             vid: vid.get(),
             parent: h.parent_vdi_id,
             highlight: highlight && !h.is_snapshot(),
+            snapshot: h.is_snapshot(),
+            ctime: h.create_time >> 32,
         });
     }
-    ctx.put(&render(&vdis));
+    if ctx.opts.json {
+        ctx.put_json(&forest(&vdis));
+    } else {
+        ctx.put(&render(&vdis));
+    }
     Ok(EXIT_SUCCESS)
 }
 
@@ -176,7 +210,37 @@ mod tests {
             vid,
             parent,
             highlight: false,
+            snapshot: label.starts_with('['),
+            ctime: u64::from(vid),
         }
+    }
+
+    #[test]
+    fn forest_has_the_drawings_shape() {
+        let f = forest(&[
+            v("a", "[s1]", 1, 0),
+            v("a", "[s2]", 2, 1),
+            v("a", "(you are here)", 3, 2),
+            v("a", "[s3]", 4, 1),
+            v("b", "(you are here)", 5, 1),
+        ]);
+        let got = serde_json::to_value(&f).unwrap();
+        let shape = |n: &serde_json::Value| -> Vec<u64> {
+            n["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["vid"].as_u64().unwrap())
+                .collect()
+        };
+        let trees = got["trees"].as_array().unwrap();
+        assert_eq!(trees.len(), 2);
+        assert_eq!(shape(&trees[0]), vec![2, 4]);
+        assert_eq!(shape(&trees[0]["children"][0]), vec![3]);
+        assert_eq!(trees[0]["children"][0]["children"][0]["snapshot"], false);
+        assert_eq!(trees[1]["name"], "b");
+        assert_eq!(trees[1]["parent_vid"], 1);
+        assert_eq!(trees[1]["ctime_rfc3339"], "1970-01-01T00:00:05Z");
     }
 
     #[test]

@@ -53,10 +53,15 @@ pub fn subcommand_usage(cmd: &Command, sub: &SubCmd) -> String {
     }
     let opts = cmd.sub_opts(sub);
     for o in &opts {
-        if o.has_arg {
-            s.push_str(&format!(" [-{} {}]", o.ch, o.long));
+        let name = if o.short {
+            format!("-{}", o.ch)
         } else {
-            s.push_str(&format!(" [-{}]", o.ch));
+            format!("--{}", o.long)
+        };
+        if o.has_arg {
+            s.push_str(&format!(" [{name} {}]", o.long));
+        } else {
+            s.push_str(&format!(" [{name}]"));
         }
     }
     if let Some(arg) = sub.arg {
@@ -72,7 +77,12 @@ pub fn subcommand_usage(cmd: &Command, sub: &SubCmd) -> String {
     }
     s.push_str("Options:\n");
     for o in &opts {
-        s.push_str(&column(&format!("-{}, --{}", o.ch, o.long), o.desc));
+        let left = if o.short {
+            format!("-{}, --{}", o.ch, o.long)
+        } else {
+            format!("    --{}", o.long)
+        };
+        s.push_str(&column(&left, o.desc));
     }
     s
 }
@@ -121,10 +131,11 @@ mod tests {
         let block = &resize[resize.find("Usage:").unwrap()..];
         assert_eq!(usage_of("vdi", "resize"), block);
 
-        assert_eq!(
-            usage_of("vdi", "object"),
-            sample("dog vdi object test -i 0")
-        );
+        // Sheepdog's text plus the sheepdog-rs extension `--json`, last on both lists.
+        let object = sample("dog vdi object test -i 0")
+            .replace(" [-T] <vdiname>", " [-T] [--json] <vdiname>")
+            + "      --json              print one JSON document (docs/json-output.md)\n";
+        assert_eq!(usage_of("vdi", "object"), object);
         assert_eq!(
             usage_of("cluster", "snapshot"),
             sample("dog cluster snapshot")

@@ -1,4 +1,4 @@
-//! `dog vdi create|list|delete` (spec dog-cli.md §4.1, §7).
+//! `dog vdi create|list|delete` (spec dog-cli.md §4.1, §7); `vdi list --json`.
 
 use bytes::Bytes;
 use sd_client::{ClientError, NewVdi, WriteOpts};
@@ -420,9 +420,11 @@ pub async fn inode_stat(ctx: &mut Ctx, v: &ListedVdi) -> (u64, u64) {
 /// `vdi list [NAME]`.
 pub async fn list(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let raw = ctx.opts.raw;
-    if !raw {
+    let json = ctx.opts.json;
+    if !raw && !json {
         ctx.put(format::VDI_LIST_HEADER);
     }
+    let mut doc = crate::json::VdiList { vdis: Vec::new() };
     let filter = args.first().copied();
     let oid_filter = match ctx.opts.oid.map(Oid::new) {
         Some(o) if !o.is_data() => return Ok(EXIT_FAILURE),
@@ -463,10 +465,44 @@ pub async fn list(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             tag: &h.tag,
             block_size_shift: h.block_size_shift,
         };
-        let line = format::format_vdi_list_row(&row, raw, &chrono::Local);
-        ctx.put(&line);
+        if json {
+            doc.vdis.push(json_row(&row, h.parent_vdi_id));
+        } else {
+            let line = format::format_vdi_list_row(&row, raw, &chrono::Local);
+            ctx.put(&line);
+        }
+    }
+    if json {
+        ctx.put_json(&doc);
     }
     Ok(EXIT_SUCCESS)
+}
+
+/// A `vdi list` row as JSON.
+fn json_row(row: &VdiRow<'_>, parent_vid: u32) -> crate::json::Vdi {
+    let kind = if row.snapshot {
+        "snapshot"
+    } else if row.clone {
+        "clone"
+    } else {
+        "working"
+    };
+    crate::json::Vdi {
+        name: text(row.name),
+        vid: row.vid,
+        kind,
+        snap_id: row.snapid,
+        tag: text(row.tag),
+        size_bytes: row.size,
+        used_bytes: row.used,
+        shared_bytes: row.shared,
+        ctime: row.ctime,
+        ctime_rfc3339: crate::json::rfc3339(row.ctime),
+        copies: row.copies,
+        redundancy: format::redundancy(row.copies, row.copy_policy),
+        block_size_shift: row.block_size_shift,
+        parent_vid,
+    }
 }
 
 #[cfg(test)]

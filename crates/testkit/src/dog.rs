@@ -1,7 +1,8 @@
 //! Running the real `dog` binary with a deadline.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -75,6 +76,17 @@ pub fn dog(args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<DogOutput> {
 /// [`DogChild::take_stdin`]), so a test can stream data into `dog vdi write` and act while
 /// dog is in the middle of it. Set `-p PORT` in `args` (or use [`crate::Sheep::spawn_dog`]).
 pub fn spawn_dog(args: &[&str]) -> anyhow::Result<DogChild> {
+    spawn(args, false)
+}
+
+/// Starts `dog ARGS` like [`spawn_dog`], and also hands each line of its stdout to
+/// [`DogChild::next_line`] as it is printed (for `--watch`). Set `-p PORT` in `args` (or use
+/// [`crate::Sheep::spawn_dog_lines`]).
+pub fn spawn_dog_lines(args: &[&str]) -> anyhow::Result<DogChild> {
+    spawn(args, true)
+}
+
+fn spawn(args: &[&str], lines: bool) -> anyhow::Result<DogChild> {
     let bin = bin_path("dog")?;
     let mut child = Command::new(&bin)
         .args(args)
@@ -87,7 +99,13 @@ pub fn spawn_dog(args: &[&str]) -> anyhow::Result<DogChild> {
         .spawn()
         .with_context(|| format!("spawning {}", bin.display()))?;
     let stdin = child.stdin.take();
-    let out = child.stdout.take().map(collect);
+    let (tx, rx) = if lines {
+        let (tx, rx) = mpsc::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let out = child.stdout.take().map(|r| collect_lines(r, tx));
     let err = child.stderr.take().map(collect);
     Ok(DogChild {
         child,
@@ -95,6 +113,7 @@ pub fn spawn_dog(args: &[&str]) -> anyhow::Result<DogChild> {
         stdin,
         out,
         err,
+        lines: rx,
     })
 }
 
@@ -106,12 +125,37 @@ pub struct DogChild {
     stdin: Option<ChildStdin>,
     out: Option<JoinHandle<Vec<u8>>>,
     err: Option<JoinHandle<Vec<u8>>>,
+    lines: Option<Receiver<String>>,
 }
 
 impl DogChild {
     /// The write end of dog's stdin (once). Dropping it is end-of-file for dog.
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.stdin.take()
+    }
+
+    /// The next line dog prints (without its newline), waiting up to `timeout`; only for a
+    /// dog started by [`spawn_dog_lines`]. Fails on timeout or when dog closed stdout.
+    pub fn next_line(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let Some(rx) = self.lines.as_ref() else {
+            bail!("dog {:?} was not started with spawn_dog_lines", self.args);
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("dog {:?} printed no line within {timeout:?}", self.args)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                bail!("dog {:?} closed its stdout", self.args)
+            }
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) to dog.
+    pub fn interrupt(&self) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.child.id()).context("pid out of range")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGINT)
+            .context("sending SIGINT to dog")
     }
 
     /// True while dog runs.
@@ -162,6 +206,30 @@ fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Like [`collect`], also sending each complete line to `tx` (when given).
+fn collect_lines(r: impl Read + Send + 'static, tx: Option<Sender<String>>) -> JoinHandle<Vec<u8>> {
+    let Some(tx) = tx else {
+        return collect(r);
+    };
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            let start = buf.len();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = buf.get(start..).unwrap_or_default();
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    // The receiver may be gone; the bytes are still collected.
+                    let _ = tx.send(String::from_utf8_lossy(line).into_owned());
+                }
+            }
+        }
         buf
     })
 }

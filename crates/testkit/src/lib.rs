@@ -35,7 +35,7 @@ pub mod zookeeper;
 
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
 pub use cluster::{Cluster, NET_SHEEP_PORT, Placement, QUARANTINE_DIR, SETTLE_TIMEOUT};
-pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog};
+pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog, spawn_dog_lines};
 pub use faultfs::{FAULTFS_TIMEOUT, FaultFs, FaultFsStat};
 pub use figure::{FIGURE_PREFIX, figure};
 pub use fsutil::dir_names;

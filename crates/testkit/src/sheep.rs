@@ -264,6 +264,15 @@ impl Sheep {
         crate::spawn_dog(&all)
     }
 
+    /// Starts `dog ARGS -p PORT` against this daemon, its stdout lines readable as they come
+    /// ([`crate::spawn_dog_lines`]).
+    pub fn spawn_dog_lines(&self, args: &[&str]) -> anyhow::Result<crate::DogChild> {
+        let port = self.port.to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-p", port.as_str()]);
+        crate::spawn_dog_lines(&all)
+    }
+
     /// Formats the cluster over a raw connection, as `dog cluster format` does (store
     /// "plain", server-default copies and object size, ctime now).
     pub fn format(&self) -> anyhow::Result<()> {
