@@ -1,6 +1,6 @@
-//! Progress bars for long `dog` work (`vdi read`, `vdi write`), drawn with `indicatif` on
-//! stderr, and only when someone is watching: scripts and tests, which capture dog's
-//! output through pipes, never see one.
+//! Progress bars for long `dog` work (`vdi read`, `vdi write`, the copy of `vdi clone -n`
+//! or `-P`), drawn with `indicatif` on stderr, and only when someone is watching: scripts
+//! and tests, which capture dog's output through pipes, never see one.
 
 use std::io::IsTerminal;
 

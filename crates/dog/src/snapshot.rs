@@ -7,6 +7,7 @@ use sd_proto::{Flags, SdResult, Vid};
 use crate::ctx::{Ctx, WriteKind};
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE};
 use crate::format::text;
+use crate::progress::{Progress, Stdout};
 use crate::sd_err;
 use crate::vdi::{count_data_objs, index_entry, object_size};
 
@@ -222,17 +223,21 @@ async fn copy_objects(
     let Some(os) = object_size(hdr.block_size_shift) else {
         return EXIT_FAILURE;
     };
-    let Ok(os32) = u32::try_from(os) else {
-        return EXIT_FAILURE;
-    };
     let opts = WriteOpts {
         copies: hdr.nr_copies,
         copy_policy: hdr.copy_policy,
         flags: Flags::DIRECT,
     };
+    let Ok(os32) = u32::try_from(os) else {
+        return EXIT_FAILURE;
+    };
     let total = count_data_objs(hdr);
+    // The bar counts the image's bytes, copied or skipped (as `vdi read` counts holes).
+    let bar = Progress::new(hdr.vdi_size, Stdout::Text);
     for idx in 0..total {
+        bar.inc(os);
         let Ok(idx32) = u32::try_from(idx) else {
+            bar.abandon();
             return EXIT_FAILURE;
         };
         let owner = index_entry(index, idx);
@@ -240,7 +245,10 @@ async fn copy_objects(
             Some(v) if copy_data => {
                 match ctx.read_object(v.data_oid(idx32), os32, 0, false).await {
                     Ok(b) => Some(b),
-                    Err(_) => return EXIT_FAILURE,
+                    Err(_) => {
+                        bar.abandon();
+                        return EXIT_FAILURE;
+                    }
                 }
             }
             Some(_) => None,
@@ -256,9 +264,11 @@ async fn copy_objects(
             .is_err()
             || ctx.set_index_entry(new, idx32, opts).await.is_err()
         {
+            bar.abandon();
             return EXIT_FAILURE;
         }
     }
+    bar.finish();
     EXIT_SUCCESS
 }
 
