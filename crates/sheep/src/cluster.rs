@@ -15,7 +15,7 @@ use sd_cluster::{ClusterDriver, Membership, Outcome, Status};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
 use sd_proto::inode::SD_MAX_VDI_LEN;
 use sd_proto::node::NodeId;
-use sd_proto::{SdResult, Vid};
+use sd_proto::{Oid, SdResult, Vid};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{SheepError, SheepResult};
@@ -418,6 +418,38 @@ fn node_status(s: Status) -> NodeStatus {
     }
 }
 
+/// Before a new epoch is served: local copies this node holds in the new epoch but did not
+/// hold in the one before are leftovers of an older epoch, and may have missed every write
+/// made since; they are distrusted (re-verified by recovery before they are served), as a
+/// rejoining node's copies are.
+async fn distrust_regained(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
+    let before = sheep.sys().ring.clone();
+    let after = Ring::new(fold.members());
+    let me = sheep.me.nid;
+    if before.nodes().iter().all(|n| n.nid != me) {
+        // Not a member before: go_live distrusted every copy already.
+        return Ok(());
+    }
+    let store = sheep.store.clone();
+    let local = blocking(move || store.list()).await?;
+    let regained: Vec<Oid> = local
+        .into_iter()
+        .filter(|oid| {
+            let copies = sheep.copies_of(*oid, 0);
+            let holds = |r: &Ring| r.replicas(*oid, copies).iter().any(|n| n.nid == me);
+            holds(&after) && !holds(&before)
+        })
+        .collect();
+    if !regained.is_empty() {
+        tracing::info!(
+            objects = regained.len(),
+            "leftover copies placed here again: re-verifying them"
+        );
+        sheep.recovery.distrust(regained);
+    }
+    Ok(())
+}
+
 /// Copies the fold's view into `SysState`.
 fn sync_sys(sheep: &Sheep, fold: &Membership) {
     let mut sys = sheep.sys_mut();
@@ -589,6 +621,7 @@ async fn apply_outcomes(
                     let dir = sheep.cfg.dir.clone();
                     let entry = e.clone();
                     blocking(move || write_epoch(&dir, &entry)).await?;
+                    distrust_regained(sheep, fold).await?;
                     sync_sys(sheep, fold);
                     if fold.status() == Status::Ok {
                         sheep.recovery.start_epoch(e.epoch);
