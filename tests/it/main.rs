@@ -22,5 +22,6 @@ mod lifecycle;
 mod locks;
 mod nbd;
 mod restart;
+mod thrash;
 mod tidy;
 mod writeback;
