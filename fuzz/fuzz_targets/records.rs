@@ -1,9 +1,11 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
-//! header and inode, config, epoch-log record, cluster info) on arbitrary bytes. Checks that
-//! none panics and that whatever decodes survives encode → decode unchanged.
+//! header and inode, VDI attribute, config, epoch-log record, cluster info) on arbitrary
+//! bytes. Checks that none panics and that whatever decodes survives encode → decode
+//! unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sd_proto::attr::VdiAttr;
 use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
@@ -41,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
             SdNode::decode_list(&SdNode::encode_list(&list), n),
             Ok(list)
         );
+    }
+    if let Ok(a) = VdiAttr::decode(bytes) {
+        assert_eq!(VdiAttr::decode(&a.encode()), Ok(a.clone()));
+        let _ = a.attr_id();
     }
     if let Ok(h) = InodeHeader::decode(bytes) {
         assert_eq!(InodeHeader::decode(&h.encode()), Ok(h.clone()));

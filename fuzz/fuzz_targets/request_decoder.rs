@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use sd_fuzz::chunked::{StreamDecoder, same_however_chunked};
 use sd_proto::{DecodeError, MAX_REQUEST_PAYLOAD, RequestDecoder, RequestFrame, SD_REQ_SIZE};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,65 +19,65 @@ fuzz_target!(|data: &[u8]| {
     } else {
         usize::from(cap) * 4
     };
-    let whole = run(max, stream, &[stream.len().max(1)]);
-    let sizes = [
-        1 + usize::from(seed & 0x0f),
-        1,
-        1 + usize::from(seed >> 4) * 17,
-        SD_REQ_SIZE,
-    ];
-    let chunked = run(max, stream, &sizes);
-    assert_eq!(whole, chunked, "framing depends on chunking");
+    same_however_chunked(|| Requests::new(max), stream, seed, SD_REQ_SIZE);
 });
 
-/// Feeds `stream` in chunks cycling through `sizes`, draining frames after each chunk.
-fn run(max: usize, stream: &[u8], sizes: &[usize]) -> Vec<Result<RequestFrame, DecodeError>> {
-    let mut dec = RequestDecoder::new(max);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut rest = stream;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
+/// The decoder and its cap.
+struct Requests {
+    dec: RequestDecoder,
+    max: usize,
+    /// Whether the decoder was skipping an oversized payload when the last call began
+    /// (then it may consume bytes while returning `Ok(None)`).
+    was_skipping: bool,
+}
+
+impl Requests {
+    fn new(max: usize) -> Self {
+        Requests {
+            dec: RequestDecoder::new(max),
+            max,
+            was_skipping: false,
         }
-        let (head, tail) = rest.split_at((*size).min(rest.len()));
-        rest = tail;
-        buf.extend_from_slice(head);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(f)) => {
-                    check(&f, max);
-                    out.push(Ok(f));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    out.push(Err(e));
-                    return out;
+    }
+}
+
+impl StreamDecoder for Requests {
+    type Frame = RequestFrame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, DecodeError> {
+        self.was_skipping = self.dec.is_skipping();
+        self.dec.decode(buf)
+    }
+
+    fn check_frame(&self, f: &RequestFrame) {
+        match f {
+            RequestFrame::Request { header, payload } => {
+                if header.has_payload() {
+                    assert_eq!(payload.len() as u64, u64::from(header.data_length));
+                    assert!(payload.len() <= self.max);
+                } else {
+                    assert!(payload.is_empty());
                 }
             }
+            RequestFrame::Oversized { header } => {
+                assert!(header.has_payload());
+                assert!(u64::from(header.data_length) > self.max as u64);
+            }
         }
-        if dec.is_skipping() {
+    }
+
+    fn check_wait(&self, before: &[u8], after: &[u8]) {
+        if !self.was_skipping {
+            assert_eq!(before, after, "Ok(None) consumed bytes");
+        }
+    }
+
+    fn check_drained(&self, buf: &BytesMut) {
+        if self.dec.is_skipping() {
             assert!(buf.is_empty(), "oversized payload was buffered");
         }
         // What is left is less than one complete frame.
-        assert!(buf.len() < SD_REQ_SIZE + max.max(1));
-    }
-    out
-}
-
-fn check(f: &RequestFrame, max: usize) {
-    match f {
-        RequestFrame::Request { header, payload } => {
-            if header.has_payload() {
-                assert_eq!(payload.len() as u64, u64::from(header.data_length));
-                assert!(payload.len() <= max);
-            } else {
-                assert!(payload.is_empty());
-            }
-        }
-        RequestFrame::Oversized { header } => {
-            assert!(header.has_payload());
-            assert!(u64::from(header.data_length) > max as u64);
-        }
+        assert!(buf.len() < SD_REQ_SIZE + self.max.max(1));
     }
 }

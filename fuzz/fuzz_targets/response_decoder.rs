@@ -5,9 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use sd_fuzz::chunked::{StreamDecoder, same_however_chunked};
 use sd_proto::{DecodeError, ResponseDecoder, ResponseHeader, SD_RSP_SIZE};
-
-type Frames = Vec<Result<(ResponseHeader, Bytes), DecodeError>>;
 
 fuzz_target!(|data: &[u8]| {
     // Byte 0 picks the payload cap, byte 1 the chunk sizes; the rest is the stream.
@@ -15,51 +14,42 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max = usize::from(cap) * 4;
-    let whole = run(max, stream, &[stream.len().max(1)]);
-    let sizes = [
-        1 + usize::from(seed & 0x0f),
-        1,
-        1 + usize::from(seed >> 4) * 17,
+    same_however_chunked(
+        || Responses {
+            dec: ResponseDecoder::new(max),
+            max,
+        },
+        stream,
+        seed,
         SD_RSP_SIZE,
-    ];
-    let chunked = run(max, stream, &sizes);
-    assert_eq!(whole, chunked, "framing depends on chunking");
+    );
 });
 
-/// Feeds `stream` in chunks cycling through `sizes` until the decoder fails.
-fn run(max: usize, stream: &[u8], sizes: &[usize]) -> Frames {
-    let mut dec = ResponseDecoder::new(max);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut rest = stream;
-    for size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (head, tail) = rest.split_at((*size).min(rest.len()));
-        rest = tail;
-        buf.extend_from_slice(head);
-        loop {
-            let before = buf.clone();
-            match dec.decode(&mut buf) {
-                Ok(Some((h, p))) => {
-                    assert_eq!(p.len() as u64, u64::from(h.data_length));
-                    assert!(p.len() <= max);
-                    out.push(Ok((h, p)));
-                }
-                Ok(None) => {
-                    assert_eq!(buf, before, "Ok(None) consumed bytes");
-                    break;
-                }
-                Err(e) => {
-                    assert!(matches!(e, DecodeError::PayloadTooLarge { .. }));
-                    assert_eq!(buf, before, "an error consumed bytes");
-                    out.push(Err(e));
-                    return out;
-                }
-            }
-        }
-        assert!(buf.len() < SD_RSP_SIZE + max.max(1));
+/// The decoder and its cap.
+struct Responses {
+    dec: ResponseDecoder,
+    max: usize,
+}
+
+impl StreamDecoder for Responses {
+    type Frame = (ResponseHeader, Bytes);
+    type Error = DecodeError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Frame>, DecodeError> {
+        self.dec.decode(buf)
     }
-    out
+
+    fn check_frame(&self, (h, p): &Self::Frame) {
+        assert_eq!(p.len() as u64, u64::from(h.data_length));
+        assert!(p.len() <= self.max);
+    }
+
+    fn check_error(&self, e: &DecodeError, before: &[u8], after: &[u8]) {
+        assert!(matches!(e, DecodeError::PayloadTooLarge { .. }));
+        assert_eq!(before, after, "an error consumed bytes");
+    }
+
+    fn check_drained(&self, buf: &BytesMut) {
+        assert!(buf.len() < SD_RSP_SIZE + self.max.max(1));
+    }
 }

@@ -434,3 +434,43 @@ fn sigkill_during_copy_on_write_leaves_old_data() {
     assert_reads(&c, 1, "v", None, &b);
     assert_reads(&c, 2, "v", Some("1"), &a);
 }
+
+/// A VDI deleted while a node was down: that node's copies are dead data once it returns,
+/// and are swept (nothing resurrected, nothing the survivors need removed).
+#[test]
+fn delete_while_a_node_is_down_leaves_no_dead_copies() {
+    let mut c = cluster(&[], "gone");
+    dog_ok(&c, 0, &["vdi", "create", "kept", &VDI_SIZE.to_string()]);
+    let mut a = vec![0u8; VDI_SIZE as usize];
+    let d = pattern(random_seed(), 0, (12 * MIB) as usize);
+    write(&c, 0, "gone", 0, &d, &mut a);
+    let mut k = vec![0u8; VDI_SIZE as usize];
+    let d = pattern(random_seed(), 0, (8 * MIB) as usize);
+    write(&c, 1, "kept", 0, &d, &mut k);
+    let rows = list(&c, 0);
+    let (gone, kept) = (vid_in(&rows, "gone", 0), vid_in(&rows, "kept", 0));
+    assert_eq!(data_objects_of(&c, 2, gone), [0, 1, 2]);
+
+    c.kill9(2).unwrap();
+    c.wait_settled(3, SETTLE).unwrap();
+    dog_ok(&c, 0, &["vdi", "delete", "gone"]);
+    c.restart(2).unwrap();
+    c.wait_settled(3, SETTLE).unwrap();
+    poll_until(
+        SETTLE,
+        "the returning node's dead copies to be swept",
+        || {
+            let left: Vec<(usize, Vec<u32>)> = (0..3)
+                .map(|i| (i, data_objects_of(&c, i, gone)))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .unwrap();
+    for i in 0..3 {
+        assert_eq!(data_objects_of(&c, i, kept), [0, 1], "node {i}");
+        assert_reads(&c, i, "kept", None, &k);
+    }
+    assert_eq!(list(&c, 1).len(), 1);
+}

@@ -52,6 +52,10 @@ pub enum ClientError {
     /// An earlier call failed or was cancelled mid-frame; the stream is out of sync.
     #[error("connection is broken by an earlier failed call")]
     Broken,
+    /// A pipelined connection died while this request was in flight (see
+    /// [`crate::MuxConnection`]); the source is why it died.
+    #[error("connection lost")]
+    Lost(#[source] std::sync::Arc<ClientError>),
     /// The server answered with a non-SUCCESS result.
     #[error("{0}")]
     Result(SdResult),

@@ -7,16 +7,21 @@
 //! operation) turn a non-SUCCESS result into [`ClientError::Result`], distinct from I/O
 //! and framing errors.
 //!
-//! Used by `dog`; meant for sheep-to-sheep peers and the test harness as well.
+//! [`MuxConnection`] pipelines many requests on one stream (answers matched by id); sheep
+//! use it to talk to each other.
+//!
+//! Used by `dog`, the sheep peers and the test harness.
 
 #![forbid(unsafe_code)]
 
 mod bitmap;
 mod connection;
 mod error;
+mod mux;
 pub mod ops;
 
 pub use bitmap::VdiBitmap;
 pub use connection::Connection;
 pub use error::ClientError;
+pub use mux::MuxConnection;
 pub use ops::{ClusterStat, MakeFs, NewVdi, WriteOpts};

@@ -274,6 +274,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(rsp.vdi())
     }
 
+    /// GET_VDI_ATTR with an encoded `sheepdog_vdi_attr` record (see
+    /// [`sd_proto::attr::VdiAttr`]); `flags` adds CREAT, EXCL or DEL. The response carries the
+    /// hashed vid, the attribute id and the copies to read the attribute object with.
+    pub async fn get_vdi_attr(
+        &mut self,
+        record: &[u8],
+        snapid: u32,
+        flags: Flags,
+    ) -> Result<VdiRsp, ClientError> {
+        let mut h = RequestHeader::new(Opcode::GetVdiAttr).with_vdi(VdiArgs {
+            snapid,
+            ..VdiArgs::default()
+        });
+        h.flags = flags;
+        let (rsp, _) = self.call_ok(with_payload(h, record)?, record).await?;
+        Ok(rsp.vdi())
+    }
+
     /// NEW_VDI: creates a VDI, snapshot or clone.
     pub async fn new_vdi(&mut self, req: &NewVdi<'_>) -> Result<VdiRsp, ClientError> {
         let mut payload = Vec::with_capacity(SD_MAX_VDI_LEN);

@@ -212,6 +212,10 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::ClusterInfo => crate::cluster::info(ctx).await,
         Handler::ClusterFormat => crate::cluster::format(ctx).await,
         Handler::ClusterShutdown => crate::cluster::shutdown(ctx).await,
+        Handler::VdiTrack => crate::track::track(ctx, &args).await,
+        Handler::VdiSetattr => crate::attr::setattr(ctx, &args).await,
+        Handler::VdiGetattr => crate::attr::getattr(ctx, &args).await,
+        Handler::VdiResize => crate::resize::resize(ctx, &args).await,
         Handler::NotImplemented => {
             if !sub.subsub.is_empty() {
                 let first = args
@@ -319,6 +323,8 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
         ("vdi", 'w') => o.writeback = true,
         ("vdi", 'n') => o.no_share = true,
         ("vdi", 'R') => o.reduce_identical = true,
+        ("vdi", 'x') => o.exclusive = true,
+        ("vdi", 'd') => o.delete_key = true,
         ("vdi", 'o') => {
             let hex = arg
                 .trim_start()

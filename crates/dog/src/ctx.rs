@@ -104,6 +104,11 @@ impl Out {
         }
     }
 
+    /// Writes raw bytes (`vdi getattr` prints the value as it is).
+    pub fn put_bytes(&mut self, b: &[u8]) {
+        let _ = self.w.write_all(b);
+    }
+
     /// Flushes.
     pub fn flush(&mut self) {
         let _ = self.w.flush();
@@ -161,6 +166,10 @@ pub struct Options {
     pub no_share: bool,
     /// `-R` (vdi snapshot): skip the snapshot if the working VDI owns no object.
     pub reduce_identical: bool,
+    /// `-x` (vdi setattr): fail if the key exists.
+    pub exclusive: bool,
+    /// `-d` (vdi setattr): delete the key.
+    pub delete_key: bool,
 }
 
 /// Whether a write creates the object.

@@ -6,6 +6,8 @@ pub const EXIT_SUCCESS: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Cannot talk to sheep, local I/O error.
 pub const EXIT_SYSFAIL: u8 = 2;
+/// `vdi setattr -x`: the attribute exists.
+pub const EXIT_EXISTS: u8 = 3;
 /// Something is missing.
 pub const EXIT_MISSING: u8 = 5;
 /// Bad command line.

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attr;
 mod cli;
 mod cluster;
 mod ctx;
@@ -12,8 +13,11 @@ mod getopt;
 mod lock;
 mod node;
 mod object;
+mod progress;
+mod resize;
 mod snapshot;
 mod table;
+mod track;
 mod tree;
 mod usage;
 mod vdi;

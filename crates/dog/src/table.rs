@@ -207,6 +207,14 @@ pub enum Handler {
     ClusterFormat,
     /// `cluster shutdown`.
     ClusterShutdown,
+    /// `vdi track`.
+    VdiTrack,
+    /// `vdi setattr`.
+    VdiSetattr,
+    /// `vdi getattr`.
+    VdiGetattr,
+    /// `vdi resize`.
+    VdiResize,
     /// Listed for compatibility, not implemented by this `dog` yet.
     NotImplemented,
 }
@@ -388,7 +396,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "isaphoT",
         "show the object epoch trace in the image",
         NEED_NODELIST | NEED_ARG,
-        NI,
+        Handler::VdiTrack,
     ),
     sub(
         "setattr",
@@ -396,7 +404,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "dxaphT",
         "set a VDI attribute",
         NEED_ARG,
-        NI,
+        Handler::VdiSetattr,
     ),
     sub(
         "getattr",
@@ -404,7 +412,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "aphT",
         "get a VDI attribute",
         NEED_ARG,
-        NI,
+        Handler::VdiGetattr,
     ),
     sub(
         "resize",
@@ -412,7 +420,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "aphT",
         "resize an image",
         NEED_ARG,
-        NI,
+        Handler::VdiResize,
     ),
     sub(
         "read",

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::ctx::{Ctx, WriteKind, strerror};
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE};
+use crate::progress::{Progress, Stdout};
 use crate::sd_err;
 use crate::vdi::{index_entry, object_size, size_arg};
 
@@ -137,6 +138,7 @@ pub async fn read(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     };
     ctx.out.flush();
     let (tx, writer) = spawn_stdout_writer(ctx.data_out.take());
+    let bar = Progress::new(r.total, Stdout::Data);
     let mut zeros = Bytes::new();
     let mut failed = false;
     for c in chunks(r.offset, r.total, r.obj_size) {
@@ -170,17 +172,23 @@ pub async fn read(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         if tx.send(data).await.is_err() {
             break;
         }
+        bar.inc(c.len);
     }
     drop(tx);
     let written = writer
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")));
     if failed {
+        bar.abandon();
         return Ok(EXIT_FAILURE);
     }
     match written {
-        Ok(()) => Ok(EXIT_SUCCESS),
+        Ok(()) => {
+            bar.finish();
+            Ok(EXIT_SUCCESS)
+        }
         Err(e) => {
+            bar.abandon();
             sd_err!("Failed to write to stdout: {}", strerror(&e));
             Ok(EXIT_SYSFAIL)
         }
@@ -302,9 +310,41 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     };
     let plan = chunks(r.offset, r.total, r.obj_size);
     let (mut rx, back) = spawn_stdin_reader(plan.clone(), ctx.data_in.take());
+    let bar = Progress::new(r.total, Stdout::Text);
+    let code = write_chunks(ctx, &r, plan, &mut rx, &back, &bar, opts).await;
+    if code != EXIT_SUCCESS {
+        bar.abandon();
+        return Ok(code);
+    }
+    // On a writeback cluster the data is durable only after a flush; `vdi write` returns
+    // when it is (a writethrough sheep answers at once).
+    let Some(c) = ctx.conn().await else {
+        bar.abandon();
+        return Ok(EXIT_SYSFAIL);
+    };
+    if let Err(e) = c.flush_vdi(own).await {
+        bar.abandon();
+        sd_err!("Failed to flush VDI: {e}");
+        return Ok(EXIT_FAILURE);
+    }
+    bar.finish();
+    Ok(EXIT_SUCCESS)
+}
+
+/// The chunk loop of `vdi write`; the exit code.
+async fn write_chunks(
+    ctx: &mut Ctx,
+    r: &Range,
+    plan: Chunks,
+    rx: &mut mpsc::Receiver<std::io::Result<Filled>>,
+    back: &std::sync::mpsc::Sender<Vec<u8>>,
+    bar: &Progress,
+    opts: WriteOpts,
+) -> u8 {
+    let own = r.vid;
     for c in plan {
         let Ok(idx) = u32::try_from(c.idx) else {
-            return Ok(EXIT_FAILURE);
+            return EXIT_FAILURE;
         };
         let owner = index_entry(r.index(), c.idx);
         let (kind, cow) = if owner == 0 {
@@ -321,11 +361,11 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 sd_err!("Failed to read from stdin: {}", strerror(&e));
-                return Ok(EXIT_SYSFAIL);
+                return EXIT_SYSFAIL;
             }
             None => {
                 sd_err!("Failed to read from stdin");
-                return Ok(EXIT_SYSFAIL);
+                return EXIT_SYSFAIL;
             }
         };
         let short = filled.got < filled.buf.len();
@@ -339,26 +379,18 @@ pub async fn write(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             .is_err()
         {
             sd_err!("Failed to write VDI");
-            return Ok(EXIT_FAILURE);
+            return EXIT_FAILURE;
         }
         if kind == WriteKind::Create && ctx.set_index_entry(own, idx, opts).await.is_err() {
-            return Ok(EXIT_FAILURE);
+            return EXIT_FAILURE;
         }
+        bar.inc(u64::try_from(filled.got).unwrap_or(0));
         let _ = back.send(filled.buf);
         if short {
             break;
         }
     }
-    // On a writeback cluster the data is durable only after a flush; `vdi write` returns
-    // when it is (a writethrough sheep answers at once).
-    let Some(c) = ctx.conn().await else {
-        return Ok(EXIT_SYSFAIL);
-    };
-    if let Err(e) = c.flush_vdi(own).await {
-        sd_err!("Failed to flush VDI: {e}");
-        return Ok(EXIT_FAILURE);
-    }
-    Ok(EXIT_SUCCESS)
+    EXIT_SUCCESS
 }
 
 #[cfg(test)]

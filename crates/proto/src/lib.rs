@@ -4,6 +4,7 @@
 //! Pure: no I/O, no async runtime. Every decoder takes untrusted bytes and returns a
 //! [`DecodeError`] instead of panicking; frame decoders check lengths before allocating.
 
+pub mod attr;
 pub mod cluster;
 pub mod codec;
 pub mod hash;

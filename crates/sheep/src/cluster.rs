@@ -634,3 +634,94 @@ async fn apply_outcomes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vid() -> impl Strategy<Value = Vid> {
+        (0u32..(1 << 24)).prop_map(Vid::from_masked)
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(1u8..=255, 1..SD_MAX_VDI_LEN)
+    }
+
+    fn msg() -> impl Strategy<Value = ClusterMsg> {
+        prop_oneof![
+            (
+                any::<u64>(),
+                name(),
+                any::<u64>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..SD_MAX_VDI_LEN)
+            )
+                .prop_map(
+                    |(token, name, size, copies, shift, base, snapshot_of, tag)| {
+                        ClusterMsg::NewVdi {
+                            token,
+                            name,
+                            size,
+                            copies,
+                            shift,
+                            base,
+                            snapshot_of,
+                            tag,
+                        }
+                    }
+                ),
+            (any::<u64>(), vid()).prop_map(|(token, vid)| ClusterMsg::DelVdi { token, vid }),
+            (any::<u64>(), vid()).prop_map(|(token, vid)| ClusterMsg::Settled { token, vid }),
+            (any::<u64>(), vid(), any::<u64>()).prop_map(|(token, vid, holder)| ClusterMsg::Lock {
+                token,
+                vid,
+                holder
+            }),
+            (any::<u64>(), vid(), any::<u64>())
+                .prop_map(|(token, vid, holder)| ClusterMsg::Unlock { token, vid, holder }),
+            any::<u64>().prop_map(|token| ClusterMsg::Barrier { token }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(m in msg()) {
+            prop_assert_eq!(ClusterMsg::decode(&m.encode()), Some(m));
+        }
+
+        #[test]
+        fn untrusted_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Some(m) = ClusterMsg::decode(&b) {
+                // Whatever decodes re-encodes to something that decodes the same.
+                prop_assert_eq!(ClusterMsg::decode(&m.encode()), Some(m));
+            }
+        }
+    }
+
+    #[test]
+    fn records_of_the_first_format_still_decode() {
+        // kind 1: token, size, copies, shift, name (before snapshots existed).
+        let mut b = vec![1];
+        b.extend_from_slice(&7u64.to_le_bytes());
+        b.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        b.extend_from_slice(&[3, 22]);
+        b.extend_from_slice(b"vm1");
+        assert_eq!(
+            ClusterMsg::decode(&b),
+            Some(ClusterMsg::NewVdi {
+                token: 7,
+                name: b"vm1".to_vec(),
+                size: 1 << 30,
+                copies: 3,
+                shift: 22,
+                base: 0,
+                snapshot_of: 0,
+                tag: Vec::new(),
+            })
+        );
+    }
+}

@@ -117,7 +117,7 @@ async fn peer_call(
     sheep: &Sheep,
     nid: NodeId,
     h: RequestHeader,
-    payload: &[u8],
+    payload: Bytes,
 ) -> SheepResult<Bytes> {
     match sheep.peers.call(nid, h, payload).await {
         Ok((rsp, data)) if rsp.result == SdResult::Success => Ok(data),
@@ -156,7 +156,7 @@ async fn mutate_one(
         Mutation::Remove => (Opcode::RemovePeer, 0, None),
     };
     let mut h = peer_header(op, epoch, oid, copies, offset);
-    let payload: &[u8] = match data {
+    let payload = match data {
         Some(d) => {
             h.flags = if durable {
                 Flags::WRITE | Flags::DIRECT
@@ -165,9 +165,9 @@ async fn mutate_one(
             };
             h.data_length =
                 u32::try_from(d.len()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-            d
+            d.clone()
         }
-        None => &[],
+        None => Bytes::new(),
     };
     peer_call(sheep, nid, h, payload).await
 }
@@ -247,7 +247,7 @@ pub async fn read(
             } else {
                 let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
                 h.data_length = len;
-                peer_call(sheep, nid, h, &[]).await
+                peer_call(sheep, nid, h, Bytes::new()).await
             };
             match classify(r) {
                 Answer::Done(b) => return Ok(b),

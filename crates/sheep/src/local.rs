@@ -1,6 +1,7 @@
 //! This node's replica operations: the store behind the peer ops and behind the gateway
 //! when this node is one of the replicas. Objects still awaiting recovery are recovered
-//! before they are served.
+//! before they are served; a copy that cannot be read (EIO) is answered with EIO and
+//! replaced from another replica in the background.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use sd_proto::{ObjectKind, Oid, SdResult};
 use sd_store::{CreateSpec, StoreError};
 
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::ops::blocking;
 use crate::sys::Sheep;
 
@@ -22,6 +23,13 @@ async fn create_spec(sheep: &Sheep, oid: Oid) -> SheepResult<CreateSpec> {
     if matches!(oid.kind(), ObjectKind::Btree | ObjectKind::Ledger) {
         // Hyper volumes and refcount ledgers are not implemented.
         return Err(SdResult::NoSupport.into());
+    }
+    if oid.kind() == ObjectKind::Attr {
+        // Fixed size: no need to know the (hashed-name) VDI.
+        return Ok(CreateSpec {
+            size: oid.object_size(0),
+            sparse: true,
+        });
     }
     let mut rx = sheep.vdi_version.subscribe();
     let shift = match tokio::time::timeout(VDI_WAIT, async {
@@ -66,6 +74,12 @@ pub async fn read(
         Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
             sheep.recovery.recover_missing(sheep, oid).await?;
             read_store(sheep, oid, offset, len).await
+        }
+        // The copy is bad: answer EIO (the gateway reads another replica) and replace it.
+        Err(e @ SheepError::Store(StoreError::Unreadable { .. })) => {
+            tracing::error!(%oid, error = %e, "local copy unreadable");
+            sheep.recovery.repair_unreadable(sheep, oid);
+            Err(e)
         }
         other => other,
     }

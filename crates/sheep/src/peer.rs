@@ -1,16 +1,22 @@
-//! Connections to other sheep: a small pool per peer, reused across requests.
+//! Connections to other sheep: one pipelined connection per peer
+//! ([`sd_client::MuxConnection`]), shared by every request to that peer.
+//!
+//! A gateway with many client requests in flight sends them all down the same stream;
+//! the peer answers in completion order. (One connection per request in flight cost a
+//! TCP connect and accept for most requests once more than a handful were in flight.)
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sd_client::{ClientError, Connection};
+use sd_client::{ClientError, MuxConnection};
 use sd_proto::node::NodeId;
 use sd_proto::{RequestHeader, ResponseHeader};
 
-/// Idle connections kept per peer.
-const MAX_IDLE_PER_PEER: usize = 8;
+/// Requests in flight on one peer connection at most; the peer serves this many
+/// concurrently per connection (`Limits::max_inflight`'s default).
+const MAX_IN_FLIGHT_PER_PEER: usize = 32;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one peer request may take before the peer is treated as failed.
@@ -27,72 +33,84 @@ pub enum PeerError {
     Timeout(NodeId),
 }
 
-/// Pooled connections to the other members.
+/// The connections to the other members.
 #[derive(Debug, Default)]
 pub struct PeerPool {
-    idle: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    conns: Mutex<HashMap<NodeId, Arc<MuxConnection>>>,
+    /// One lock per peer, held while connecting, so concurrent callers share one connect.
+    connecting: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PeerPool {
-    fn take(&self, nid: &NodeId) -> Option<Connection> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(nid)
-            .and_then(Vec::pop)
+    fn live(&self, nid: &NodeId) -> Option<Arc<MuxConnection>> {
+        lock(&self.conns).get(nid).filter(|c| !c.is_dead()).cloned()
     }
 
-    fn give_back(&self, nid: NodeId, c: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let v = idle.entry(nid).or_default();
-        if v.len() < MAX_IDLE_PER_PEER {
-            v.push(c);
+    /// The live connection to `nid`, connecting if there is none. `stale`: a connection
+    /// the caller saw fail, to be replaced even if it does not know it is dead yet.
+    async fn get(
+        &self,
+        nid: NodeId,
+        stale: Option<&Arc<MuxConnection>>,
+    ) -> Result<Arc<MuxConnection>, PeerError> {
+        let fresh = |c: &Arc<MuxConnection>| stale.is_none_or(|s| !Arc::ptr_eq(s, c));
+        if let Some(c) = self.live(&nid).filter(fresh) {
+            return Ok(c);
         }
+        let gate = lock(&self.connecting).entry(nid).or_default().clone();
+        let _connecting = gate.lock().await;
+        if let Some(c) = self.live(&nid).filter(fresh) {
+            return Ok(c);
+        }
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            MuxConnection::connect(nid.socket_addr(), MAX_IN_FLIGHT_PER_PEER),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout(nid))?
+        .map_err(|e| PeerError::Unreachable(nid, e))?;
+        let conn = Arc::new(conn);
+        lock(&self.conns).insert(nid, conn.clone());
+        Ok(conn)
     }
 
-    /// Drops every idle connection to `nid` (it left the cluster).
+    /// Drops the connection to `nid` (it left the cluster).
     pub fn forget(&self, nid: &NodeId) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(nid);
+        lock(&self.conns).remove(nid);
     }
 
     /// Sends one request to `nid` and returns its answer (any result code).
     ///
-    /// A pooled connection that turns out dead (the peer restarted) is replaced by a fresh
-    /// one once; peer operations are idempotent, so resending is safe.
+    /// A connection that turns out dead (the peer restarted) is replaced by a fresh one
+    /// once; peer operations are idempotent, so resending is safe.
     pub async fn call(
         &self,
         nid: NodeId,
         header: RequestHeader,
-        payload: &[u8],
+        payload: Bytes,
     ) -> Result<(ResponseHeader, Bytes), PeerError> {
-        if let Some(conn) = self.take(&nid) {
-            match self.call_on(nid, conn, header, payload).await {
-                Err(PeerError::Unreachable(..)) => {}
-                other => return other,
-            }
+        let conn = self.get(nid, None).await?;
+        match self.call_on(nid, &conn, header, payload.clone()).await {
+            Err(PeerError::Unreachable(_, e)) if e.is_transport() => {}
+            other => return other,
         }
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(nid.socket_addr()))
-            .await
-            .map_err(|_| PeerError::Timeout(nid))?
-            .map_err(|e| PeerError::Unreachable(nid, e))?;
-        self.call_on(nid, conn, header, payload).await
+        let conn = self.get(nid, Some(&conn)).await?;
+        self.call_on(nid, &conn, header, payload).await
     }
 
     async fn call_on(
         &self,
         nid: NodeId,
-        mut conn: Connection,
+        conn: &MuxConnection,
         header: RequestHeader,
-        payload: &[u8],
+        payload: Bytes,
     ) -> Result<(ResponseHeader, Bytes), PeerError> {
         match tokio::time::timeout(CALL_TIMEOUT, conn.call(header, payload)).await {
-            Ok(Ok(r)) => {
-                self.give_back(nid, conn);
-                Ok(r)
-            }
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(PeerError::Unreachable(nid, e)),
             Err(_) => Err(PeerError::Timeout(nid)),
         }

@@ -150,3 +150,33 @@ pub async fn finish_delete(sheep: &Sheep, vid: Vid) -> SheepResult<usize> {
     gateway::mutate(sheep, oid, copies, Mutation::Create { offset: 0, data }).await?;
     Ok(freed)
 }
+
+/// Copies of deleted VDIs' objects this node still holds although nothing references them
+/// (the delete ran while this node was away, or recovery brought them back): removed
+/// from this node. Only deletes the log says are finished are considered, so a delete in
+/// progress is never raced. Returns how many copies were removed.
+pub async fn sweep_local(sheep: &Sheep) -> SheepResult<usize> {
+    let store = sheep.store.clone();
+    let list = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|_| SheepError::Result(SdResult::SystemError))??;
+    let candidates: Vec<(u32, u32)> = {
+        let t = sheep.vdis();
+        list.iter()
+            .filter(|o| o.is_data())
+            .filter(|o| {
+                let v = o.vid();
+                t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
+            })
+            .map(|o| (o.vid().get(), o.index()))
+            .collect()
+    };
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let free = unreferenced(sheep, &candidates).await?;
+    for oid in &free {
+        crate::local::remove(sheep, *oid).await?;
+    }
+    Ok(free.len())
+}

@@ -81,8 +81,15 @@ pub fn conclude(sheep: &Sheep, vid: Vid, done: bool) {
     });
 }
 
-/// The cluster is stable: its lowest member finishes the work of gateways that died.
+/// The cluster is stable: every member sweeps dead copies of deleted VDIs, and the lowest
+/// member finishes the work of gateways that died.
 pub async fn at_stable(sheep: &Arc<Sheep>) {
+    // Every node drops the dead copies it holds of deleted VDIs.
+    match crate::reclaim::sweep_local(sheep).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed copies of deleted VDIs"),
+        Err(e) => tracing::warn!(error = %e, "sweeping copies of deleted VDIs failed"),
+    }
     let lowest = sheep.sys().nodes.iter().map(|n| n.nid).min();
     if lowest != Some(sheep.me.nid) {
         return;

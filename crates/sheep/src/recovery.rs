@@ -44,6 +44,8 @@ struct State {
     total: u64,
     active: bool,
     locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
+    /// Unreadable local copies being replaced.
+    repairing: HashSet<Oid>,
 }
 
 /// Recovery state shared by the background task and the I/O path.
@@ -158,6 +160,42 @@ impl Recovery {
         Ok(())
     }
 
+    /// The local copy of `oid` could not be read (EIO): move it aside and fetch a good one
+    /// from the other holders, as for a copy a failed writeback sync lost. Runs in the
+    /// background; a repair of `oid` already under way covers later failures.
+    pub fn repair_unreadable(&self, sheep: &Sheep, oid: Oid) {
+        let Some(sheep) = sheep.self_ref() else {
+            return;
+        };
+        if !self.st().repairing.insert(oid) {
+            return;
+        }
+        tokio::spawn(async move {
+            let r = sheep.recovery.repair(&sheep, oid).await;
+            sheep.recovery.st().repairing.remove(&oid);
+            match r {
+                Ok(()) => tracing::info!(%oid, "unreadable copy replaced"),
+                Err(e) => tracing::error!(%oid, error = %e, "replacing an unreadable copy failed"),
+            }
+        });
+    }
+
+    async fn repair(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        let store = sheep.store.clone();
+        match tokio::task::spawn_blocking(move || store.quarantine(oid)).await? {
+            Ok(()) => tracing::warn!(%oid, "unreadable copy moved aside"),
+            // Already gone (removed, or replaced by a create that moved it).
+            Err(sd_store::StoreError::NoObject(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let epoch = sheep.sys().epoch;
+        recover_one(sheep, oid, epoch).await?;
+        self.settle(oid);
+        Ok(())
+    }
+
     /// Recovers `oid` now (client I/O reached it before the background task did).
     pub async fn recover_now(&self, sheep: &Sheep, oid: Oid) -> SheepResult<()> {
         let lock = self.lock_for(oid);
@@ -210,7 +248,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         h.data_length = len;
         // A source still applying the epoch answers NEW_NODE_VER: give it a moment.
         for attempt in 0..SOURCE_ATTEMPTS {
-            match sheep.peers.call(nid, h, &[]).await {
+            match sheep.peers.call(nid, h, Bytes::new()).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     store_copy(sheep, oid, data).await?;
                     tracing::debug!(%oid, from = %nid, "recovered object");
@@ -246,6 +284,44 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     Err(SdResult::NoObj.into())
 }
 
+/// Leaves out copies of deleted VDIs' objects that nothing references any more: a node
+/// that was away when they were deleted still lists them, but they are dead data (swept
+/// later), and the only copy left may be that node's distrusted one, so trying to
+/// recover them would never finish.
+async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
+    let candidates: Vec<(u32, u32)> = {
+        let t = sheep.vdis();
+        todo.iter()
+            .filter(|o| o.is_data())
+            .filter(|o| {
+                let v = o.vid();
+                t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
+            })
+            .map(|o| (o.vid().get(), o.index()))
+            .collect()
+    };
+    if candidates.is_empty() {
+        return todo;
+    }
+    let dead: HashSet<Oid> = match crate::reclaim::unreferenced(sheep, &candidates).await {
+        Ok(d) => d.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "checking copies of deleted VDIs failed; recovering them");
+            return todo;
+        }
+    };
+    let mut st = sheep.recovery.st();
+    for oid in &dead {
+        st.pending.remove(oid);
+    }
+    drop(st);
+    tracing::info!(
+        skipped = dead.len(),
+        "not recovering copies of deleted VDIs"
+    );
+    todo.into_iter().filter(|o| !dead.contains(o)).collect()
+}
+
 async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes) -> SheepResult<()> {
     let store = sheep.store.clone();
     let spec = CreateSpec {
@@ -276,7 +352,7 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
         loop {
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
-            let refused = match sheep.peers.call(nid, h, &[]).await {
+            let refused = match sheep.peers.call(nid, h, Bytes::new()).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     for c in data.chunks_exact(8) {
                         let mut a = [0u8; 8];
@@ -342,6 +418,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<()> {
             }
         }
     }
+    let mut todo = skip_dead(sheep, todo).await;
     {
         let mut st = rec.st();
         if st.generation != generation {

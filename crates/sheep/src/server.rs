@@ -1,5 +1,6 @@
 //! The listener and per-connection tasks: decode frames, run requests concurrently (bounded
-//! per connection), write responses in completion order with the request id echoed.
+//! per connection), write responses in completion order with the request id echoed,
+//! coalescing the answers that are ready into one socket write.
 //!
 //! What a client can make the daemon hold is bounded (`config::Limits`):
 //! - connections: at most `max_connections`; more are closed as soon as they are accepted;
@@ -7,24 +8,33 @@
 //!   answer is written (so a client that never reads its answers stops being read);
 //! - bytes: before a request's payload is read, its cost (payload or reply buffer, at most
 //!   [`MAX_REPLY_COST`], plus [`REQUEST_OVERHEAD`]) is reserved from the connection's share
-//!   ([`CONN_SHARE_PAYLOADS`] payloads) and from a pool of `max_buffered` bytes shared by all
-//!   client connections (sheep-to-sheep opcodes draw on a second pool of the same size, so
-//!   that gateways waiting on peers can never starve the peers they wait on). Waiting for
-//!   it stops reading that connection: TCP pushes back;
-//! - time: a frame begun must be complete within `io_timeout`, and an answer must be
-//!   written within it, or the connection is closed. Idle connections (no frame begun)
-//!   are kept: QEMU holds its connections between requests.
+//!   ([`CONN_SHARE_PAYLOADS`] maximal payloads) and from the pool of its [`Class`]
+//!   (`max_buffered` bytes each). Waiting for room stops reading that connection: TCP
+//!   pushes back on the client;
+//! - time: a frame begun must be complete within `io_timeout`, and every socket write of
+//!   answers must finish within it, or the connection is closed. Idle connections (no
+//!   frame begun) are kept: QEMU holds its connections between requests.
 //!
 //! A payload above `max_payload` is answered INVALID_PARMS and skipped as it arrives,
 //! without being buffered.
+//!
+//! **Invariant**: a request of one [`Class`] only ever waits on requests of a lower class
+//! (a gateway request on peer requests, a peer request on recovery reads, a recovery read
+//! on nothing but the local disk), and each class has its own pool, so no pool can fill up
+//! with requests waiting on requests that need room in that same pool. Leaf requests are
+//! sent over their own connections (`Sheep::leaf_peers`) so that the per-connection limits
+//! cannot tie them to peer requests either.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::{
-    RequestDecoder, RequestFrame, RequestHeader, ResponseHeader, SD_REQ_SIZE, SdResult,
+    Flags, Opcode, RequestDecoder, RequestFrame, RequestHeader, ResponseHeader, SD_REQ_SIZE,
+    SdResult,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -40,17 +50,72 @@ const INITIAL_BUF: usize = 4 << 10;
 /// Bytes charged per request on top of its payload or reply (task, headers, bookkeeping).
 pub const REQUEST_OVERHEAD: usize = 4 << 10;
 /// The most a request is charged for its reply buffer: the largest reply is an inode read
-/// (12.5 MiB); a bigger `data_length` is never filled.
+/// (12.5 MiB); replies are sized by what is read, never by the `data_length` asked for.
 pub const MAX_REPLY_COST: usize = 16 << 20;
-/// A connection's share of the byte pool, in maximal payloads.
+/// A connection's share of its pool, in maximal payloads.
 pub const CONN_SHARE_PAYLOADS: usize = 4;
+/// The writer keeps coalescing ready responses into one socket write up to this size.
+const BATCH: usize = 256 << 10;
+/// Payloads up to this size are copied into the batch; larger ones are written directly.
+const INLINE_PAYLOAD: usize = 64 << 10;
 
-/// The byte pools of all connections.
+/// How long the listener pauses after a failed accept (out of file descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Which byte pool a request draws on, by what it may wait for while it holds its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Everything a client sends: may wait on peer and leaf requests to other sheep.
+    Client,
+    /// Replica I/O from a gateway (`*_PEER`): may wait on leaf requests (recovery of the
+    /// object before it is served).
+    Peer,
+    /// Served from this node's disk alone: recovery reads, object lists, peer flushes.
+    Leaf,
+}
+
+impl Class {
+    /// The class of request `h`.
+    pub fn of(h: &RequestHeader) -> Class {
+        match h.opcode {
+            Opcode::ReadPeer if h.flags.contains(Flags::RECOVERY) => Class::Leaf,
+            Opcode::GetObjList | Opcode::FlushPeer => Class::Leaf,
+            Opcode::CreateAndWritePeer
+            | Opcode::ReadPeer
+            | Opcode::WritePeer
+            | Opcode::RemovePeer => Class::Peer,
+            _ => Class::Client,
+        }
+    }
+}
+
+/// The byte pools of all connections, one per [`Class`].
 #[derive(Debug)]
 struct Pools {
     client: Arc<Semaphore>,
     peer: Arc<Semaphore>,
+    leaf: Arc<Semaphore>,
     size: usize,
+}
+
+impl Pools {
+    fn new(size: usize) -> Pools {
+        let size = size.clamp(1, Semaphore::MAX_PERMITS);
+        Pools {
+            client: Arc::new(Semaphore::new(size)),
+            peer: Arc::new(Semaphore::new(size)),
+            leaf: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    fn of(&self, class: Class) -> &Arc<Semaphore> {
+        match class {
+            Class::Client => &self.client,
+            Class::Peer => &self.peer,
+            Class::Leaf => &self.leaf,
+        }
+    }
 }
 
 /// Accepts connections until `cancel` fires.
@@ -58,13 +123,9 @@ pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: Cancellatio
     let limits = sheep.cfg.limits;
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let size = limits.max_buffered.clamp(1, Semaphore::MAX_PERMITS);
-    let pools = Arc::new(Pools {
-        client: Arc::new(Semaphore::new(size)),
-        peer: Arc::new(Semaphore::new(size)),
-        size,
-    });
+    let pools = Arc::new(Pools::new(limits.max_buffered));
     let mut refused = 0u64;
+    let mut accept_errors = 0u64;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -93,9 +154,17 @@ pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: Cancellatio
                     });
                 }
                 Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::task::yield_now().await;
+                    // EMFILE and friends: keep serving the connections we have, and give
+                    // them a moment to close some before trying again (no busy loop, no
+                    // log flood).
+                    accept_errors += 1;
+                    if accept_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, accept_errors, "accept failed");
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
                 }
             },
         }
@@ -125,8 +194,8 @@ fn cost(h: &RequestHeader, limits: &Limits) -> usize {
 }
 
 /// Reserves what request `h` may hold: an in-flight slot, its cost from the connection's
-/// share and from the pool its opcode draws on (each clamped to the whole, so that one
-/// request can always proceed once the others are done).
+/// share and from the pool of its class (each clamped to the whole, so that one request
+/// can always proceed once the others are done).
 async fn reserve(
     h: &RequestHeader,
     limits: &Limits,
@@ -139,13 +208,13 @@ async fn reserve(
     let c = cost(h, limits);
     let n = u32::try_from(c.min(share_size)).unwrap_or(u32::MAX);
     let conn_bytes = share.clone().acquire_many_owned(n).await.ok()?;
-    let pool = if h.opcode.is_internal() {
-        &pools.peer
-    } else {
-        &pools.client
-    };
     let n = u32::try_from(c.min(pools.size)).unwrap_or(u32::MAX);
-    let pool_bytes = pool.clone().acquire_many_owned(n).await.ok()?;
+    let pool_bytes = pools
+        .of(Class::of(h))
+        .clone()
+        .acquire_many_owned(n)
+        .await
+        .ok()?;
     Some(Held {
         _slot: slot,
         _conn_bytes: conn_bytes,
@@ -153,44 +222,112 @@ async fn reserve(
     })
 }
 
+/// Sends responses as they complete, coalescing those already waiting into one write, and
+/// releases what each request held once its answer is written. A write that does not
+/// finish within `io_timeout` (the client does not read) ends the connection; so does
+/// any write error. After a response marked [`After::Stop`] is sent, the daemon is told
+/// to stop. `closed` is cancelled when this returns, which stops the reader.
+async fn write_responses(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stop: CancellationToken,
+    io_timeout: std::time::Duration,
+    closed: CancellationToken,
+) {
+    let _closed = closed.drop_guard();
+    // Grown to a batch only while answers are ready; an idle connection keeps none.
+    let mut buf = BytesMut::new();
+    // What the answers in `buf` (or being written) hold, released once they are written.
+    let mut done: Vec<Held> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut stopping = false;
+        while let Some((rsp, payload, after, held)) = next.take() {
+            done.extend(held);
+            buf.extend_from_slice(&rsp.encode());
+            if payload.len() <= INLINE_PAYLOAD {
+                buf.extend_from_slice(&payload);
+            } else {
+                let mut parts = [IoSlice::new(&buf), IoSlice::new(&payload)];
+                if timed(io_timeout, write_all_vectored(&mut wr, &mut parts))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                buf.clear();
+                done.clear();
+            }
+            stopping |= after == After::Stop;
+            if buf.len() < BATCH && !stopping {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            let ok = timed(io_timeout, wr.write_all(&buf)).await.is_ok();
+            buf.clear();
+            if !ok && !stopping {
+                return;
+            }
+        }
+        done.clear();
+        if stopping {
+            let _ = wr.flush().await;
+            stop.cancel();
+        }
+        if buf.capacity() > INLINE_PAYLOAD && rx.is_empty() {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// `write`, failed with `TimedOut` if it does not finish within `limit`.
+async fn timed(
+    limit: std::time::Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::debug!("answer not taken within the I/O timeout; closing");
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
+/// Writes every byte of `bufs` with as few vectored writes as the socket allows.
+async fn write_all_vectored(
+    wr: &mut OwnedWriteHalf,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
 async fn connection(stream: TcpStream, sheep: Arc<Sheep>, pools: Arc<Pools>) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
     let limits = sheep.cfg.limits;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     let inflight = limits.max_inflight.max(1);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(inflight);
+    let (tx, rx) = mpsc::channel::<Outgoing>(inflight);
     // Cancelled when the writer gives up: the reader stops too.
     let closed = CancellationToken::new();
-    let stop = sheep.cancel.clone();
-    let writer_closed = closed.clone();
-    let io_timeout = limits.io_timeout;
-    let writer = tokio::spawn(async move {
-        while let Some((rsp, payload, after, held)) = rx.recv().await {
-            let head = rsp.encode();
-            let write = async {
-                wr.write_all(&head).await?;
-                wr.write_all(&payload).await
-            };
-            let ok = match tokio::time::timeout(io_timeout, write).await {
-                Ok(r) => r.is_ok(),
-                Err(_) => {
-                    tracing::debug!("answer not taken within the I/O timeout; closing");
-                    false
-                }
-            };
-            drop(held);
-            if after == After::Stop {
-                let _ = wr.flush().await;
-                stop.cancel();
-            }
-            if !ok {
-                break;
-            }
-        }
-        writer_closed.cancel();
-    });
+    let writer = tokio::spawn(write_responses(
+        wr,
+        rx,
+        sheep.cancel.clone(),
+        limits.io_timeout,
+        closed.clone(),
+    ));
 
     let slots = Arc::new(Semaphore::new(inflight));
     let share_size = limits

@@ -127,6 +127,8 @@ pub struct Sheep {
     pub index_ops: tokio::sync::Mutex<()>,
     /// The last lock holder id this node handed out (see [`Sheep::new_lock_holder`]).
     lock_holders: std::sync::atomic::AtomicU64,
+    /// Serialises this gateway's GET_VDI_ATTR probes (`ops::attr`).
+    pub attr_ops: tokio::sync::Mutex<()>,
     /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
     pub shutdown_requested: AtomicBool,
     /// Cancelled to stop the daemon.
@@ -247,6 +249,7 @@ impl Sheep {
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),
             lock_holders: std::sync::atomic::AtomicU64::new(0),
+            attr_ops: tokio::sync::Mutex::new(()),
             shutdown_requested: AtomicBool::new(false),
             cancel,
         });

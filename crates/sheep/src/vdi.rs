@@ -167,6 +167,11 @@ impl VdiTable {
         self.unsettled.insert(vid, Some(node));
     }
 
+    /// Whether the inode work of a create or delete of `vid` is still under way.
+    pub fn is_unsettled(&self, vid: Vid) -> bool {
+        self.unsettled.contains_key(&vid)
+    }
+
     /// The inode work of `vid` is done.
     pub fn settle(&mut self, vid: Vid) {
         self.unsettled.remove(&vid);
@@ -209,7 +214,23 @@ impl VdiTable {
 
     /// Releases the lock of `vid`: only `owner`'s, or whoever holds it (`None`, a forced
     /// unlock). Whether a lock was released.
+    /// A lock taken on a VDI that was snapshotted since moved to its successor, which is
+    /// where the release goes (QEMU may release by the vid it opened).
     pub fn unlock(&mut self, vid: Vid, owner: Option<LockOwner>) -> bool {
+        let mut vid = vid;
+        for _ in 0..self.entries.len() {
+            if self.locks.contains_key(&vid) {
+                break;
+            }
+            match self
+                .entries
+                .iter()
+                .find(|(_, e)| e.snapshot_of == vid.get())
+            {
+                Some((next, _)) => vid = *next,
+                None => break,
+            }
+        }
         match (self.locks.get(&vid), owner) {
             (Some(held), Some(o)) if *held != o => false,
             (Some(_), _) => {
@@ -462,6 +483,73 @@ mod tests {
         assert_eq!(m.free.unwrap().get(), 0x7c2b26);
         assert!(t.inuse().get(v));
         assert!(t.deleted().get(v));
+    }
+
+    #[test]
+    fn locks_follow_snapshots_and_die_with_their_node() {
+        let mut t = VdiTable::default();
+        let w = Vid::new(0x7c2b25).unwrap();
+        let n = Vid::new(0x7c2b26).unwrap();
+        t.insert(w, entry("test", false, 1, ""));
+        let a = LockOwner {
+            node: NodeId::default(),
+            holder: 1,
+        };
+        let b = LockOwner { holder: 2, ..a };
+        assert_eq!(t.lock(w, a), Ok(()));
+        assert_eq!(t.lock(w, a), Ok(()), "the holder may take it again");
+        assert_eq!(t.lock(w, b), Err(SdResult::VdiLocked));
+        // A snapshot moves the lock to the new working VDI; a release by the old vid
+        // reaches it.
+        t.mark_snapshot(w, b"");
+        t.insert(
+            n,
+            VdiEntry {
+                snapshot_of: w.get(),
+                ..entry("test", false, 2, "")
+            },
+        );
+        t.move_lock(w, n);
+        assert_eq!(t.lock_owner(n), Some(a));
+        assert!(!t.unlock(w, Some(b)), "not b's lock");
+        assert!(t.unlock(w, None));
+        assert_eq!(t.lock_owner(n), None);
+        // A node's departure drops its locks.
+        assert_eq!(t.lock(n, b), Ok(()));
+        t.orphan(&NodeId::default());
+        assert_eq!(t.lock_owner(n), None);
+    }
+
+    #[test]
+    fn descendants_follow_parents_through_deleted_links() {
+        let mut t = VdiTable::default();
+        let v = |n| Vid::new(n).unwrap();
+        t.insert(v(1), entry("a", true, 1, ""));
+        t.insert(
+            v(2),
+            VdiEntry {
+                parent: 1,
+                ..entry("a", true, 2, "")
+            },
+        );
+        t.insert(
+            v(3),
+            VdiEntry {
+                parent: 2,
+                ..entry("a", false, 3, "")
+            },
+        );
+        t.insert(
+            v(4),
+            VdiEntry {
+                parent: 1,
+                ..entry("b", false, 1, "")
+            },
+        );
+        t.mark_deleted(v(2));
+        assert_eq!(t.live_descendants(v(1)), [v(1), v(3), v(4)]);
+        assert_eq!(t.live_descendants(v(2)), [v(3)]);
+        assert_eq!(t.live_descendants(v(4)), [v(4)]);
     }
 
     #[test]

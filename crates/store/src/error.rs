@@ -56,6 +56,21 @@ pub enum StoreError {
         /// The lost copies.
         oids: Vec<Oid>,
     },
+    /// Reading an object copy failed with `EIO`: the copy cannot be trusted (wire:
+    /// `SD_RES_EIO`; the daemon moves it aside with [`Store::quarantine`] and re-replicates
+    /// it, as a copy a failed sync lost).
+    ///
+    /// [`Store::quarantine`]: crate::Store::quarantine
+    #[error("object {oid}: reading {} failed", path.display())]
+    Unreadable {
+        /// The object whose copy failed.
+        oid: Oid,
+        /// Its file.
+        path: PathBuf,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
     /// Any other I/O failure (wire: `SD_RES_EIO`).
     #[error("{op} {}", path.display())]
     Io {
@@ -86,6 +101,19 @@ impl StoreError {
         } else {
             StoreError::io(op, path, source)
         }
+    }
+}
+
+/// A failed read of object `oid`: `EIO` becomes [`StoreError::Unreadable`].
+pub(crate) fn read_error(oid: Oid, path: &Path, source: io::Error) -> StoreError {
+    if Errno::from_io_error(&source) == Some(Errno::IO) {
+        StoreError::Unreadable {
+            oid,
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        StoreError::io("pread", path, source)
     }
 }
 
@@ -141,5 +169,9 @@ mod tests {
         assert!(matches!(e, StoreError::NoSpace { .. }));
         let e = StoreError::object(Oid::new(1), "w", p, io::Error::from(Errno::IO));
         assert!(matches!(e, StoreError::Io { op: "w", .. }));
+        let e = read_error(Oid::new(1), p, io::Error::from(Errno::IO));
+        assert!(matches!(e, StoreError::Unreadable { .. }));
+        let e = read_error(Oid::new(1), p, io::Error::from(Errno::BADF));
+        assert!(matches!(e, StoreError::Io { op: "pread", .. }));
     }
 }

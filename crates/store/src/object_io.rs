@@ -21,13 +21,14 @@ impl Store {
     /// Reads exactly `buf.len()` bytes of object `oid` at `offset`.
     ///
     /// [`StoreError::NoObject`] if absent; [`StoreError::OutOfBounds`] if the range
-    /// passes the end of the object file.
+    /// passes the end of the object file; [`StoreError::Unreadable`] if the copy cannot be
+    /// read (`EIO`).
     pub fn read(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         let o = self.cached_object(oid)?;
         check_range(oid, offset, len_u64(buf.len()), o.len)?;
         o.file
             .read_exact_at(buf, offset)
-            .map_err(|e| StoreError::io("pread", &self.object_path(oid), e))
+            .map_err(|e| crate::error::read_error(oid, &self.object_path(oid), e))
     }
 
     /// Writes `data` into the existing object `oid` at `offset`; never extends the file.

@@ -287,16 +287,20 @@ impl Store {
             .map_err(|e| StoreError::object(oid, "fdatasync", &self.object_path(oid), e))
     }
 
-    /// Moves a copy whose data can no longer be trusted out of the way, so it is neither
-    /// served nor mistaken for a good copy: `DIR/obj/.quarantine/<oid>.<n>`.
-    pub(crate) fn quarantine(&self, oid: Oid) -> Result<(), StoreError> {
+    /// Moves a copy whose data can no longer be trusted (a failed sync, an unreadable
+    /// file) out of the way, so it is neither served nor mistaken for a good copy:
+    /// `DIR/obj/.quarantine/<oid>.<n>`. [`StoreError::NoObject`] if there is no copy.
+    pub fn quarantine(&self, oid: Oid) -> Result<(), StoreError> {
         let qdir = self.obj_dir.join(QUARANTINE_DIR);
         fs::create_dir_all(&qdir).map_err(|e| StoreError::io("mkdir", &qdir, e))?;
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let to = qdir.join(format!("{}.{seq}", names::object_name(oid)));
         let from = self.object_path(oid);
         self.fds.forget(oid);
-        fs::rename(&from, &to).map_err(|e| StoreError::io("rename", &from, e))?;
+        fs::rename(&from, &to).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NoObject(oid),
+            _ => StoreError::io("rename", &from, e),
+        })?;
         self.fsync_obj_dir()
     }
 }

@@ -14,7 +14,7 @@ use sd_proto::node::{NodeId, SD_DEFAULT_VNODES, SdNode};
 use sd_proto::{Epoch, Oid};
 
 use crate::sheep::Nbd;
-use crate::{DogOutput, RawClient, Sheep, dir_names, poll_until, req};
+use crate::{DogOutput, FaultFs, RawClient, Sheep, dir_names, poll_until, req};
 
 /// A generous bound for membership changes and recovery in tests (debug builds, 2 cores).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +33,18 @@ const QUOTE_MAX: usize = 20;
 struct Member {
     sheep: Sheep,
     zone: u32,
+    /// The `faultfs` mount under the base directory, for clusters on
+    /// [`Cluster::start_on_faultfs`]. Declared after `sheep`: unmounted after the kill.
+    disk: Option<FaultFs>,
+}
+
+/// Where the nodes' base directories live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disks {
+    /// Plain directories of the temporary root.
+    Plain,
+    /// One `faultfs` mount per node (image `ROOT/nodeI.img`).
+    FaultFs,
 }
 
 /// N `sheep -f -p PORT -b 127.0.0.1 -z ZONE -c local:PATH DIR` daemons sharing one private
@@ -73,7 +85,17 @@ impl Cluster {
 
     /// [`Cluster::start_zones`] with `extra` arguments for every sheep.
     pub fn start_zones_with(zones: &[u32], extra: &[&str]) -> anyhow::Result<Cluster> {
-        Cluster::start_inner(zones, extra, &[])
+        Cluster::start_inner(zones, extra, &[], Disks::Plain)
+    }
+
+    /// [`Cluster::start_with`] with every node's base directory on its own `faultfs` mount
+    /// (`crates/faultfs`), so a test can cut the power of a node's disk
+    /// ([`Cluster::power_cut`]), limit its capacity or fail its reads ([`Cluster::disk`]).
+    pub fn start_on_faultfs(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let zones: Vec<u32> = (0..n)
+            .map(|i| u32::try_from(i).context("too many nodes"))
+            .collect::<anyhow::Result<_>>()?;
+        Cluster::start_inner(&zones, extra, &[], Disks::FaultFs)
     }
 
     /// [`Cluster::start_with`], where the nodes listed in `exporters` also serve NBD, each
@@ -92,10 +114,15 @@ impl Cluster {
         let zones: Vec<u32> = (0..n)
             .map(|i| u32::try_from(i).context("too many nodes"))
             .collect::<anyhow::Result<_>>()?;
-        Cluster::start_inner(&zones, extra, exporters)
+        Cluster::start_inner(&zones, extra, exporters, Disks::Plain)
     }
 
-    fn start_inner(zones: &[u32], extra: &[&str], exporters: &[usize]) -> anyhow::Result<Cluster> {
+    fn start_inner(
+        zones: &[u32],
+        extra: &[&str],
+        exporters: &[usize],
+        disks: Disks,
+    ) -> anyhow::Result<Cluster> {
         let root = tempfile::Builder::new()
             .prefix("sheepdog-cluster-it-")
             .tempdir()
@@ -112,6 +139,13 @@ impl Cluster {
         for (i, zone) in zones.iter().enumerate() {
             let dir = c.root.path().join(format!("node{i}"));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let disk = match disks {
+                Disks::Plain => None,
+                Disks::FaultFs => {
+                    let image = c.root.path().join(format!("node{i}.img"));
+                    Some(FaultFs::mount(&image, &dir).with_context(|| format!("node {i}'s disk"))?)
+                }
+            };
             let z = zone.to_string();
             let mut args = vec!["-z", z.as_str()];
             // `extra` may name its own driver (e.g. `-c zookeeper:...`).
@@ -126,7 +160,11 @@ impl Cluster {
             };
             let sheep = Sheep::start_free_port(dir, &args, None, nbd)
                 .with_context(|| format!("starting node {i} (zone {zone})"))?;
-            c.members.push(Member { sheep, zone: *zone });
+            c.members.push(Member {
+                sheep,
+                zone: *zone,
+                disk,
+            });
         }
         c.wait_members(zones.len())?;
         eprintln!(
@@ -216,6 +254,43 @@ impl Cluster {
             .kill9()
             .with_context(|| format!("SIGKILL node {i}"))?;
         ensure!(!status.success(), "node {i} survived SIGKILL: {status}");
+        Ok(())
+    }
+
+    /// Node `i`'s `faultfs` disk. Panics if the cluster was not started on faultfs (a test
+    /// bug).
+    #[track_caller]
+    pub fn disk(&self, i: usize) -> &FaultFs {
+        self.m(i)
+            .disk
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {i} has no faultfs disk"))
+    }
+
+    /// Cuts the power of `nodes`: SIGKILLs every one of them that runs, then cuts each
+    /// one's disk (what was not made durable is lost) and mounts what survived again. The
+    /// sheep stay down until [`Cluster::restart`].
+    pub fn power_cut(&mut self, nodes: &[usize]) -> anyhow::Result<()> {
+        for &i in nodes {
+            if self.m(i).sheep.pid().is_some() {
+                self.kill9(i)?;
+            }
+        }
+        for &i in nodes {
+            let disk = self
+                .m_mut(i)
+                .disk
+                .as_mut()
+                .with_context(|| format!("node {i} has no faultfs disk"))?;
+            disk.cut()
+                .with_context(|| format!("cutting node {i}'s disk"))?;
+        }
+        for &i in nodes {
+            if let Some(disk) = self.m_mut(i).disk.as_mut() {
+                disk.remount()
+                    .with_context(|| format!("remounting node {i}'s disk"))?;
+            }
+        }
         Ok(())
     }
 

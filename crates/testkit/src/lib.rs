@@ -5,6 +5,8 @@
 //! `-c local:PATH` ([`Cluster`]), SIGKILLs and restarts them, runs `dog`
 //! with a deadline ([`dog`]), speaks the wire protocol on raw sockets ([`RawClient`],
 //! [`req`]) and derives the bytes tests write from a seed and an offset ([`pattern`]).
+//! [`FaultFs`] puts a node's base directory on a `faultfs` mount whose power a test can cut
+//! ([`Cluster::start_on_faultfs`], [`Cluster::power_cut`]).
 //!
 //! Every wait in here polls against a deadline ([`poll_until`]); nothing sleeps for a fixed
 //! time, and nothing can block forever: sockets carry read/write timeouts and child
@@ -18,6 +20,7 @@
 mod bins;
 mod cluster;
 mod dog;
+mod faultfs;
 mod fsutil;
 mod pattern;
 mod poll;
@@ -31,6 +34,7 @@ pub mod zookeeper;
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
 pub use cluster::{Cluster, Placement, QUARANTINE_DIR, SETTLE_TIMEOUT};
 pub use dog::{DOG_TIMEOUT, DogChild, DogOutput, dog, spawn_dog};
+pub use faultfs::{FAULTFS_TIMEOUT, FaultFs, FaultFsStat};
 pub use fsutil::dir_names;
 pub use pattern::{assert_same_bytes, pattern, random_seed};
 pub use poll::poll_until;

@@ -16,6 +16,8 @@ pub const NODE_LIST_BUF: u32 = 16 * NODE_SIZE;
 #[allow(clippy::cast_possible_truncation)]
 const NAME_LEN: u32 = SD_MAX_VDI_LEN as u32;
 #[allow(clippy::cast_possible_truncation)]
+const ATTR_LEN: u32 = sd_proto::inode::SD_ATTR_OBJ_SIZE as u32;
+#[allow(clippy::cast_possible_truncation)]
 const NODE_SIZE: u32 = SD_NODE_SIZE as u32;
 #[allow(clippy::cast_possible_truncation)]
 const BITMAP_LEN: u32 = SD_VDI_BITMAP_SIZE as u32;
@@ -111,6 +113,14 @@ pub fn release_vdi(vid: Vid) -> RequestHeader {
 /// DEL_VDI of the working VDI; the payload is a [`name_field`].
 pub fn del_vdi() -> RequestHeader {
     vdi_req(Opcode::DelVdi, VdiArgs::default(), NAME_LEN)
+}
+
+/// GET_VDI_ATTR of the working VDI with `flags` (CREAT, EXCL, DEL); the payload is a full
+/// 66 320-byte `sd_proto::attr::VdiAttr` record.
+pub fn get_vdi_attr(flags: Flags) -> RequestHeader {
+    let mut h = vdi_req(Opcode::GetVdiAttr, VdiArgs::default(), ATTR_LEN);
+    h.flags = h.flags | flags;
+    h
 }
 
 /// READ_VDIS with the 2 MiB buffer it requires.

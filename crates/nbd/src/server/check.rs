@@ -258,4 +258,74 @@ mod tests {
         let err = check(&h, None, limits).expect_err("no payload");
         assert_eq!(err.errno(), crate::codec::Errno::EINVAL);
     }
+
+    proptest::proptest! {
+        /// Any header against any export: `check` never panics, and what it lets through
+        /// is in range, within the block limit, allowed by the flags and the export mode;
+        /// what it refuses gets the errno the protocol asks for.
+        #[test]
+        fn any_header_is_validated(
+            flags in proptest::prelude::any::<u16>(),
+            ty in 0u16..8,
+            offset in proptest::prop_oneof![0u64..4096, SIZE - 4096..SIZE + 4096, proptest::prelude::any::<u64>()],
+            length in proptest::prop_oneof![0u32..4096, MAX_BLOCK - 1..MAX_BLOCK + 2, proptest::prelude::any::<u32>()],
+            read_only in proptest::prelude::any::<bool>(),
+            structured in proptest::prelude::any::<bool>(),
+            oversized in proptest::prelude::any::<bool>(),
+        ) {
+            let h = hdr(CmdType::from_u16(ty), CmdFlags(flags), offset, length);
+            // The decoder delivers a WRITE payload unless it refused it as oversized.
+            let payload = (h.ty == CmdType::Write && !oversized && length <= 4096)
+                .then(|| Bytes::from(vec![0u8; usize::try_from(length).expect("small")]));
+            let limits = Limits { size: SIZE, read_only, structured };
+            let in_range = offset.checked_add(u64::from(length)).is_some_and(|end| end <= SIZE);
+            let writes = matches!(h.ty, CmdType::Write | CmdType::Trim | CmdType::WriteZeroes);
+            match check(&h, payload.clone(), limits) {
+                Ok(Op::Read { offset: o, len }) => {
+                    proptest::prop_assert_eq!(h.ty, CmdType::Read);
+                    proptest::prop_assert!((o, len) == (offset, length) && in_range);
+                    proptest::prop_assert!((1..=MAX_BLOCK).contains(&len));
+                    proptest::prop_assert!(structured || !h.flags.contains(CmdFlags::DF));
+                }
+                Ok(Op::Write { offset: o, data, fua }) => {
+                    proptest::prop_assert_eq!(h.ty, CmdType::Write);
+                    proptest::prop_assert!(o == offset && in_range && !read_only);
+                    proptest::prop_assert_eq!(data.len() as u64, u64::from(length));
+                    proptest::prop_assert_eq!(fua, h.flags.contains(CmdFlags::FUA));
+                }
+                Ok(Op::Trim { offset: o, len, .. } | Op::WriteZeroes { offset: o, len, .. }) => {
+                    proptest::prop_assert!(matches!(h.ty, CmdType::Trim | CmdType::WriteZeroes));
+                    proptest::prop_assert!((o, len) == (offset, length) && len >= 1);
+                    proptest::prop_assert!(in_range && !read_only);
+                }
+                Ok(Op::Flush) => proptest::prop_assert_eq!(h.ty, CmdType::Flush),
+                Ok(Op::Nothing) => {
+                    proptest::prop_assert!(length == 0 && offset <= SIZE);
+                    proptest::prop_assert!(!(writes && read_only));
+                }
+                Err(BlockError::ReadOnly) => proptest::prop_assert!(writes && read_only),
+                Err(BlockError::NoSpace) => {
+                    proptest::prop_assert!(matches!(h.ty, CmdType::Write | CmdType::WriteZeroes));
+                    proptest::prop_assert!(!in_range);
+                }
+                Err(BlockError::Invalid) => {
+                    // Unknown type or flag, an over-long READ/WRITE, a READ or TRIM out of
+                    // range, or a WRITE whose payload was discarded.
+                    let allowed = match h.ty {
+                        CmdType::Read if structured => CmdFlags::FUA | CmdFlags::DF,
+                        CmdType::Read | CmdType::Write | CmdType::Flush | CmdType::Trim => CmdFlags::FUA,
+                        CmdType::WriteZeroes => CmdFlags::FUA | CmdFlags::NO_HOLE,
+                        CmdType::Disc | CmdType::Unknown(_) => CmdFlags::NONE,
+                    };
+                    let bad_type = matches!(h.ty, CmdType::Disc | CmdType::Unknown(_));
+                    let bad_flags = h.flags.without(allowed) != CmdFlags::NONE;
+                    let too_long = matches!(h.ty, CmdType::Read | CmdType::Write) && length > MAX_BLOCK;
+                    let out_of_range = matches!(h.ty, CmdType::Read | CmdType::Trim) && !in_range;
+                    let no_payload = h.ty == CmdType::Write && payload.is_none() && length > 0;
+                    proptest::prop_assert!(bad_type || bad_flags || too_long || out_of_range || no_payload);
+                }
+                Err(e) => proptest::prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
+    }
 }

@@ -8,7 +8,9 @@
 )]
 
 mod golden;
+mod message;
 mod roundtrip;
+mod strategy;
 mod untrusted;
 
 /// Bytes from a hex string; whitespace and `|` separators are ignored.

@@ -1,14 +1,17 @@
-//! Decoders fed untrusted bytes: never a panic, and length fields above the caps are
-//! refused before anything is allocated for them.
+//! Decoders fed untrusted bytes: never a panic, a clean outcome (wait without consuming,
+//! a message that re-encodes to itself, or a documented error), truncated messages wait,
+//! and length fields above the caps are refused before anything is allocated for them.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
 use sd_nbd::codec::{
-    DecodeError, ExportNameReply, Greeting, MAX_BLOCK, MAX_OPTION_PAYLOAD, NbdOption, OptionError,
-    OptionReply, RawOption, ReplyDecoder, RequestDecoder, RequestFrame, decode_client_flags,
+    DecodeError, ExportNameReply, Greeting, InfoRequest, InfoType, MAX_BLOCK, MAX_OPTION_PAYLOAD,
+    NbdOption, OptionCode, OptionError, OptionReply, RawOption, ReplyDecoder, RequestDecoder,
+    RequestFrame, decode_client_flags,
 };
 
 use super::hex;
+use super::message::{check_outcome, decoder, message};
 
 /// Runs `decode` until it needs more bytes or fails; returns how many frames it produced.
 fn drain<T, E>(
@@ -45,13 +48,6 @@ proptest! {
             }
             Ok::<_, DecodeError>(raw)
         });
-    }
-
-    /// Any option data, behind a valid header, parses or is refused without panicking.
-    #[test]
-    fn option_data_never_panics(code in 0u32..16, data in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let raw = RawOption { code: sd_nbd::codec::OptionCode::from_u32(code), data: data.into() };
-        let _ = NbdOption::parse(&raw);
     }
 }
 
@@ -139,7 +135,6 @@ fn huge_reply_lengths_are_refused() {
 
 #[test]
 fn malformed_option_data_is_an_option_error() {
-    use sd_nbd::codec::OptionCode;
     let parse = |code, data: &str| {
         NbdOption::parse(&RawOption {
             code,
@@ -208,5 +203,213 @@ fn malformed_chunks_are_errors() {
             ),
             "{case}"
         );
+    }
+}
+
+/// Option data shaped like an `NBD_OPT_GO`/`INFO` request whose fields may disagree: a
+/// name length, name bytes, an item count, items and trailing bytes.
+#[derive(Debug, Clone)]
+struct InfoLike {
+    name_len: u32,
+    name: Vec<u8>,
+    count: u16,
+    items: Vec<u16>,
+    trailing: Vec<u8>,
+}
+
+impl InfoLike {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.name_len.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.name);
+        out.extend_from_slice(&self.count.to_be_bytes());
+        for item in &self.items {
+            out.extend_from_slice(&item.to_be_bytes());
+        }
+        out.extend_from_slice(&self.trailing);
+        out
+    }
+
+    /// What the parser must make of it, when that follows from the fields alone: with a
+    /// name length that agrees, a non-UTF-8 name is `NotUtf8`, else the request if the
+    /// count describes the bytes after it, else `BadLength`; a name length beyond
+    /// the data is `BadLength`. (A shorter name length makes the parser read the count
+    /// out of the name: then only the clean-outcome properties apply.)
+    fn expected(&self) -> Option<Result<InfoRequest, OptionError>> {
+        let after_len = self.name.len() + 2 + 2 * self.items.len() + self.trailing.len();
+        if self.name_len as usize > after_len {
+            return Some(Err(OptionError::BadLength));
+        }
+        if self.name_len as usize != self.name.len() {
+            return None;
+        }
+        let Ok(name) = String::from_utf8(self.name.clone()) else {
+            return Some(Err(OptionError::NotUtf8));
+        };
+        // The count must describe exactly the bytes after it (trailing bytes may happen to
+        // complete more items).
+        let rest: Vec<u8> = self
+            .items
+            .iter()
+            .flat_map(|i| i.to_be_bytes())
+            .chain(self.trailing.iter().copied())
+            .collect();
+        if 2 * usize::from(self.count) != rest.len() {
+            return Some(Err(OptionError::BadLength));
+        }
+        let items = rest
+            .chunks(2)
+            .map(|p| InfoType::from_u16(u16::from_be_bytes([p[0], p[1]])))
+            .collect();
+        Some(Ok(InfoRequest { name, items }))
+    }
+}
+
+fn info_like() -> impl Strategy<Value = InfoLike> {
+    // Lengths that usually agree (so the success path is reached) and sometimes do not.
+    (
+        proptest::collection::vec(any::<u8>(), 0..24),
+        proptest::option::weighted(0.8, Just(())),
+        proptest::collection::vec(any::<u16>(), 0..6),
+        proptest::option::weighted(0.8, Just(())),
+        0u32..40,
+        0u16..10,
+        proptest::collection::vec(any::<u8>(), 0..3),
+    )
+        .prop_map(
+            |(name, name_ok, items, count_ok, name_len, count, trailing)| {
+                let name = if name_ok.is_some() && name.iter().any(|b| *b >= 0x80) {
+                    // Mostly UTF-8 names; the odd non-ASCII byte string tests NotUtf8.
+                    name.iter().map(|b| b & 0x7f).collect()
+                } else {
+                    name
+                };
+                InfoLike {
+                    name_len: if name_ok.is_some() {
+                        name.len() as u32
+                    } else {
+                        name_len
+                    },
+                    count: if count_ok.is_some() {
+                        items.len() as u16
+                    } else {
+                        count
+                    },
+                    name,
+                    items,
+                    trailing,
+                }
+            },
+        )
+}
+
+proptest! {
+    /// Every strict prefix of every message is `Ok(None)` and consumes nothing; the whole
+    /// message decodes to itself and consumes exactly its own bytes.
+    #[test]
+    fn every_prefix_of_a_message_waits(msg in message()) {
+        let wire = msg.encode();
+        let dec = msg.decoder();
+        for cut in 0..wire.len() {
+            prop_assert_eq!(check_outcome(dec, &wire[..cut]), Ok(None), "cut at {}", cut);
+        }
+        let mut buf = wire.clone();
+        buf.extend_from_slice(b"next");
+        prop_assert_eq!(dec.decode(&mut buf), Ok(Some(msg)));
+        prop_assert_eq!(&buf[..], b"next");
+    }
+
+    /// A valid message with one byte changed, cut anywhere: a clean outcome, and a change
+    /// outside any length, magic or type field still decodes.
+    #[test]
+    fn corrupted_messages_decode_cleanly(
+        msg in message(),
+        pos in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut wire = msg.encode().to_vec();
+        let i = pos.index(wire.len());
+        wire[i] = byte;
+        let end = cut.index(wire.len() + 1);
+        let _ = check_outcome(msg.decoder(), &wire[..end]);
+    }
+
+    /// Arbitrary bytes, and arbitrary bytes behind the right magic, into every decoder.
+    #[test]
+    fn random_bytes_decode_cleanly(
+        dec in decoder(),
+        simple in any::<bool>(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let _ = check_outcome(dec, &bytes);
+        let mut behind_magic = dec.magic(simple);
+        behind_magic.extend_from_slice(&bytes);
+        let _ = check_outcome(dec, &behind_magic);
+    }
+
+    /// Info-request data is parsed exactly when its lengths agree with it; whatever
+    /// parses re-encodes to the same data.
+    #[test]
+    fn info_request_data_parses_exactly_when_consistent(like in info_like(), go in any::<bool>()) {
+        let code = if go { OptionCode::Go } else { OptionCode::Info };
+        let data = like.encode();
+        let raw = RawOption { code, data: data.clone().into() };
+        let got = NbdOption::parse(&raw);
+        if let Some(want) = like.expected() {
+            let want = want.map(|req| if go { NbdOption::Go(req) } else { NbdOption::Info(req) });
+            prop_assert_eq!(&got, &want);
+        }
+        if let Ok(opt) = got {
+            prop_assert_eq!(&opt.to_raw().data[..], &data[..]);
+        }
+    }
+
+    /// Every strict prefix and every extension of a valid GO/INFO request is refused as
+    /// `BadLength`: the lengths inside must describe the data exactly.
+    #[test]
+    fn cut_or_extended_info_requests_are_bad_length(
+        req in super::strategy::info_request(),
+        extra in proptest::collection::vec(any::<u8>(), 1..8),
+    ) {
+        let data = NbdOption::Go(req).to_raw().data;
+        let parse = |d: &[u8]| NbdOption::parse(&RawOption { code: OptionCode::Go, data: d.to_vec().into() });
+        for cut in 0..data.len() {
+            prop_assert_eq!(parse(&data[..cut]), Err(OptionError::BadLength), "cut at {}", cut);
+        }
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(&extra);
+        prop_assert_eq!(parse(&longer), Err(OptionError::BadLength));
+    }
+
+    /// Any data for any option: parsed options re-encode to the same data; errors say
+    /// what is wrong with it.
+    #[test]
+    fn option_data_is_parsed_or_refused_for_a_reason(
+        code in 0u32..16,
+        data in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let raw = RawOption { code: OptionCode::from_u32(code), data: data.clone().into() };
+        match NbdOption::parse(&raw) {
+            Ok(opt) => {
+                let again = opt.to_raw();
+                prop_assert_eq!(again.code, raw.code);
+                prop_assert_eq!(NbdOption::parse(&again), Ok(opt.clone()));
+                if !matches!(opt, NbdOption::Abort | NbdOption::Unsupported(_)) {
+                    prop_assert_eq!(&again.data[..], &data[..]);
+                }
+            }
+            Err(OptionError::UnexpectedData(n)) => {
+                prop_assert!(matches!(raw.code, OptionCode::List | OptionCode::StructuredReply));
+                prop_assert_eq!(n, data.len());
+            }
+            Err(OptionError::BadLength) => {
+                prop_assert!(matches!(raw.code, OptionCode::Info | OptionCode::Go));
+            }
+            Err(OptionError::NotUtf8) => {
+                prop_assert!(matches!(raw.code, OptionCode::ExportName | OptionCode::Info | OptionCode::Go));
+                prop_assert!(std::str::from_utf8(&data).is_err() || raw.code != OptionCode::ExportName);
+            }
+            Err(OptionError::NameTooLong(n)) => prop_assert!(n > sd_nbd::codec::MAX_NAME_LEN),
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Server tests, one binary: raw-socket protocol tests that assert exact bytes, and the
-//! real NBD clients (nbdinfo, qemu-img, qemu-io, fio) against an in-memory device.
+//! Server tests, one binary: raw-socket protocol tests that assert exact bytes, property
+//! tests with random client input, and the real NBD clients (nbdinfo, qemu-img, qemu-io,
+//! fio) against an in-memory device.
 //!
 //! The client tools come from Debian packages `qemu-utils` (qemu-img, qemu-io),
 //! `libnbd-bin` (nbdinfo) and `fio`; a missing tool fails its test with that hint.
@@ -11,8 +12,13 @@
 )]
 
 mod clients;
+mod garbage;
 mod mem;
 mod raw;
+// The codec tests' message strategies, shared rather than copied (this binary uses some).
+#[allow(dead_code)]
+#[path = "../codec/strategy.rs"]
+mod strategy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Request dispatch: admission rules (spec §5), then one handler per operation family.
 
+mod attr;
 mod cluster;
 pub(crate) mod obj;
 pub(crate) mod vdi;
@@ -33,6 +34,7 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::CreateAndWriteObj | O::ReadObj | O::WriteObj | O::RemoveObj => (Gateway, false),
         O::DiscardObj | O::FlushVdi => (Local, false),
         O::NewVdi | O::LockVdi | O::ReleaseVdi | O::GetVdiInfo | O::DelVdi => (Cluster, false),
+        O::GetVdiAttr => (Cluster, false),
         O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
         O::GetVdiCopies => (Local, true),
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
@@ -191,6 +193,9 @@ async fn dispatch(
         OpKind::Gateway | OpKind::Peer => obj::handle(sheep, kind, req, payload).await,
         OpKind::Cluster if matches!(req.opcode, Opcode::MakeFs | Opcode::Shutdown) => {
             cluster::handle(sheep, req, payload).await
+        }
+        OpKind::Cluster if req.opcode == Opcode::GetVdiAttr => {
+            attr::handle(sheep, req, payload).await
         }
         OpKind::Cluster => vdi::handle(sheep, req, payload).await,
         OpKind::Local => match req.opcode {

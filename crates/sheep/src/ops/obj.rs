@@ -31,7 +31,7 @@ pub(super) async fn handle(
             super::expect_payload(req, &payload)?;
             check_writable(sheep, oid)?;
             if oid.is_inode() && touches_index(args.offset, payload.len()) {
-                check_index_writable(sheep, oid)?;
+                check_index_writable(sheep, oid, &payload)?;
                 write_inode_index(sheep, oid, args.offset, payload, copies).await?;
             } else {
                 let m = Mutation::Write {
@@ -139,10 +139,12 @@ fn check_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     Ok(())
 }
 
-/// A snapshot's index is frozen: writes into it are refused (its header stays writable,
-/// for tags and QEMU's vmstate fields).
-fn check_index_writable(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
-    if sheep.vdis().get(oid.vid()).is_some_and(|e| e.snapshot) {
+/// A snapshot's index is frozen: writes into it are refused, except all-zero ones, which
+/// only drop references (Sheepdog's `dog vdi delete -s` zeroes the index before DEL_VDI).
+/// Its header stays writable, for tags and QEMU's vmstate fields.
+fn check_index_writable(sheep: &Sheep, oid: Oid, payload: &[u8]) -> SheepResult<()> {
+    let snapshot = sheep.vdis().get(oid.vid()).is_some_and(|e| e.snapshot);
+    if snapshot && payload.iter().any(|b| *b != 0) {
         return Err(SdResult::Readonly.into());
     }
     Ok(())
