@@ -30,7 +30,8 @@ pub struct Config {
     pub writeback: WritebackConfig,
 }
 
-/// Bounds on what clients can make the daemon hold (`--max-connections`, `--max-inflight`,
+/// Bounds on what clients can make the daemon hold: at most three pools of `max_buffered`
+/// bytes, plus a few KiB per connection (`--max-connections`, `--max-inflight`,
 /// `--max-payload`, `--max-buffered`, `--io-timeout`); see `server`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -41,8 +42,9 @@ pub struct Limits {
     /// The largest request payload accepted (at most [`sd_proto::MAX_REQUEST_PAYLOAD`]);
     /// a larger one is answered INVALID_PARMS and skipped without being buffered.
     pub max_payload: usize,
-    /// Bytes of request payloads and reply buffers all connections may hold at once, for
-    /// client requests; sheep-to-sheep requests have a pool of the same size.
+    /// Bytes of request payloads and reply buffers that the requests of one class
+    /// (`server::Class`: client, peer, leaf) may hold at once, all connections together;
+    /// each class has a pool of this size.
     pub max_buffered: usize,
     /// A request frame begun must arrive completely, and an answer must be written,
     /// within this; otherwise the connection is closed. Idle connections are kept.
@@ -55,7 +57,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_inflight: 32,
             max_payload: sd_proto::MAX_REQUEST_PAYLOAD,
-            max_buffered: 256 << 20,
+            max_buffered: 128 << 20,
             io_timeout: std::time::Duration::from_secs(30),
         }
     }

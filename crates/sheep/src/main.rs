@@ -75,7 +75,7 @@ struct Args {
     #[arg(short = 'V', long = "vnodes")]
     vnodes: Option<u16>,
     /// Most connections served at once (clients and other sheep); more are closed as soon
-    /// as they are accepted.
+    /// as they are accepted. The open-file limit is raised to its hard limit at start.
     #[arg(long = "max-connections", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Most requests one connection may have in flight; a client sending more is not read
@@ -83,18 +83,18 @@ struct Args {
     #[arg(long = "max-inflight", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     max_inflight: u32,
     /// Largest request payload accepted (e.g. 64K; default and maximum: the protocol's
-    /// 4M+64K); a
-    /// larger request is answered INVALID_PARMS and its payload skipped, never buffered.
+    /// 4M+64K); a larger request is answered INVALID_PARMS and its payload skipped, never
+    /// buffered.
     #[arg(long = "max-payload", value_parser = parse_payload)]
     max_payload: Option<u64>,
-    /// Bytes of request payloads and reply buffers all client connections may hold at
-    /// once (sheep-to-sheep requests have a second pool of the same size); requests wait
-    /// for room.
-    #[arg(long = "max-buffered", default_value = "256M", value_parser = parse_size)]
+    /// Bytes of request payloads and reply buffers that client requests may hold at once,
+    /// all connections together; sheep-to-sheep requests have two more pools of this size
+    /// (replica I/O, recovery reads). A request waits for room before it is read.
+    #[arg(long = "max-buffered", default_value = "128M", value_parser = parse_size)]
     max_buffered: u64,
-    /// Seconds within which a request frame begun must arrive completely and an answer
-    /// must be taken by the client; otherwise the connection is closed. Idle connections
-    /// are kept.
+    /// Seconds within which a request frame begun must arrive completely, and each write
+    /// of answers must be taken by the client; otherwise the connection is closed. Idle
+    /// connections are kept.
     #[arg(long = "io-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     io_timeout: u64,
     /// Print the version and exit.
@@ -121,6 +121,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("bad size {s:?}"))
+}
+
+/// Raises the soft open-file limit to the hard one, so that `--max-connections` (and not
+/// EMFILE at accept) is what bounds connections; warns if even the hard limit is lower.
+fn raise_nofile_limit(max_connections: u32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise the open-file limit");
+    }
+    // Object files, the log and the peers' connections need descriptors too.
+    let wanted = u64::from(max_connections).saturating_add(256);
+    if hard < wanted {
+        tracing::warn!(
+            limit = hard,
+            max_connections,
+            "the open-file limit is below --max-connections plus a margin; \
+             accept will fail with EMFILE before the connection limit is reached"
+        );
+    }
 }
 
 /// A `--max-payload` size: at least 1 byte, at most the protocol's maximum.
@@ -268,6 +290,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         nix::unistd::daemon(true, false).context("daemonizing")?;
     }
     let _guard = init_logging(&log, &dir, args.foreground)?;
+    raise_nofile_limit(args.max_connections);
     let _pid = match &args.pidfile {
         Some(p) => Some(PidFile::create(p)?),
         None => None,
