@@ -5,7 +5,7 @@
 use sd_testkit::thrash::{self, ThrashConfig};
 
 /// Seconds of faults per mode by default: bounded for CI.
-const DEFAULT_SECS: u64 = 35;
+const DEFAULT_SECS: u64 = 25;
 
 fn thrash(writeback: bool) {
     let cfg = ThrashConfig::from_env(writeback, DEFAULT_SECS).unwrap();
