@@ -7,9 +7,10 @@
 //! - requests: at most `max_inflight` per connection, each holding its slot until its
 //!   answer is written (so a client that never reads its answers stops being read);
 //! - bytes: before a request's payload is read, its cost (payload or reply buffer, at most
-//!   [`MAX_REPLY_COST`], plus [`REQUEST_OVERHEAD`]) is reserved from the connection's share
-//!   ([`CONN_SHARE_PAYLOADS`] maximal payloads) and from the pool of its [`Class`]
-//!   (`max_buffered` bytes each). Waiting for room stops reading that connection: TCP
+//!   [`MAX_REPLY_COST`], plus [`REQUEST_OVERHEAD`]) is reserved from the pool of its
+//!   [`Class`] (`max_buffered` bytes each) and, for client requests, from the connection's
+//!   share ([`CONN_SHARE_PAYLOADS`] maximal payloads: one client cannot take a whole pool;
+//!   a peer connection carries all the clients of the gateway at its other end). Waiting for room stops reading that connection: TCP
 //!   pushes back on the client;
 //! - time: a frame begun must be complete within `io_timeout`, and every socket write of
 //!   answers must finish within it, or the connection is closed. Idle connections (no
@@ -176,7 +177,7 @@ pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: Cancellatio
 #[derive(Debug)]
 struct Held {
     _slot: OwnedSemaphorePermit,
-    _conn_bytes: OwnedSemaphorePermit,
+    _conn_bytes: Option<OwnedSemaphorePermit>,
     _pool_bytes: OwnedSemaphorePermit,
 }
 
@@ -194,7 +195,7 @@ fn cost(h: &RequestHeader, limits: &Limits) -> usize {
 }
 
 /// Reserves what request `h` may hold: an in-flight slot, its cost from the connection's
-/// share and from the pool of its class (each clamped to the whole, so that one request
+/// share (client requests only) and from the pool of its class (each clamped to the whole, so that one request
 /// can always proceed once the others are done).
 async fn reserve(
     h: &RequestHeader,
@@ -206,15 +207,17 @@ async fn reserve(
 ) -> Option<Held> {
     let slot = slots.clone().acquire_owned().await.ok()?;
     let c = cost(h, limits);
-    let n = u32::try_from(c.min(share_size)).unwrap_or(u32::MAX);
-    let conn_bytes = share.clone().acquire_many_owned(n).await.ok()?;
+    let class = Class::of(h);
+    // A peer connection carries the requests of all the clients of the gateway at its
+    // other end: only the pool bounds it, not a single client's share.
+    let conn_bytes = if class == Class::Client {
+        let n = u32::try_from(c.min(share_size)).unwrap_or(u32::MAX);
+        Some(share.clone().acquire_many_owned(n).await.ok()?)
+    } else {
+        None
+    };
     let n = u32::try_from(c.min(pools.size)).unwrap_or(u32::MAX);
-    let pool_bytes = pools
-        .of(Class::of(h))
-        .clone()
-        .acquire_many_owned(n)
-        .await
-        .ok()?;
+    let pool_bytes = pools.of(class).clone().acquire_many_owned(n).await.ok()?;
     Some(Held {
         _slot: slot,
         _conn_bytes: conn_bytes,
