@@ -33,7 +33,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
-        let sheep = Sheep::start_temp(&[]).expect("start sheep");
+        Fixture::with_args(&[])
+    }
+
+    /// [`Fixture::new`] with `extra` sheep arguments (limits, timeouts).
+    pub fn with_args(extra: &[&str]) -> Fixture {
+        let sheep = Sheep::start_temp(extra).expect("start sheep");
         sheep.format().expect("format");
         let mut c = sheep.connect().expect("connect");
         let vid = create_vdi(&mut c, VDI_NAME, VDI_SIZE);

@@ -48,12 +48,18 @@ impl RequestDecoder {
         self.skipping > 0
     }
 
+    /// Discards what `src` holds of an oversized request's payload; afterwards either the
+    /// decoder still skips (and `src` is empty) or `src` starts with the next frame.
+    pub fn discard(&mut self, src: &mut BytesMut) {
+        let n = self.skipping.min(src.len());
+        src.advance(n);
+        self.skipping -= n;
+    }
+
     /// Takes one frame off the front of `src`, or returns `Ok(None)` if more bytes are needed.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RequestFrame>, DecodeError> {
         if self.skipping > 0 {
-            let n = self.skipping.min(src.len());
-            src.advance(n);
-            self.skipping -= n;
+            self.discard(src);
             if self.skipping > 0 {
                 return Ok(None);
             }

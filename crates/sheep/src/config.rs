@@ -20,8 +20,8 @@ pub struct Config {
     pub cluster: DriverSpec,
     /// How object writes reach the disk.
     pub sync: SyncMode,
-    /// Most requests one connection may have in flight.
-    pub max_inflight_per_conn: usize,
+    /// What one client (and all of them together) may make this daemon hold.
+    pub limits: Limits,
     /// Address advertised to other sheep instead of the listener's (`-y`).
     pub advertise: Option<std::net::IpAddr>,
     /// Recovery throttling (`-R max=N,interval=MS`).
@@ -30,6 +30,39 @@ pub struct Config {
     pub writeback: WritebackConfig,
     /// Where to serve Prometheus metrics (`--metrics`); `None`: not served.
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Bounds on what clients can make the daemon hold: at most three pools of `max_buffered`
+/// bytes, plus a few KiB per connection (`--max-connections`, `--max-inflight`,
+/// `--max-payload`, `--max-buffered`, `--io-timeout`); see `server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (clients and other sheep); more are closed at accept.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight (read and not yet answered).
+    pub max_inflight: usize,
+    /// The largest request payload accepted (at most [`sd_proto::MAX_REQUEST_PAYLOAD`]);
+    /// a larger one is answered INVALID_PARMS and skipped without being buffered.
+    pub max_payload: usize,
+    /// Bytes of request payloads and reply buffers that the requests of one class
+    /// (`server::Class`: client, peer, leaf) may hold at once, all connections together;
+    /// each class has a pool of this size.
+    pub max_buffered: usize,
+    /// A request frame begun must arrive completely, and an answer must be written,
+    /// within this; otherwise the connection is closed. Idle connections are kept.
+    pub io_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_inflight: 32,
+            max_payload: sd_proto::MAX_REQUEST_PAYLOAD,
+            max_buffered: 128 << 20,
+            io_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// How a FLUSH is carried out.
@@ -123,7 +156,7 @@ impl Config {
             fixed_vnodes: false,
             cluster: DriverSpec::default(),
             sync: SyncMode::Writethrough,
-            max_inflight_per_conn: 32,
+            limits: Limits::default(),
             advertise: None,
             recovery: RecoveryThrottle::default(),
             writeback: WritebackConfig::default(),

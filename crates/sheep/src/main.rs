@@ -26,7 +26,8 @@ struct Args {
     /// Listen port.
     #[arg(short = 'p', long = "port", default_value_t = sd_proto::SD_LISTEN_PORT)]
     port: u16,
-    /// Address to listen on.
+    /// Address to listen on. The default accepts local clients only: the protocol has no
+    /// authentication, so listen on a network address only on a trusted network.
     #[arg(short = 'b', long = "bindaddr", default_value = "127.0.0.1")]
     bindaddr: IpAddr,
     /// Address advertised to other sheep (default: the bind address).
@@ -77,6 +78,29 @@ struct Args {
     /// Number of vnodes.
     #[arg(short = 'V', long = "vnodes")]
     vnodes: Option<u16>,
+    /// Most connections served at once (clients and other sheep); more are closed as soon
+    /// as they are accepted. The open-file limit is raised to its hard limit at start.
+    #[arg(long = "max-connections", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most requests one connection may have in flight; a client sending more is not read
+    /// until answers have been written.
+    #[arg(long = "max-inflight", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_inflight: u32,
+    /// Largest request payload accepted (e.g. 64K; default and maximum: the protocol's
+    /// 4M+64K); a larger request is answered INVALID_PARMS and its payload skipped, never
+    /// buffered.
+    #[arg(long = "max-payload", value_parser = parse_payload)]
+    max_payload: Option<u64>,
+    /// Bytes of request payloads and reply buffers that client requests may hold at once,
+    /// all connections together; sheep-to-sheep requests have two more pools of this size
+    /// (replica I/O, recovery reads). A request waits for room before it is read.
+    #[arg(long = "max-buffered", default_value = "128M", value_parser = parse_size)]
+    max_buffered: u64,
+    /// Seconds within which a request frame begun must arrive completely, and each write
+    /// of answers must be taken by the client; otherwise the connection is closed. Idle
+    /// connections are kept.
+    #[arg(long = "io-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    io_timeout: u64,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -101,6 +125,40 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("bad size {s:?}"))
+}
+
+/// Raises the soft open-file limit to the hard one, so that `--max-connections` (and not
+/// EMFILE at accept) is what bounds connections; warns if even the hard limit is lower.
+fn raise_nofile_limit(max_connections: u32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise the open-file limit");
+    }
+    // Object files, the log and the peers' connections need descriptors too.
+    let wanted = u64::from(max_connections).saturating_add(256);
+    if hard < wanted {
+        tracing::warn!(
+            limit = hard,
+            max_connections,
+            "the open-file limit is below --max-connections plus a margin; \
+             accept will fail with EMFILE before the connection limit is reached"
+        );
+    }
+}
+
+/// A `--max-payload` size: at least 1 byte, at most the protocol's maximum.
+fn parse_payload(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    let max = sd_proto::MAX_REQUEST_PAYLOAD as u64;
+    if n == 0 || n > max {
+        return Err(format!(
+            "{s:?} is outside 1..={max} bytes (the protocol maximum)"
+        ));
+    }
+    Ok(n)
 }
 
 /// Parsed `-l` option.
@@ -265,6 +323,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         nix::unistd::daemon(true, false).context("daemonizing")?;
     }
     let _guard = init_logging(&log, &dir, args.foreground)?;
+    raise_nofile_limit(args.max_connections);
     let _pid = match &args.pidfile {
         Some(p) => Some(PidFile::create(p)?),
         None => None,
@@ -284,6 +343,16 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         max_age: std::time::Duration::from_millis(args.writeback_max_age),
         max_dirty: args.writeback_max_dirty,
         flush: args.flush,
+    };
+    let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    cfg.limits = sheep::config::Limits {
+        max_connections: to_usize(args.max_connections.into()),
+        max_inflight: to_usize(args.max_inflight.into()),
+        max_payload: args
+            .max_payload
+            .map_or(sd_proto::MAX_REQUEST_PAYLOAD, to_usize),
+        max_buffered: to_usize(args.max_buffered),
+        io_timeout: std::time::Duration::from_secs(args.io_timeout),
     };
     cfg.vnodes = if args.gateway {
         0

@@ -15,7 +15,7 @@ use sd_proto::node::NodeId;
 use sd_proto::{RequestHeader, ResponseHeader};
 
 /// Requests in flight on one peer connection at most; the peer serves this many
-/// concurrently per connection (`Config::max_inflight_per_conn`'s default).
+/// concurrently per connection (`Limits::max_inflight`'s default).
 const MAX_IN_FLIGHT_PER_PEER: usize = 32;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -250,7 +250,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         h.data_length = len;
         // A source still applying the epoch answers NEW_NODE_VER: give it a moment.
         for attempt in 0..SOURCE_ATTEMPTS {
-            match sheep.peers.call(nid, h, Bytes::new()).await {
+            match sheep.leaf_peers.call(nid, h, Bytes::new()).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     store_copy(sheep, oid, data).await?;
                     tracing::debug!(%oid, from = %nid, "recovered object");
@@ -354,7 +354,7 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
         loop {
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
-            let refused = match sheep.peers.call(nid, h, Bytes::new()).await {
+            let refused = match sheep.leaf_peers.call(nid, h, Bytes::new()).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     for c in data.chunks_exact(8) {
                         let mut a = [0u8; 8];

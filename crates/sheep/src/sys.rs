@@ -120,6 +120,10 @@ pub struct Sheep {
     pub vdi_version: watch::Sender<u64>,
     /// Connections to the other sheep.
     pub peers: PeerPool,
+    /// Connections to the other sheep for leaf requests (`server::Class::Leaf`: recovery
+    /// reads, object lists, peer flushes), apart from `peers` so that a peer's
+    /// per-connection limits never queue them behind peer requests waiting on them.
+    pub leaf_peers: PeerPool,
     /// Object recovery.
     pub recovery: Recovery,
     /// Writeback bookkeeping.
@@ -249,6 +253,7 @@ impl Sheep {
             epoch_tx,
             vdi_version: watch::channel(0).0,
             peers: PeerPool::default(),
+            leaf_peers: PeerPool::default(),
             recovery: Recovery::default(),
             writeback: crate::writeback::Writeback::default(),
             drain: crate::drain::Drain::default(),

@@ -239,7 +239,7 @@ async fn flush_node(sheep: &Sheep, nid: NodeId, vid: Vid) -> SheepResult<()> {
         ..ObjArgs::default()
     });
     h.epoch = sheep.sys().epoch;
-    match sheep.peers.call(nid, h, bytes::Bytes::new()).await {
+    match sheep.leaf_peers.call(nid, h, bytes::Bytes::new()).await {
         Ok((rsp, _)) if rsp.result == SdResult::Success => Ok(()),
         Ok((rsp, _)) => Err(rsp.result.into()),
         Err(e) => {

@@ -31,6 +31,7 @@ mod port;
 mod raw;
 pub mod req;
 mod sheep;
+pub mod thrash;
 pub mod zookeeper;
 
 pub use bins::{BIN_DIR_ENV, bin_dir, bin_path};
