@@ -4,6 +4,7 @@
 //! have achieved (a formatted 3-node cluster, a VDI read back over NBD, a crashed node
 //! replaced and a wiped disk refilled until every object has 3 copies again, the metrics).
 //! docs/sheep.service must equal the guide's unit block; its ExecStart and ExecReload run.
+//! Every metric name of crates/sheep/src/metrics.rs must have a row in the guide's table.
 //!
 //! Roles: `vars` (the variable names the test must provide), `host N [M...]` (once per
 //! host, with that host's variables), `admin` (host 1's variables), `unit`, `skip (WHY)`.
@@ -24,6 +25,7 @@ use crate::metrics::{scrape, value};
 
 const GUIDE: &str = include_str!("../../docs/operations.md");
 const UNIT: &str = include_str!("../../docs/sheep.service");
+const METRICS_RS: &str = include_str!("../../crates/sheep/src/metrics.rs");
 
 /// How long one block may run.
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -578,4 +580,20 @@ fn operations_guide_runs() {
 /// A live host other than `h` to ask about the membership.
 fn other_than<'a>(h: &Host, h1: &'a Host, h2: &'a Host) -> &'a Host {
     if h.port == h1.port { h2 } else { h1 }
+}
+
+#[test]
+fn guide_documents_every_metric() {
+    let names: Vec<&str> = METRICS_RS
+        .lines()
+        .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"sheep_"))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert!(names.len() >= 16, "{names:?}");
+    for n in names {
+        assert!(
+            GUIDE.contains(&format!("| `{n}` |")),
+            "docs/operations.md's metrics table lacks {n}"
+        );
+    }
 }
