@@ -16,6 +16,7 @@ mod bad_input;
 mod cluster;
 mod common;
 mod concurrency;
+mod docs;
 mod dog_attr;
 mod dog_cli;
 mod dog_json;

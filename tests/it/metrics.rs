@@ -15,7 +15,7 @@ use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
 const SAMPLED: Duration = Duration::from_secs(15);
 
 /// One scrape: `name{labels}` (as printed) → value.
-fn scrape(addr: &str) -> anyhow::Result<HashMap<String, f64>> {
+pub(crate) fn scrape(addr: &str) -> anyhow::Result<HashMap<String, f64>> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
@@ -39,7 +39,7 @@ fn scrape(addr: &str) -> anyhow::Result<HashMap<String, f64>> {
 }
 
 /// The value of `key` in the scrape, 0 when absent (a counter never incremented).
-fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(0.0)
 }
 
