@@ -474,7 +474,10 @@ fn operations_guide_runs() {
                     wait_stopped(h);
                     let log = std::fs::read_to_string(h.dir.join("sheep.log")).unwrap();
                     assert!(
-                        log.contains("stopping cleanly") && log.contains("sheep stopped"),
+                        log.contains("stopping cleanly")
+                            && log.contains("left the cluster")
+                            && log.contains("sheep stopped")
+                            && !log.contains("ERROR"),
                         "{at}: {log}"
                     );
                     wait_members(other_than(h, h1, h2), 2);

@@ -522,6 +522,11 @@ pub async fn run(
             () = sheep.cancel.cancelled() => return,
             r = records.recv() => match r {
                 Some(r) => r,
+                None if sheep.drain.is_draining() => {
+                    tracing::info!("cluster driver stopped after our leave");
+                    sheep.cancel.cancel();
+                    return;
+                }
                 None => {
                     tracing::error!("cluster driver stopped; this node can no longer follow the cluster");
                     sheep.cancel.cancel();

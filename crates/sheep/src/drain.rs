@@ -115,10 +115,14 @@ pub async fn stop(sheep: &Arc<Sheep>) {
     match sheep.driver.append(LogEntry::Leave { nid: me }).await {
         Ok(()) => {
             let gone = |_: &sd_proto::Epoch| !sheep.sys().nodes.iter().any(|n| n.nid == me);
-            if tokio::time::timeout(LEAVE_WAIT, rx.wait_for(gone))
-                .await
-                .is_err()
-            {
+            // A driver that stops once it reads our leave (ZooKeeper) ends the node first.
+            let left = async {
+                tokio::select! {
+                    _ = rx.wait_for(gone) => {}
+                    () = sheep.cancel.cancelled() => {}
+                }
+            };
+            if tokio::time::timeout(LEAVE_WAIT, left).await.is_err() {
                 tracing::warn!("our leave was not applied in time; stopping anyway");
             } else {
                 tracing::info!("left the cluster");

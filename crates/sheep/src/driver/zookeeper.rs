@@ -621,6 +621,8 @@ enum Stop {
     Session(zk::SessionState),
     /// The log or the members' znodes say this node is no longer the member it was.
     Fenced(&'static str),
+    /// The log holds this node's leave (its own clean stop, or the others found it dead).
+    Left,
 }
 
 impl std::fmt::Display for Stop {
@@ -629,6 +631,7 @@ impl std::fmt::Display for Stop {
             Stop::ReceiverGone => f.write_str("records are no longer read"),
             Stop::Session(s) => write!(f, "ZooKeeper session {s}"),
             Stop::Fenced(why) => f.write_str(why),
+            Stop::Left => f.write_str("the cluster log says this node left"),
         }
     }
 }
@@ -667,6 +670,9 @@ impl Tail {
             () = stop.cancelled() => {}
             why = self.follow() => match why {
                 Stop::ReceiverGone => tracing::debug!("cluster records no longer read"),
+                // Expected after a clean stop announced our leave; the membership task says
+                // which it was.
+                Stop::Left => tracing::warn!("ZooKeeper driver stopped: the log holds this node's leave"),
                 why => tracing::error!(%why, "ZooKeeper driver stopped: this node leaves the cluster"),
             },
         }
@@ -779,7 +785,7 @@ impl Tail {
                     self.leave_sent.remove(&node.nid);
                 }
             }
-            Verdict::Evicted => return Some(Stop::Fenced("the cluster log says this node left")),
+            Verdict::Evicted => return Some(Stop::Left),
             Verdict::Superseded => {
                 return Some(Stop::Fenced(
                     "another process joined with this node's address",
