@@ -332,7 +332,7 @@ fn hostile_clients_do_not_starve_a_good_one_or_exhaust_memory() {
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
     eprintln!(
-        "hostile: good client {ops} ops in {good_time:.2?} (worst {worst:.2?}); \
+        "figure: hostile: good client {ops} ops in {good_time:.2?} (worst {worst:.2?}); \
          attackers opened {} connections ({} refused), sent {} MiB, claimed {} MiB; slowloris cut off {} times; \
          sheep VmRSS {} MiB before, {} MiB peak, {} MiB at the end of the attack; fds {} before, \
          {} during",

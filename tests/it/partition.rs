@@ -268,7 +268,9 @@ fn a_sheep_cut_from_zookeeper_fences_then_resumes_its_session() {
             "still acknowledging writes {took:?} after the cut"
         );
     };
-    eprintln!("fenced {fenced:?} after the cut (session timeout {timeout:?})");
+    eprintln!(
+        "figure: partition fence: writes refused {fenced:?} after the cut (session timeout {timeout:?})"
+    );
     assert!(
         fenced < timeout / 2,
         "fenced only {fenced:?} after the cut; session timeout {timeout:?}"
@@ -424,7 +426,9 @@ fn a_minority_partition_loses_no_acknowledged_write() {
         .find(|(t, r)| *t > cut && *r != SdResult::Success)
         .map(|(t, _)| *t - cut)
         .expect("the minority writer saw no error");
-    eprintln!("minority writer's first error {first_error:?} after the cut");
+    eprintln!(
+        "figure: partition minority: first error {first_error:?} after the cut (session timeout 3s)"
+    );
     assert!(first_error < fence_bound, "{first_error:?}");
     let late_acks = minority_log
         .iter()

@@ -185,11 +185,12 @@ pub fn run(cfg: &ThrashConfig) -> anyhow::Result<ThrashReport> {
     };
     let c = report.client;
     eprintln!(
-        "thrash {mode}: {:.1?}, seed {:#018x}: {} faults ({kills} SIGKILL, {restarts} restarts); \
+        "{}thrash {mode}: {:.1?}, seed {:#018x}: {} faults ({kills} SIGKILL, {restarts} restarts); \
          {steps} client steps: {} writes ({} MiB, {} objects allocated), {} reads, {} flushes, \
          {} reconnects, {} resent, {} transient answers, {} orphaned unflushed writes; \
          bytes verified during the run: {} guaranteed + {} uncertain; final read of the VDI: \
          {} guaranteed + {} uncertain bytes ({} writes never guaranteed)",
+        crate::FIGURE_PREFIX,
         elapsed,
         cfg.seed,
         kills + restarts,
