@@ -90,9 +90,14 @@ impl Fixture {
     /// After a bad input: the daemon still runs, a new connection gets a correct answer,
     /// the whole fixture object is intact, and nothing appeared on disk.
     pub fn assert_healthy(&mut self) {
-        self.sheep.check_alive().expect("sheep died");
         let mut c = self.connect();
-        self.assert_reads_back(&mut c, 0, OBJ_LEN);
+        self.assert_healthy_on(&mut c);
+    }
+
+    /// [`Fixture::assert_healthy`] through the connection `c`.
+    pub fn assert_healthy_on(&mut self, c: &mut RawClient) {
+        self.sheep.check_alive().expect("sheep died");
+        self.assert_reads_back(c, 0, OBJ_LEN);
         assert_dir_clean(&self.sheep);
         assert_eq!(
             stored_objects(&self.sheep),

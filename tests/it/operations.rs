@@ -63,7 +63,12 @@ fn sigterm_flushes_what_its_gateway_wrote_and_leaves_at_once() {
     // The others saw the leave (one epoch, two members) and hold nothing dirty of the VDI:
     // the stopping gateway sent them FLUSH_PEER.
     for i in [0, 2] {
-        let (epoch, members) = c.members_seen_by(i).unwrap();
+        let (epoch, members) =
+            poll_until(Duration::from_secs(5), "the leave to be applied", || {
+                let (epoch, members) = c.members_seen_by(i)?;
+                Ok((members.len() == 2).then_some((epoch, members)))
+            })
+            .unwrap();
         assert_eq!(members.len(), 2, "node {i}");
         assert_eq!(epoch.0, epoch_before.0 + 1, "node {i}");
         assert_eq!(dirty(&c, i, vid), (0, 0), "node {i} after the stop");
