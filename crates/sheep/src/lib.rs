@@ -77,7 +77,15 @@ pub async fn run_until_stopped(
         if let Ok(a) = nbd.local_addr() {
             tracing::info!(addr = %a, "serving NBD");
         }
-        tokio::spawn(sd_nbd::serve(nbd, exports, cancel.clone()));
+        // The daemon's connection and per-connection request limits apply to NBD clients
+        // too (each NBD connection also holds at most 64 MiB of READ/WRITE data).
+        let limits = sheep.cfg.limits;
+        let config = sd_nbd::Config {
+            max_connections: limits.max_connections,
+            max_in_flight: limits.max_inflight,
+            ..sd_nbd::Config::default()
+        };
+        tokio::spawn(sd_nbd::serve_with(nbd, exports, config, cancel.clone()));
     }
     {
         let sheep = sheep.clone();
