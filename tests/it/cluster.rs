@@ -847,3 +847,69 @@ fn a_leftover_copy_placed_again_is_not_served_stale() {
     .unwrap();
     c.check_replicas_identical().unwrap();
 }
+
+/// The newest copies of some objects sit only on nodes that restarted (their copies are
+/// unverified), while the node being recovered holds an older copy: recovery must fetch
+/// the newest (copy versions), not keep the older one. Recovery is throttled so the
+/// returning node has not recovered before the holders change.
+#[test]
+fn the_newest_copy_wins_even_when_its_holders_restarted() {
+    let mut c = Cluster::start_with(4, &["-R", "max=1,interval=3000"]).unwrap();
+    c.format(2).unwrap();
+    const N: u32 = 8;
+    let mut raw = c.connect(0).unwrap();
+    let vid = create_vdi(&mut raw, "newest", u64::from(N) * OBJ_SIZE);
+    let seed = random_seed();
+    let data_of =
+        |g: u64, idx: u32| pattern(seed + g, u64::from(idx) * OBJ_SIZE, OBJ_SIZE as usize);
+    for idx in 0..N {
+        raw.call_ok(
+            &req::create_and_write_obj(vid.data_oid(idx), 0, OBJ_LEN),
+            &data_of(0, idx),
+        )
+        .unwrap();
+    }
+    drop(raw);
+    // Node 3 is away while every object is written again: stand-ins hold the new data.
+    c.kill9(3).unwrap();
+    c.wait_members(3).unwrap();
+    let mut raw = c.connect(1).unwrap();
+    for idx in 0..N {
+        raw.call_ok(
+            &req::write_obj(vid.data_oid(idx), 0, OBJ_LEN),
+            &data_of(1, idx),
+        )
+        .unwrap();
+    }
+    drop(raw);
+    // Node 3 returns with its old copies; nodes 2 and 1 restart (their copies, new ones
+    // among them, become unverified); then node 0 dies.
+    c.restart(3).unwrap();
+    c.wait_members(4).unwrap();
+    for i in [2, 1] {
+        c.kill9(i).unwrap();
+        c.wait_members(3).unwrap();
+        c.restart(i).unwrap();
+        c.wait_members(4).unwrap();
+    }
+    c.kill9(0).unwrap();
+    c.wait_members(3).unwrap();
+    for i in 1..4 {
+        let mut raw = c.connect(i).unwrap();
+        for idx in 0..N {
+            let rsp = raw
+                .call_ok(&req::read_obj(vid.data_oid(idx), 0, OBJ_LEN), &[])
+                .unwrap();
+            assert!(
+                rsp.payload == data_of(1, idx),
+                "object {idx} through node {i}"
+            );
+        }
+    }
+    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
+        let out = c.dog(1, &["node", "recovery", "-r"], None)?;
+        Ok(out.stdout.is_empty().then_some(()))
+    })
+    .unwrap();
+    c.check_replicas_identical().unwrap();
+}

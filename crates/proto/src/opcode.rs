@@ -200,6 +200,10 @@ opcodes! {
     /// 0xF1 sheepdog-rs test hook (only in sheep built with the `failpoints` feature): the
     /// next fdatasync of object `obj.oid` on this node fails with EIO.
     InjectSyncFailure = 0xF1,
+    /// 0xF2 sheepdog-rs extension, between sheep: the version of the local copy of `obj.oid`
+    /// (u32, the epoch of its last write), followed by the copy's bytes when `data_length`
+    /// has room; answered whether or not the copy is verified (recovery picks the newest).
+    FetchPeer = 0xF2,
 }
 
 impl Opcode {

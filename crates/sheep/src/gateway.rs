@@ -178,10 +178,10 @@ async fn mutate_one(
     if nid == sheep.me.nid {
         return match m {
             Mutation::Create { offset, data } => {
-                local::create(sheep, oid, *offset, data.clone()).await
+                local::create(sheep, oid, *offset, data.clone(), epoch).await
             }
             Mutation::Write { offset, data } => {
-                local::write(sheep, oid, *offset, data.clone(), durable).await
+                local::write(sheep, oid, *offset, data.clone(), durable, epoch).await
             }
             Mutation::Remove => local::remove(sheep, oid).await,
         }

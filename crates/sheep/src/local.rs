@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sd_proto::{ObjectKind, Oid, SdResult};
+use sd_proto::{Epoch, ObjectKind, Oid, SdResult};
 use sd_store::{CreateSpec, StoreError};
 
 use crate::error::{SheepError, SheepResult};
@@ -109,12 +109,14 @@ async fn read_store(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResu
 
 /// Overwrites part of the local copy; `durable`: on stable storage before returning, in
 /// writeback mode too (the gateway asks for it when its client flushes after every write).
+/// The copy's version becomes `epoch` (`sd_store::Store::version`).
 pub async fn write(
     sheep: &Sheep,
     oid: Oid,
     offset: u64,
     data: Bytes,
     durable: bool,
+    epoch: Epoch,
 ) -> SheepResult<()> {
     if !durable {
         crate::writeback::throttle(sheep).await?;
@@ -126,10 +128,11 @@ pub async fn write(
         let store = sheep.store.clone();
         blocking(move || {
             if durable {
-                store.write_durable(oid, offset, &data)
+                store.write_durable(oid, offset, &data)?;
             } else {
-                store.write(oid, offset, &data)
+                store.write(oid, offset, &data)?;
             }
+            store.set_version(oid, epoch.0)
         })
     };
     match put(data.clone()).await {
@@ -142,16 +145,43 @@ pub async fn write(
     }
 }
 
-/// Creates (or replaces) the local copy.
-pub async fn create(sheep: &Sheep, oid: Oid, offset: u64, data: Bytes) -> SheepResult<()> {
+/// Creates (or replaces) the local copy, at version `epoch`.
+pub async fn create(
+    sheep: &Sheep,
+    oid: Oid,
+    offset: u64,
+    data: Bytes,
+    epoch: Epoch,
+) -> SheepResult<()> {
     let spec = create_spec(sheep, oid).await?;
     let store = sheep.store.clone();
     sheep
         .recovery
         .replace(oid, async move {
-            blocking(move || store.create_and_write(oid, spec, offset, &data)).await
+            blocking(move || store.create_versioned(oid, spec, offset, &data, epoch.0)).await
         })
         .await
+}
+
+/// FETCH_PEER: the local copy's version, then (when `room` allows) its bytes, whether or not
+/// this node trusts the copy yet: the asking node compares versions (`recovery`).
+pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
+    let store = sheep.store.clone();
+    let data = blocking(move || {
+        let version = store.version(oid)?;
+        let size = store.object_size(oid)?;
+        let mut out = version.to_le_bytes().to_vec();
+        if u64::from(room) >= size + 4 {
+            let len = usize::try_from(size).unwrap_or(0);
+            out.resize(4 + len, 0);
+            if let Some(buf) = out.get_mut(4..) {
+                store.read(oid, 0, buf)?;
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Bytes::from(data))
 }
 
 /// Removes the local copy.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sd_cluster::ClusterDriver;
 use sd_cluster::log::LogEntry;
 use sd_cluster::placement::Ring;
+use sd_proto::node::NodeId;
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use sd_store::CreateSpec;
 use tokio::sync::Semaphore;
@@ -212,8 +213,150 @@ impl Recovery {
     }
 }
 
-/// Fetches `oid` from the most recent epoch's holders that are still alive and stores it.
+/// What a live node said of its copy of an object (FETCH_PEER without room for data).
+enum Probe {
+    /// It has one, last written in this epoch (0: unknown).
+    Version(u32),
+    /// It has none.
+    Missing,
+    /// It could not answer now.
+    Busy,
+}
+
+/// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
+async fn fetch_peer(
+    sheep: &Sheep,
+    nid: NodeId,
+    oid: Oid,
+    epoch: Epoch,
+    room: u32,
+) -> Result<Bytes, SdResult> {
+    let mut h = RequestHeader::new(Opcode::FetchPeer).with_obj(ObjArgs {
+        oid,
+        tgt_epoch: epoch,
+        ..ObjArgs::default()
+    });
+    h.epoch = epoch;
+    h.data_length = room;
+    for attempt in 0..SOURCE_ATTEMPTS {
+        match sheep.peers.call(nid, h, Bytes::new()).await {
+            Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() >= 4 => {
+                return Ok(data);
+            }
+            Ok((rsp, _)) if rsp.result == SdResult::NewNodeVer && attempt + 1 < SOURCE_ATTEMPTS => {
+                tokio::time::sleep(SOURCE_BACKOFF).await;
+            }
+            Ok((rsp, _)) if rsp.result == SdResult::Success => return Err(SdResult::Eio),
+            Ok((rsp, _)) => return Err(rsp.result),
+            Err(e) => {
+                tracing::debug!(%oid, node = %nid, error = %e, "FETCH_PEER failed");
+                return Err(SdResult::NetworkError);
+            }
+        }
+    }
+    Err(SdResult::NewNodeVer)
+}
+
+fn version_of(data: &[u8]) -> u32 {
+    data.get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// Brings the local copy of `oid` up to the newest copy a live node holds.
+///
+/// Every copy carries the epoch of its last write (`sd_store::Store::version`); every write
+/// acknowledged in an epoch reached all of that epoch's holders, so the copy with the
+/// highest version holds every acknowledged write the others do. Each live member is asked
+/// for its version (whether or not it trusts its copy yet: a node that restarted still
+/// knows when its copy was last written), ours counts too (kept on a tie), and the newest
+/// is fetched. A member that cannot answer might hold the newest: then this waits
+/// (`AGAIN`). Copies without versions (a file system without user extended attributes)
+/// fall back to [`recover_by_placement`].
 async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
+    let me = sheep.me.nid;
+    let (members, size) = {
+        let sys = sheep.sys();
+        let shift = sheep
+            .vdi_shift(oid.vid())
+            .unwrap_or(sys.config.block_size_shift);
+        let members: Vec<NodeId> = sys
+            .nodes
+            .iter()
+            .map(|n| n.nid)
+            .filter(|n| *n != me)
+            .collect();
+        (members, oid.object_size(shift))
+    };
+    let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let probes = futures::future::join_all(members.iter().map(|n| async move {
+        match fetch_peer(sheep, *n, oid, epoch, 4).await {
+            Ok(d) => Probe::Version(version_of(&d)),
+            Err(SdResult::NoObj) => Probe::Missing,
+            Err(_) => Probe::Busy,
+        }
+    }))
+    .await;
+    let store = sheep.store.clone();
+    let mine = tokio::task::spawn_blocking(move || match store.version(oid) {
+        Ok(v) => Ok(Some(v)),
+        Err(sd_store::StoreError::NoObject(_)) => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await??;
+    let busy = probes.iter().any(|p| matches!(p, Probe::Busy));
+    let best = probes
+        .iter()
+        .filter_map(|p| match *p {
+            Probe::Version(v) => Some(v),
+            _ => None,
+        })
+        .max();
+    let Some(best) = best else {
+        if busy {
+            return Err(SdResult::Again.into());
+        }
+        if mine.is_some() {
+            tracing::warn!(%oid, "no other live copy; keeping the local one");
+            return Ok(());
+        }
+        tracing::error!(%oid, "no live copy of the object found");
+        return Err(SdResult::NoObj.into());
+    };
+    if best == 0 && mine.unwrap_or(0) == 0 {
+        return recover_by_placement(sheep, oid, epoch).await;
+    }
+    if busy {
+        // A member that did not answer may hold a newer copy than any we saw.
+        return Err(SdResult::Again.into());
+    }
+    if mine.is_some_and(|v| v >= best) {
+        tracing::debug!(%oid, version = best, "the local copy is the newest");
+        return Ok(());
+    }
+    let newest = members
+        .iter()
+        .zip(&probes)
+        .filter(|&(_, p)| matches!(*p, Probe::Version(v) if v == best))
+        .map(|(n, _)| *n);
+    for nid in newest {
+        match fetch_peer(sheep, nid, oid, epoch, room).await {
+            Ok(data) if data.len() > 4 => {
+                let version = version_of(&data);
+                store_copy(sheep, oid, data.slice(4..), version).await?;
+                tracing::debug!(%oid, from = %nid, version, "recovered object");
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(r) => tracing::debug!(%oid, from = %nid, result = %r, "newest copy not fetched"),
+        }
+    }
+    Err(SdResult::Again.into())
+}
+
+/// Fetches `oid` from the most recent epoch's holders that are still alive and stores it:
+/// the order when copies carry no version (see [`recover_one`]).
+async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let copies = sheep.copies_of(oid, 0);
     let (sources, size) = {
         let sys = sheep.sys();
@@ -252,7 +395,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         for attempt in 0..SOURCE_ATTEMPTS {
             match sheep.leaf_peers.call(nid, h, Bytes::new()).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                    store_copy(sheep, oid, data).await?;
+                    store_copy(sheep, oid, data, 0).await?;
                     tracing::debug!(%oid, from = %nid, "recovered object");
                     return Ok(());
                 }
@@ -324,14 +467,18 @@ async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
     todo.into_iter().filter(|o| !dead.contains(o)).collect()
 }
 
-async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes) -> SheepResult<()> {
+/// Stores a recovered copy, keeping its source's `version`.
+async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> SheepResult<()> {
     let store = sheep.store.clone();
     let spec = CreateSpec {
         size: data.len() as u64,
         sparse: oid.is_sparse(),
     };
     // Atomic and durable in both store modes: the old holder may drop its copy later.
-    Ok(tokio::task::spawn_blocking(move || store.create_and_write(oid, spec, 0, &data)).await??)
+    Ok(
+        tokio::task::spawn_blocking(move || store.create_versioned(oid, spec, 0, &data, version))
+            .await??,
+    )
 }
 
 /// Every object some live member stores (ours included).

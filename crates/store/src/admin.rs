@@ -20,6 +20,7 @@ impl Store {
     pub fn remove(&self, oid: Oid) -> Result<(), StoreError> {
         let path = self.object_path(oid);
         self.fds.forget(oid);
+        self.versions.forget(oid);
         if !remove_if_present(&path)? {
             return Err(StoreError::NoObject(oid));
         }

@@ -20,6 +20,7 @@ pub mod meta;
 mod names;
 mod object_io;
 mod store;
+mod version;
 mod writeback;
 
 pub use error::StoreError;

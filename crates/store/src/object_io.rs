@@ -93,6 +93,19 @@ impl Store {
         offset: u64,
         data: &[u8],
     ) -> Result<(), StoreError> {
+        self.create_versioned(oid, spec, offset, data, 0)
+    }
+
+    /// [`Store::create_and_write`], the new copy carrying `version` (see `Store::version`;
+    /// set before the rename, so the copy never appears without it).
+    pub fn create_versioned(
+        &self,
+        oid: Oid,
+        spec: CreateSpec,
+        offset: u64,
+        data: &[u8],
+        version: u32,
+    ) -> Result<(), StoreError> {
         let len = len_u64(data.len());
         check_range(oid, offset, len, spec.size)?;
         let (file, tmp) = self.create_tmp(oid)?;
@@ -102,6 +115,10 @@ impl Store {
         }
         file.write_all_at(data, offset)
             .map_err(|e| StoreError::object(oid, "pwrite", &tmp.path, e))?;
+        if version != 0 {
+            crate::version::write_version(&file, version)
+                .map_err(|e| StoreError::object(oid, "fsetxattr", &tmp.path, e))?;
+        }
         // A new file needs its size and allocation on disk too: fsync, not fdatasync.
         file.sync_all()
             .map_err(|e| StoreError::object(oid, "fsync", &tmp.path, e))?;
@@ -115,6 +132,10 @@ impl Store {
         self.fsync_obj_dir()?;
         // Created durably in both modes: any dirty or lost state of an older copy is moot.
         self.mark_clean(oid);
+        self.versions.forget(oid);
+        if version != 0 {
+            self.remember_version(oid, version);
+        }
         tracing::debug!(%oid, size = spec.size, sparse = spec.sparse, "created object");
         Ok(())
     }

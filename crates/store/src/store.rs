@@ -71,6 +71,8 @@ pub struct Store {
     pub(crate) dirty_bytes: AtomicU64,
     /// Open object files.
     pub(crate) fds: crate::fdcache::FdCache,
+    /// Versions this process set (see `version`).
+    pub(crate) versions: crate::version::Versions,
 }
 
 impl Store {
@@ -95,6 +97,7 @@ impl Store {
             dirty: crate::writeback::Dirty::default(),
             dirty_bytes: AtomicU64::new(0),
             fds: crate::fdcache::FdCache::default(),
+            versions: crate::version::Versions::default(),
         };
         store.remove_leftover_tmp()?;
         Ok(store)

@@ -47,6 +47,7 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::MakeFs | O::Shutdown => (Cluster, true),
         O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
+        O::FetchPeer => (Peer, false),
         _ => return None,
     })
 }

@@ -71,14 +71,17 @@ pub(super) async fn handle(
             super::expect_payload(req, &payload)?;
             // DIRECT on a peer write: the gateway wants it durable before the answer.
             let durable = req.flags.contains(Flags::DIRECT);
-            local::write(sheep, oid, args.offset, payload, durable).await?;
+            local::write(sheep, oid, args.offset, payload, durable, req.epoch).await?;
             Ok(Reply::ok())
         }
         O::CreateAndWritePeer => {
             super::expect_payload(req, &payload)?;
-            local::create(sheep, oid, args.offset, payload).await?;
+            local::create(sheep, oid, args.offset, payload, req.epoch).await?;
             Ok(Reply::ok())
         }
+        O::FetchPeer => Ok(Reply::data(
+            local::fetch(sheep, oid, req.data_length).await?,
+        )),
         O::RemovePeer => {
             local::remove(sheep, oid).await?;
             Ok(Reply::ok())

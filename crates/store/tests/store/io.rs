@@ -362,3 +362,31 @@ fn concurrent_creates_of_one_oid_do_not_collide() {
         1
     );
 }
+
+/// A copy's version (the epoch of its last write) is set by a versioned create and by
+/// `set_version`, kept with the file across a reopen, and gone with the object.
+#[test]
+fn versions_travel_with_the_copy() {
+    for mode in MODES {
+        let (tmp, store) = new_store(mode);
+        let oid = Oid::new(0x807c_2b25_0000_0002);
+        let data = pattern(oid, 0, 1, 4096);
+        store
+            .create_versioned(oid, prealloc(4096), 0, &data, 7)
+            .expect("create");
+        assert_eq!(store.version(oid).expect("version"), 7);
+        store.write(oid, 0, &data).expect("write");
+        store.set_version(oid, 9).expect("set");
+        assert_eq!(store.version(oid).expect("version"), 9);
+        drop(store);
+        let store = open_at(tmp.path(), mode);
+        assert_eq!(store.version(oid).expect("version after reopen"), 9);
+        // An unversioned create (and a missing object) reads as unknown / absent.
+        store
+            .create_and_write(oid, prealloc(4096), 0, &data)
+            .expect("recreate");
+        assert_eq!(store.version(oid).expect("version"), 0);
+        store.remove(oid).expect("remove");
+        assert!(matches!(store.version(oid), Err(StoreError::NoObject(_))));
+    }
+}
