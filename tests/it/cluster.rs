@@ -781,6 +781,76 @@ fn a_cluster_killed_entirely_waits_then_comes_back() {
     c.wait_settled(2, SETTLE_TIMEOUT).unwrap();
 }
 
+/// Objects `0..n` of one VDI written in generations: generation `g` of object `idx` is
+/// `pattern(seed + g, ...)`. For the tests where copies of different ages meet.
+struct Generations {
+    vid: Vid,
+    seed: u64,
+    n: u32,
+}
+
+impl Generations {
+    /// A VDI of `n` objects on `c`, every object created with generation 0.
+    fn create(c: &Cluster, name: &str, n: u32) -> Generations {
+        let mut raw = c.connect(0).unwrap();
+        let vid = create_vdi(&mut raw, name, u64::from(n) * OBJ_SIZE);
+        let g = Generations {
+            vid,
+            seed: random_seed(),
+            n,
+        };
+        for idx in 0..n {
+            raw.call_ok(
+                &req::create_and_write_obj(vid.data_oid(idx), 0, OBJ_LEN),
+                &g.data(0, idx),
+            )
+            .unwrap();
+        }
+        g
+    }
+
+    fn data(&self, g: u64, idx: u32) -> Vec<u8> {
+        pattern(self.seed + g, u64::from(idx) * OBJ_SIZE, OBJ_SIZE as usize)
+    }
+
+    /// Writes generation `g` of objects `idxs` through node `node`.
+    fn write(&self, c: &Cluster, node: usize, g: u64, idxs: impl IntoIterator<Item = u32>) {
+        let mut raw = c.connect(node).unwrap();
+        for idx in idxs {
+            raw.call_ok(
+                &req::write_obj(self.vid.data_oid(idx), 0, OBJ_LEN),
+                &self.data(g, idx),
+            )
+            .unwrap();
+        }
+    }
+
+    /// Through every node of `nodes`, object `idx` reads generation `expect(idx)`; then,
+    /// once recovery is done, every object has `copies` copies, all the same.
+    fn check(&self, c: &mut Cluster, nodes: &[usize], copies: usize, expect: impl Fn(u32) -> u64) {
+        for &i in nodes {
+            let mut raw = c.connect(i).unwrap();
+            for idx in 0..self.n {
+                let rsp = raw
+                    .call_ok(&req::read_obj(self.vid.data_oid(idx), 0, OBJ_LEN), &[])
+                    .unwrap();
+                assert!(
+                    rsp.payload == self.data(expect(idx), idx),
+                    "object {idx} through node {i}"
+                );
+            }
+        }
+        c.wait_settled(copies, SETTLE_TIMEOUT).unwrap();
+        let first = nodes[0];
+        c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
+            let out = c.dog(first, &["node", "recovery", "-r"], None)?;
+            Ok(out.stdout.is_empty().then_some(()))
+        })
+        .unwrap();
+        c.check_replicas_identical().unwrap();
+    }
+}
+
 /// A node that held copies as a stand-in while another was away keeps them as leftovers
 /// when that node returns (until the cluster is stable). If the node leaves again, the
 /// stand-in is placed as holder once more: its leftovers missed every write made in
@@ -790,62 +860,25 @@ fn a_cluster_killed_entirely_waits_then_comes_back() {
 fn a_leftover_copy_placed_again_is_not_served_stale() {
     let mut c = Cluster::start_with(4, &["-R", "max=1,interval=2000"]).unwrap();
     c.format(2).unwrap();
-    const N: u32 = 8;
-    let mut raw = c.connect(0).unwrap();
-    let vid = create_vdi(&mut raw, "stand-in", u64::from(N) * OBJ_SIZE);
-    let seed = random_seed();
-    let data_of =
-        |g: u64, idx: u32| pattern(seed + g, u64::from(idx) * OBJ_SIZE, OBJ_SIZE as usize);
-    for idx in 0..N {
-        raw.call_ok(
-            &req::create_and_write_obj(vid.data_oid(idx), 0, OBJ_LEN),
-            &data_of(0, idx),
-        )
-        .unwrap();
-    }
-    let write = |c: &Cluster, g: u64, idxs: &[u32]| {
-        let mut raw = c.connect(0).unwrap();
-        for &idx in idxs {
-            raw.call_ok(
-                &req::write_obj(vid.data_oid(idx), 0, OBJ_LEN),
-                &data_of(g, idx),
-            )
-            .unwrap();
-        }
-    };
-    let all: Vec<u32> = (0..N).collect();
-    let even: Vec<u32> = (0..N).step_by(2).collect();
+    let g = Generations::create(&c, "stand-in", 8);
     // Node 3 leaves: stand-ins take its objects (recovered on demand by the writes).
     c.kill9(3).unwrap();
     c.wait_members(3).unwrap();
-    write(&c, 1, &all);
+    g.write(&c, 0, 1, 0..g.n);
     // It returns: the stand-ins keep leftovers; half the objects are written again, the
     // other half keeps node 3 recovering (slowly), so nothing is cleaned up.
     c.restart(3).unwrap();
     c.wait_members(4).unwrap();
-    write(&c, 2, &even);
+    g.write(&c, 0, 2, (0..g.n).step_by(2));
     // It leaves again: the stand-ins hold those objects once more.
     c.kill9(3).unwrap();
     c.wait_members(3).unwrap();
-    // Through every gateway, every object reads its last write.
-    for i in 0..3 {
-        let mut raw = c.connect(i).unwrap();
-        for idx in 0..N {
-            let rsp = raw
-                .call_ok(&req::read_obj(vid.data_oid(idx), 0, OBJ_LEN), &[])
-                .unwrap();
-            let want = data_of(if idx % 2 == 0 { 2 } else { 1 }, idx);
-            assert!(rsp.payload == want, "object {idx} through node {i}");
-        }
-    }
-    // And once recovery is done, every copy on disk is the same.
-    c.wait_settled(2, SETTLE_TIMEOUT).unwrap();
-    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
-        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
-        Ok(out.stdout.is_empty().then_some(()))
-    })
-    .unwrap();
-    c.check_replicas_identical().unwrap();
+    g.check(
+        &mut c,
+        &[0, 1, 2],
+        2,
+        |idx| if idx % 2 == 0 { 2 } else { 1 },
+    );
 }
 
 /// The newest copies of some objects sit only on nodes that restarted (their copies are
@@ -856,32 +889,11 @@ fn a_leftover_copy_placed_again_is_not_served_stale() {
 fn the_newest_copy_wins_even_when_its_holders_restarted() {
     let mut c = Cluster::start_with(4, &["-R", "max=1,interval=3000"]).unwrap();
     c.format(2).unwrap();
-    const N: u32 = 8;
-    let mut raw = c.connect(0).unwrap();
-    let vid = create_vdi(&mut raw, "newest", u64::from(N) * OBJ_SIZE);
-    let seed = random_seed();
-    let data_of =
-        |g: u64, idx: u32| pattern(seed + g, u64::from(idx) * OBJ_SIZE, OBJ_SIZE as usize);
-    for idx in 0..N {
-        raw.call_ok(
-            &req::create_and_write_obj(vid.data_oid(idx), 0, OBJ_LEN),
-            &data_of(0, idx),
-        )
-        .unwrap();
-    }
-    drop(raw);
+    let g = Generations::create(&c, "newest", 8);
     // Node 3 is away while every object is written again: stand-ins hold the new data.
     c.kill9(3).unwrap();
     c.wait_members(3).unwrap();
-    let mut raw = c.connect(1).unwrap();
-    for idx in 0..N {
-        raw.call_ok(
-            &req::write_obj(vid.data_oid(idx), 0, OBJ_LEN),
-            &data_of(1, idx),
-        )
-        .unwrap();
-    }
-    drop(raw);
+    g.write(&c, 1, 1, 0..g.n);
     // Node 3 returns with its old copies; nodes 2 and 1 restart (their copies, new ones
     // among them, become unverified); then node 0 dies.
     c.restart(3).unwrap();
@@ -894,22 +906,5 @@ fn the_newest_copy_wins_even_when_its_holders_restarted() {
     }
     c.kill9(0).unwrap();
     c.wait_members(3).unwrap();
-    for i in 1..4 {
-        let mut raw = c.connect(i).unwrap();
-        for idx in 0..N {
-            let rsp = raw
-                .call_ok(&req::read_obj(vid.data_oid(idx), 0, OBJ_LEN), &[])
-                .unwrap();
-            assert!(
-                rsp.payload == data_of(1, idx),
-                "object {idx} through node {i}"
-            );
-        }
-    }
-    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
-        let out = c.dog(1, &["node", "recovery", "-r"], None)?;
-        Ok(out.stdout.is_empty().then_some(()))
-    })
-    .unwrap();
-    c.check_replicas_identical().unwrap();
+    g.check(&mut c, &[1, 2, 3], 2, |_| 1);
 }
