@@ -221,6 +221,8 @@ enum Probe {
     Missing,
     /// It could not answer now.
     Busy,
+    /// It does not know FETCH_PEER (a sheep of an older version, during a rolling upgrade).
+    Unsupported,
 }
 
 /// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
@@ -271,8 +273,8 @@ fn version_of(data: &[u8]) -> u32 {
 /// for its version (whether or not it trusts its copy yet: a node that restarted still
 /// knows when its copy was last written), ours counts too (kept on a tie), and the newest
 /// is fetched. A member that cannot answer might hold the newest: then this waits
-/// (`AGAIN`). Copies without versions (a file system without user extended attributes)
-/// fall back to [`recover_by_placement`].
+/// (`AGAIN`). Copies without versions (a file system without user extended attributes),
+/// or a member that predates FETCH_PEER, fall back to [`recover_by_placement`].
 async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let me = sheep.me.nid;
     let (members, size) = {
@@ -293,6 +295,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         match fetch_peer(sheep, *n, oid, epoch, 4).await {
             Ok(d) => Probe::Version(version_of(&d)),
             Err(SdResult::NoObj) => Probe::Missing,
+            Err(SdResult::InvalidParms) => Probe::Unsupported,
             Err(_) => Probe::Busy,
         }
     }))
@@ -304,6 +307,9 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         Err(e) => Err(e),
     })
     .await??;
+    if probes.iter().any(|p| matches!(p, Probe::Unsupported)) {
+        return recover_by_placement(sheep, oid, epoch).await;
+    }
     let busy = probes.iter().any(|p| matches!(p, Probe::Busy));
     let best = probes
         .iter()
