@@ -16,7 +16,9 @@ bin=$PWD/target/release
 lat=$PWD/target/release/examples/write_latency
 rm -rf "$work" && mkdir -p "$work"
 pids=()
-trap 'for p in "${pids[@]}"; do kill -9 $p 2>/dev/null || true; done' EXIT
+# The stores hold DATA_MIB x copies of data: removed at exit (KEEP=1 keeps them).
+trap 'for p in "${pids[@]}"; do kill -9 $p 2>/dev/null || true; done
+      [ -n "${KEEP:-}" ] || rm -rf "$work"/n* "$work"/cluster' EXIT
 
 for i in 0 1 2 3 4; do
     "$bin/sheep" -f -p $((base + i)) -z $i -c local:"$work/cluster" ${SHEEP_ARGS:-} "$work/n$i" > "$work/n$i.out" 2>&1 &
