@@ -151,6 +151,20 @@ pub async fn finish_delete(sheep: &Sheep, vid: Vid) -> SheepResult<usize> {
     Ok(freed)
 }
 
+/// Of `oids`, the data objects (as `(owner vid, index)`) of VDIs that are deleted and
+/// settled: the copies [`unreferenced`] may find dead.
+pub(crate) fn dead_candidates(sheep: &Sheep, oids: &[Oid]) -> Vec<(u32, u32)> {
+    let t = sheep.vdis();
+    oids.iter()
+        .filter(|o| o.is_data())
+        .filter(|o| {
+            let v = o.vid();
+            t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
+        })
+        .map(|o| (o.vid().get(), o.index()))
+        .collect()
+}
+
 /// Copies of deleted VDIs' objects this node still holds although nothing references them
 /// (the delete ran while this node was away, or recovery brought them back): removed
 /// from this node. Only deletes the log says are finished are considered, so a delete in
@@ -160,17 +174,7 @@ pub async fn sweep_local(sheep: &Sheep) -> SheepResult<usize> {
     let list = tokio::task::spawn_blocking(move || store.list())
         .await
         .map_err(|_| SheepError::Result(SdResult::SystemError))??;
-    let candidates: Vec<(u32, u32)> = {
-        let t = sheep.vdis();
-        list.iter()
-            .filter(|o| o.is_data())
-            .filter(|o| {
-                let v = o.vid();
-                t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
-            })
-            .map(|o| (o.vid().get(), o.index()))
-            .collect()
-    };
+    let candidates = dead_candidates(sheep, &list);
     if candidates.is_empty() {
         return Ok(0);
     }

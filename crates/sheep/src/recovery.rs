@@ -440,17 +440,7 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
 /// later), and the only copy left may be that node's distrusted one, so trying to
 /// recover them would never finish.
 async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
-    let candidates: Vec<(u32, u32)> = {
-        let t = sheep.vdis();
-        todo.iter()
-            .filter(|o| o.is_data())
-            .filter(|o| {
-                let v = o.vid();
-                t.get(v).is_some() && !t.is_live(v) && !t.is_unsettled(v)
-            })
-            .map(|o| (o.vid().get(), o.index()))
-            .collect()
-    };
+    let candidates = crate::reclaim::dead_candidates(sheep, &todo);
     if candidates.is_empty() {
         return todo;
     }
