@@ -121,16 +121,7 @@ pub async fn snapshot(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     {
         return Ok(EXIT_FAILURE);
     }
-    let req = NewVdi {
-        name,
-        vdi_size: hdr.vdi_size,
-        base_vid: vid.get(),
-        snapid: 1,
-        copies: hdr.nr_copies,
-        copy_policy: hdr.copy_policy,
-        store_policy: hdr.store_policy,
-        block_size_shift: hdr.block_size_shift,
-    };
+    let req = new_vdi_like(name, &hdr, vid.get(), 1);
     let new_vid = match create_vdi(ctx, &req).await {
         Ok(v) => v,
         Err(code) => return Ok(code),
@@ -311,16 +302,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             return Ok(EXIT_FAILURE);
         }
     }
-    let req = NewVdi {
-        name,
-        vdi_size: hdr.vdi_size,
-        base_vid: base.get(),
-        snapid: 0,
-        copies: hdr.nr_copies,
-        copy_policy: hdr.copy_policy,
-        store_policy: hdr.store_policy,
-        block_size_shift: hdr.block_size_shift,
-    };
+    let req = new_vdi_like(name, &hdr, base.get(), 0);
     let new_vid = match create_vdi(ctx, &req).await {
         Ok(v) => v,
         Err(code) => return Ok(code),
@@ -333,4 +315,19 @@ pub async fn rollback(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         }
     }
     Ok(EXIT_SUCCESS)
+}
+
+/// NEW_VDI of `name` shaped like `hdr` (size, copies, policies, object size), based on
+/// `base_vid`; `snapid` 1 makes the working VDI continue under a new vid (a snapshot).
+fn new_vdi_like<'a>(name: &'a [u8], hdr: &InodeHeader, base_vid: u32, snapid: u32) -> NewVdi<'a> {
+    NewVdi {
+        name,
+        vdi_size: hdr.vdi_size,
+        base_vid,
+        snapid,
+        copies: hdr.nr_copies,
+        copy_policy: hdr.copy_policy,
+        store_policy: hdr.store_policy,
+        block_size_shift: hdr.block_size_shift,
+    }
 }
