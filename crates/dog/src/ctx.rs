@@ -271,6 +271,18 @@ impl Ctx {
         self.out.put(s);
     }
 
+    /// With `-v`: the id of a VDI just made, as `LABEL: ID` (`-r`: the id alone).
+    pub fn put_new_vid(&mut self, label: &str, vid: impl std::fmt::LowerHex) {
+        if !self.opts.verbose {
+            return;
+        }
+        if self.opts.raw {
+            self.put(&format!("{vid:x}\n"));
+        } else {
+            self.put(&format!("{label}: {vid:x}\n"));
+        }
+    }
+
     /// The cached connection to `addr`, connecting if needed. Like the C `dog`, which
     /// tries its connection cache and then a fresh socket, a refused connect is tried
     /// twice and reported each time.

@@ -192,13 +192,7 @@ pub async fn clone(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             return Ok(code);
         }
     }
-    if o.verbose {
-        if o.raw {
-            ctx.put(&format!("{new_vid:x}\n"));
-        } else {
-            ctx.put(&format!("VDI ID of newly created clone: {new_vid:x}\n"));
-        }
-    }
+    ctx.put_new_vid("VDI ID of newly created clone", new_vid);
     Ok(EXIT_SUCCESS)
 }
 
@@ -307,13 +301,7 @@ pub async fn rollback(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
-    if ctx.opts.verbose {
-        if ctx.opts.raw {
-            ctx.put(&format!("{new_vid:x}\n"));
-        } else {
-            ctx.put(&format!("New VDI ID of rollbacked VDI: {new_vid:x}\n"));
-        }
-    }
+    ctx.put_new_vid("New VDI ID of rollbacked VDI", new_vid);
     Ok(EXIT_SUCCESS)
 }
 

@@ -163,13 +163,7 @@ pub async fn create(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             return Ok(code);
         }
     }
-    if o.verbose {
-        if o.raw {
-            ctx.put(&format!("{vid:x}\n"));
-        } else {
-            ctx.put(&format!("VDI ID of newly created VDI: {vid:x}\n"));
-        }
-    }
+    ctx.put_new_vid("VDI ID of newly created VDI", vid);
     Ok(EXIT_SUCCESS)
 }
 
