@@ -240,23 +240,36 @@ async fn fetch_peer(
     });
     h.epoch = epoch;
     h.data_length = room;
-    for attempt in 0..SOURCE_ATTEMPTS {
-        match sheep.peers.call(nid, h, Bytes::new()).await {
-            Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() >= 4 => {
-                return Ok(data);
-            }
-            Ok((rsp, _)) if rsp.result == SdResult::NewNodeVer && attempt + 1 < SOURCE_ATTEMPTS => {
-                tokio::time::sleep(SOURCE_BACKOFF).await;
-            }
-            Ok((rsp, _)) if rsp.result == SdResult::Success => return Err(SdResult::Eio),
-            Ok((rsp, _)) => return Err(rsp.result),
-            Err(e) => {
-                tracing::debug!(%oid, node = %nid, error = %e, "FETCH_PEER failed");
-                return Err(SdResult::NetworkError);
-            }
+    match leaf_call(sheep, nid, h).await {
+        Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() >= 4 => Ok(data),
+        Ok((rsp, _)) if rsp.result == SdResult::Success => Err(SdResult::Eio),
+        Ok((rsp, _)) => Err(rsp.result),
+        Err(e) => {
+            tracing::debug!(%oid, node = %nid, error = %e, "FETCH_PEER failed");
+            Err(SdResult::NetworkError)
         }
     }
-    Err(SdResult::NewNodeVer)
+}
+
+/// A recovery request to `nid`, over the leaf connections (never queued behind replica
+/// writes that wait on this recovery), resent while `nid` still applies the epoch
+/// (NEW_NODE_VER, up to [`SOURCE_ATTEMPTS`] times); the last answer.
+async fn leaf_call(
+    sheep: &Sheep,
+    nid: NodeId,
+    h: RequestHeader,
+) -> Result<(sd_proto::ResponseHeader, Bytes), crate::peer::PeerError> {
+    let mut attempt = 1;
+    loop {
+        let r = sheep.leaf_peers.call(nid, h, Bytes::new()).await;
+        match &r {
+            Ok((rsp, _)) if rsp.result == SdResult::NewNodeVer && attempt < SOURCE_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(SOURCE_BACKOFF).await;
+            }
+            _ => return r,
+        }
+    }
 }
 
 fn version_of(data: &[u8]) -> u32 {
@@ -397,29 +410,19 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
         h.flags = Flags::RECOVERY;
         h.epoch = epoch;
         h.data_length = len;
-        // A source still applying the epoch answers NEW_NODE_VER: give it a moment.
-        for attempt in 0..SOURCE_ATTEMPTS {
-            match sheep.leaf_peers.call(nid, h, Bytes::new()).await {
-                Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                    store_copy(sheep, oid, data, 0).await?;
-                    tracing::debug!(%oid, from = %nid, "recovered object");
-                    return Ok(());
-                }
-                Ok((rsp, _))
-                    if rsp.result == SdResult::NewNodeVer && attempt + 1 < SOURCE_ATTEMPTS =>
-                {
-                    tokio::time::sleep(SOURCE_BACKOFF).await;
-                }
-                Ok((rsp, _)) => {
-                    busy |= matches!(rsp.result, SdResult::NewNodeVer | SdResult::OldNodeVer);
-                    tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve");
-                    break;
-                }
-                Err(e) => {
-                    busy = true;
-                    tracing::debug!(%oid, from = %nid, error = %e, "source unreachable");
-                    break;
-                }
+        match leaf_call(sheep, nid, h).await {
+            Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                store_copy(sheep, oid, data, 0).await?;
+                tracing::debug!(%oid, from = %nid, "recovered object");
+                return Ok(());
+            }
+            Ok((rsp, _)) => {
+                busy |= matches!(rsp.result, SdResult::NewNodeVer | SdResult::OldNodeVer);
+                tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve");
+            }
+            Err(e) => {
+                busy = true;
+                tracing::debug!(%oid, from = %nid, error = %e, "source unreachable");
             }
         }
     }

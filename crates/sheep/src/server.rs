@@ -71,7 +71,8 @@ pub enum Class {
     /// Replica I/O from a gateway (`*_PEER`): may wait on leaf requests (recovery of the
     /// object before it is served).
     Peer,
-    /// Served from this node's disk alone: recovery reads, object lists, peer flushes.
+    /// Served from this node's disk alone: recovery reads (READ_PEER with RECOVERY,
+    /// FETCH_PEER), object lists, peer flushes.
     Leaf,
 }
 
@@ -80,7 +81,7 @@ impl Class {
     pub fn of(h: &RequestHeader) -> Class {
         match h.opcode {
             Opcode::ReadPeer if h.flags.contains(Flags::RECOVERY) => Class::Leaf,
-            Opcode::GetObjList | Opcode::FlushPeer => Class::Leaf,
+            Opcode::GetObjList | Opcode::FlushPeer | Opcode::FetchPeer => Class::Leaf,
             Opcode::CreateAndWritePeer
             | Opcode::ReadPeer
             | Opcode::WritePeer
