@@ -18,13 +18,13 @@ use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
 
 const MIB: usize = 1 << 20;
 
-fn ok(out: DogOutput, what: &str) -> DogOutput {
+pub(crate) fn ok(out: DogOutput, what: &str) -> DogOutput {
     out.check_success(what).unwrap();
     out
 }
 
 /// `dog vdi read NAME OFFSET LEN` through node `i`.
-fn dog_read(c: &Cluster, i: usize, name: &str, offset: u64, len: usize) -> Vec<u8> {
+pub(crate) fn dog_read(c: &Cluster, i: usize, name: &str, offset: u64, len: usize) -> Vec<u8> {
     let (off, len) = (offset.to_string(), len.to_string());
     let what = format!("vdi read {name} through node {i}");
     ok(
@@ -35,7 +35,7 @@ fn dog_read(c: &Cluster, i: usize, name: &str, offset: u64, len: usize) -> Vec<u
 }
 
 /// `dog vdi write NAME 0 LEN` of `data` through node `i`.
-fn dog_write(c: &Cluster, i: usize, name: &str, data: &[u8]) {
+pub(crate) fn dog_write(c: &Cluster, i: usize, name: &str, data: &[u8]) {
     let len = data.len().to_string();
     let what = format!("vdi write {name} through node {i}");
     ok(
@@ -80,7 +80,7 @@ fn vdi_list(c: &Cluster, i: usize) -> BTreeMap<String, u32> {
 
 /// The epochs `dog cluster info -r` lists through node `i`, newest first: (epoch, ports of
 /// its members).
-fn epochs(c: &Cluster, i: usize) -> Vec<(u32, BTreeSet<u16>)> {
+pub(crate) fn epochs(c: &Cluster, i: usize) -> Vec<(u32, BTreeSet<u16>)> {
     let out = ok(
         c.dog(i, &["cluster", "info", "-r"], None).unwrap(),
         "cluster info -r",

@@ -131,6 +131,14 @@ impl Membership {
         usize::from(self.config.copies.max(1))
     }
 
+    /// The members of the current epoch (of the history: the fold's members may have
+    /// changed since without a new epoch).
+    fn last_members(&self) -> BTreeSet<NodeId> {
+        self.history
+            .last()
+            .map_or_else(BTreeSet::new, |e| e.members.iter().map(|n| n.nid).collect())
+    }
+
     fn bump(&mut self, time: u64, out: &mut Vec<Outcome>) {
         self.epoch = self.epoch.next();
         self.recovered.clear();
@@ -182,6 +190,21 @@ impl Membership {
         let mut out = Vec::new();
         let time = rec.time;
         match &rec.entry {
+            LogEntry::Join { node, .. } if self.status == Status::Shutdown => {
+                // Every member stopped at the shutdown: this is the cluster starting again.
+                // The old incarnations are gone (their leaves may come later, or never),
+                // so the joiners are the members; the cluster serves again once every node
+                // of its last epoch is back.
+                self.members = vec![*node];
+                self.recovered.clear();
+                if self.config.ctime == 0 {
+                    self.wait = None;
+                    self.set_status(Status::WaitFormat, &mut out);
+                } else {
+                    self.set_status(Status::WaitJoin, &mut out);
+                    self.check_wait(time, &mut out);
+                }
+            }
             LogEntry::Join { node, saved, .. } => {
                 self.members.retain(|m| m.nid != node.nid);
                 self.members.push(*node);
@@ -217,7 +240,17 @@ impl Membership {
                 self.recovered.remove(nid);
                 if self.status == Status::Ok {
                     let lost = self.stable.iter().filter(|n| !self.is_member(n)).count();
-                    if lost >= self.copies() {
+                    if self.members.is_empty() {
+                        // The last member left: the last epoch's members hold the newest
+                        // copies (each earlier leave kept fewer than `copies` of the stable
+                        // view lost, so at least one holder of every object stayed to the
+                        // end), and the cluster must wait for all of them.
+                        self.wait = Some(Wait {
+                            nodes: self.last_members(),
+                            tolerate: 0,
+                        });
+                        self.set_status(Status::WaitJoin, &mut out);
+                    } else if lost >= self.copies() {
                         // Every copy of some object may be gone: serve nothing until enough
                         // of the lost nodes return.
                         self.wait = Some(Wait {
@@ -240,7 +273,17 @@ impl Membership {
                 self.set_status(Status::Ok, &mut out);
                 self.bump(time, &mut out);
             }
-            LogEntry::Shutdown => self.set_status(Status::Shutdown, &mut out),
+            LogEntry::Shutdown => {
+                if self.status == Status::Ok {
+                    // When it starts again, the cluster waits for every node of this epoch.
+                    self.wait = Some(Wait {
+                        nodes: self.last_members(),
+                        tolerate: 0,
+                    });
+                }
+                // Waiting for nodes already (or unformatted): the same wait holds later.
+                self.set_status(Status::Shutdown, &mut out);
+            }
             LogEntry::RecoveryDone { nid, epoch } => {
                 if *epoch == self.epoch && self.is_member(nid) {
                     self.recovered.insert(*nid);

@@ -164,6 +164,127 @@ fn shutdown_and_notifications_pass_through() {
     assert_eq!(m.status(), Status::Shutdown);
 }
 
+fn formatted(n: u16, copies: u8) -> Membership {
+    let mut m = Membership::default();
+    let joins: Vec<Record> = (0..n).map(|i| join(i, fresh())).collect();
+    run(&mut m, &joins);
+    run(
+        &mut m,
+        &[rec(LogEntry::Format {
+            config: config(copies),
+        })],
+    );
+    m
+}
+
+fn epochs(m: &Membership) -> Vec<u32> {
+    m.history().iter().map(|e| e.epoch.get()).collect()
+}
+
+/// A node's restart: it brings the state it saved on its disk.
+fn rejoin(i: u16, m: &Membership) -> Record {
+    join(
+        i,
+        Saved {
+            config: m.config().clone(),
+            epoch: m.epoch(),
+            members: m.history().last().unwrap().members.clone(),
+        },
+    )
+}
+
+#[test]
+fn a_shut_down_cluster_starts_again_once_its_last_epoch_is_back() {
+    // Check both shapes of the log: the local driver records the old incarnations' leaves
+    // before the first join; ZooKeeper's joins replace them and their leaves come later.
+    for leaves_first in [true, false] {
+        let mut m = formatted(3, 3);
+        let out = run(&mut m, &[rec(LogEntry::Shutdown)]);
+        assert_eq!(out, vec![Outcome::Status(Status::Shutdown)]);
+        if leaves_first {
+            run(&mut m, &[leave(0), leave(1), leave(2)]);
+            assert_eq!(m.status(), Status::Shutdown);
+        }
+        let r0 = rejoin(0, &m);
+        run(&mut m, &[r0]);
+        assert_eq!(m.status(), Status::WaitJoin, "leaves first: {leaves_first}");
+        assert_eq!(ports(&m), vec![0], "old incarnations are not members");
+        assert_eq!(m.waiting_for(), vec![node(1).nid, node(2).nid]);
+        let r1 = rejoin(1, &m);
+        run(&mut m, &[r1, leave(2)]);
+        assert_eq!(m.status(), Status::WaitJoin);
+        assert_eq!(m.waiting_for(), vec![node(2).nid]);
+        let r2 = rejoin(2, &m);
+        let out = run(&mut m, &[r2]);
+        assert!(out.contains(&Outcome::Status(Status::Ok)));
+        assert_eq!((m.epoch(), ports(&m)), (Epoch(2), vec![0, 1, 2]));
+        assert_eq!(epochs(&m), vec![1, 2], "the history goes on");
+        // Leaves of old incarnations appended late change nothing.
+        assert!(run(&mut m, &[leave(7)]).is_empty());
+    }
+}
+
+#[test]
+fn a_shutdown_while_a_node_is_down_waits_for_the_last_epoch_only() {
+    let mut m = formatted(4, 2);
+    run(&mut m, &[leave(3)]);
+    assert_eq!(m.epoch(), Epoch(2));
+    run(
+        &mut m,
+        &[rec(LogEntry::Shutdown), leave(0), leave(1), leave(2)],
+    );
+    // The node that was down starts first: it is not what the cluster waits for.
+    let saved_3 = Saved {
+        config: config(2),
+        epoch: Epoch(1),
+        members: (0..4).map(node).collect(),
+    };
+    run(&mut m, &[join(3, saved_3)]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    assert_eq!(m.waiting_for(), vec![node(0).nid, node(1).nid, node(2).nid]);
+    let (r0, r1, r2) = (rejoin(0, &m), rejoin(1, &m), rejoin(2, &m));
+    run(&mut m, &[r0, r1]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    run(&mut m, &[r2]);
+    assert_eq!(m.status(), Status::Ok);
+    assert_eq!((m.epoch(), ports(&m)), (Epoch(3), vec![0, 1, 2, 3]));
+}
+
+#[test]
+fn a_cluster_whose_members_all_left_waits_for_the_last_one() {
+    // Clean stops one after the other: the last node holds writes the others never saw.
+    let mut m = formatted(3, 3);
+    run(&mut m, &[leave(0), leave(1)]);
+    assert_eq!(
+        (m.status(), m.epoch(), ports(&m)),
+        (Status::Ok, Epoch(3), vec![2])
+    );
+    run(&mut m, &[leave(2)]);
+    assert_eq!((m.status(), m.epoch()), (Status::WaitJoin, Epoch(3)));
+    assert_eq!(m.waiting_for(), vec![node(2).nid]);
+    let (r0, r1) = (rejoin(0, &m), rejoin(1, &m));
+    run(&mut m, &[r0, r1]);
+    assert_eq!(
+        m.status(),
+        Status::WaitJoin,
+        "a node without the newest writes"
+    );
+    let r2 = rejoin(2, &m);
+    run(&mut m, &[r2]);
+    assert_eq!(
+        (m.status(), m.epoch(), ports(&m)),
+        (Status::Ok, Epoch(4), vec![0, 1, 2])
+    );
+}
+
+#[test]
+fn an_unformatted_cluster_shut_down_waits_for_format_again() {
+    let mut m = Membership::default();
+    run(&mut m, &[join(0, fresh()), rec(LogEntry::Shutdown)]);
+    run(&mut m, &[join(0, fresh())]);
+    assert_eq!((m.status(), m.epoch()), (Status::WaitFormat, Epoch(0)));
+}
+
 fn entry() -> impl Strategy<Value = LogEntry> {
     prop_oneof![
         (0u16..50, 0u32..9, 0usize..4).prop_map(|(i, e, n)| LogEntry::Join {
