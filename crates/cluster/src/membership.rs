@@ -74,6 +74,8 @@ pub struct Membership {
     stable: BTreeSet<NodeId>,
     /// Members that finished recovering the current epoch.
     recovered: BTreeSet<NodeId>,
+    /// The last epoch every member finished recovering (0: none since the format).
+    stable_epoch: Epoch,
 }
 
 impl Default for Membership {
@@ -87,6 +89,7 @@ impl Default for Membership {
             wait: None,
             stable: BTreeSet::new(),
             recovered: BTreeSet::new(),
+            stable_epoch: Epoch(0),
         }
     }
 }
@@ -107,6 +110,11 @@ impl Membership {
     /// Status.
     pub fn status(&self) -> Status {
         self.status
+    }
+    /// The last epoch every member finished recovering (0: none since the format). Once
+    /// it is the format's epoch 1 or later, every member serves the formatted cluster.
+    pub fn stable_epoch(&self) -> Epoch {
+        self.stable_epoch
     }
     /// Epochs seen by this fold, oldest first.
     pub fn history(&self) -> &[EpochEntry] {
@@ -268,6 +276,7 @@ impl Membership {
                 self.epoch = Epoch(0);
                 self.history.clear();
                 self.wait = None;
+                self.stable_epoch = Epoch(0);
                 self.stable = self.members.iter().map(|n| n.nid).collect();
                 out.push(Outcome::Formatted(config.clone()));
                 self.set_status(Status::Ok, &mut out);
@@ -289,6 +298,7 @@ impl Membership {
                     self.recovered.insert(*nid);
                     if self.members.iter().all(|m| self.recovered.contains(&m.nid)) {
                         self.stable = self.members.iter().map(|n| n.nid).collect();
+                        self.stable_epoch = self.epoch;
                         out.push(Outcome::Stable(self.epoch));
                     }
                 }

@@ -121,7 +121,9 @@ fn recovery_done_everywhere_makes_the_view_stable() {
             })
         })
         .collect();
+    assert_eq!(m.stable_epoch(), Epoch(0));
     run(&mut m, &done);
+    assert_eq!(m.stable_epoch(), Epoch(2));
     run(&mut m, &[leave(1)]);
     assert_eq!(m.status(), Status::Ok);
     // Without recovery, a second loss of copies=2 nodes since the stable view waits.

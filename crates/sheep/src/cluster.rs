@@ -456,6 +456,7 @@ fn sync_sys(sheep: &Sheep, fold: &Membership) {
     sys.status = node_status(fold.status());
     sys.epoch = fold.epoch();
     sys.nodes = fold.members().to_vec();
+    sys.stable = fold.stable_epoch();
     if fold.config().ctime != 0 {
         sys.config = fold.config().clone();
     }
@@ -618,6 +619,7 @@ async fn apply_outcomes(
                     adopt_config(sheep, config).await?;
                     sheep.sys_mut().epochs.clear();
                     sheep.recovery.reset();
+                    crate::failpoint::delay_point("format:before_running").await;
                 }
             }
             Outcome::NewEpoch(e) => {

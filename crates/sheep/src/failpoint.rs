@@ -2,7 +2,8 @@
 //! environment variable `SHEEP_CRASH_AT` names a point, the process SIGKILLs itself
 //! there, so a test can stop a sheep at an exact step of a multi-step operation (between
 //! the cluster-log record of a snapshot and its inode write, in the middle of a delete).
-//! In a normal build every point is a no-op.
+//! `SHEEP_DELAY_AT=POINT:MS` pauses at a point instead (a slow member). In a normal build
+//! every point is a no-op.
 
 /// The environment variable naming the point to die at.
 pub const ENV: &str = "SHEEP_CRASH_AT";
@@ -20,3 +21,29 @@ pub fn crash_point(point: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn crash_point(_point: &str) {}
+
+/// The environment variable naming a point to pause at, and for how long:
+/// `POINT:MILLISECONDS`.
+pub const DELAY_ENV: &str = "SHEEP_DELAY_AT";
+
+/// Pauses here if `SHEEP_DELAY_AT` names `point` (a slow member, made reproducible).
+#[cfg(feature = "failpoints")]
+pub async fn delay_point(point: &str) {
+    let Ok(spec) = std::env::var(DELAY_ENV) else {
+        return;
+    };
+    let Some((name, ms)) = spec.rsplit_once(':') else {
+        return;
+    };
+    if name == point
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        tracing::warn!(point, ms, "test delay point");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// Pauses here if `SHEEP_DELAY_AT` names `point` (not in this build).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn delay_point(_point: &str) {}

@@ -76,6 +76,8 @@ pub struct SysState {
     pub epochs: Vec<EpochEntry>,
     /// Placement of the current epoch.
     pub ring: Arc<Ring>,
+    /// The last epoch every member finished recovering (0: none since the format).
+    pub stable: Epoch,
 }
 
 impl SysState {
@@ -240,6 +242,7 @@ impl Sheep {
             nodes: Vec::new(),
             epochs: loaded.epochs,
             ring: Arc::new(Ring::new(&[])),
+            stable: Epoch(0),
         };
         let sheep = Arc::new(Sheep {
             me,

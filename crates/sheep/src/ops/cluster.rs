@@ -259,6 +259,21 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     {
         return Err(SdResult::ClusterError.into());
     }
+    // Answer once every member serves the new format too (each finished recovering its
+    // first epoch), so a request right after the format reaches no member still between
+    // "formatted" and "running", through this node or any other. Every applied record
+    // wakes `rx`. A member that never gets there (it died) does not fail the format: the
+    // cluster moves to a new epoch without it.
+    let everywhere = |_: &Epoch| {
+        let sys = sheep.sys();
+        sys.config.ctime != ctime || sys.stable.get() >= 1
+    };
+    if tokio::time::timeout(FORMAT_WAIT, rx.wait_for(everywhere))
+        .await
+        .is_err()
+    {
+        tracing::warn!("formatted, but not every member reported it serves within {FORMAT_WAIT:?}");
+    }
     tracing::info!(copies, shift, "cluster formatted");
     Ok(Reply::ok())
 }

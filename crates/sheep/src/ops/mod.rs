@@ -106,6 +106,12 @@ fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
     }
     let (kind, force) = op_info(op).ok_or(SdResult::InvalidParms)?;
     let sys = sheep.sys();
+    if kind == OpKind::Peer && req.epoch > sys.epoch {
+        // Another sheep is ahead of us: we have not applied its epoch yet (a member
+        // between "formatted" and "running" among others). It retries in a moment; a
+        // client must never see our transient state.
+        return Err(SdResult::NewNodeVer);
+    }
     match sys.status {
         NodeStatus::Killed => return Err(SdResult::Killed),
         NodeStatus::Shutdown => return Err(SdResult::Shutdown),
