@@ -577,8 +577,23 @@ pub async fn run(
         if live {
             sync_sys(&sheep, &fold);
             let _ = live_tx.send(true);
+            if gone.is_some() && fold.status() == Status::WaitJoin {
+                log_wait(&sheep, &fold);
+            }
         }
     }
+}
+
+/// Says which nodes the cluster waits for, and where its state lives (a sheep may have
+/// joined a cluster an earlier run left in the shared state).
+fn log_wait(sheep: &Sheep, fold: &Membership) {
+    let waiting: Vec<String> = fold.waiting_for().iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        epoch = %fold.epoch(),
+        waiting_for = %waiting.join(", "),
+        state = %crate::driver::describe(&sheep.cfg.cluster),
+        "the cluster waits for nodes of its last epoch to join"
+    );
 }
 
 /// Our join has been applied: reconcile our store with the cluster, persist the history.

@@ -18,6 +18,27 @@ use tokio_util::sync::CancellationToken;
 /// /tmp/sheepdog_shm).
 pub const DEFAULT_LOCAL_PATH: &str = "/tmp/sheepdog-rs-local";
 
+/// Where the cluster state of `spec` lives, and how to start a separate cluster instead:
+/// for an operator whose sheep joined a cluster an earlier run left behind.
+pub fn describe(spec: &DriverSpec) -> String {
+    match spec {
+        DriverSpec::Local { path } => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCAL_PATH));
+            format!(
+                "cluster state in {} (-c local); start with -c local:NEWPATH for a new cluster",
+                path.display()
+            )
+        }
+        DriverSpec::Zookeeper(zk) => format!(
+            "cluster state in ZooKeeper {} under {}; another cluster id starts a new cluster",
+            zk.connect_string(),
+            zk.cluster_id
+        ),
+    }
+}
+
 /// The driver chosen with `-c`.
 #[derive(Debug)]
 pub enum Driver {
