@@ -240,7 +240,7 @@ async fn fetch_peer(
     });
     h.epoch = epoch;
     h.data_length = room;
-    match leaf_call(sheep, nid, h).await {
+    match leaf_call(sheep, epoch, nid, h).await {
         Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() >= 4 => Ok(data),
         Ok((rsp, _)) if rsp.result == SdResult::Success => Err(SdResult::Eio),
         Ok((rsp, _)) => Err(rsp.result),
@@ -251,17 +251,48 @@ async fn fetch_peer(
     }
 }
 
-/// A recovery request to `nid`, over the leaf connections (never queued behind replica
-/// writes that wait on this recovery), resent while `nid` still applies the epoch
-/// (NEW_NODE_VER, up to [`SOURCE_ATTEMPTS`] times); the last answer.
-async fn leaf_call(
+/// Why a recovery request to a peer got no answer to act on.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    /// The peer could not be reached or did not answer in time.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    /// The cluster left the epoch being recovered before the peer answered.
+    #[error("the cluster left epoch {0}")]
+    EpochMoved(Epoch),
+}
+
+/// One request to `nid` for the recovery of `epoch`, over the leaf connections (never
+/// queued behind replica writes that wait on this recovery). Abandoned as soon as the
+/// cluster leaves `epoch`: the answer no longer matters, and a member cut off by a
+/// partition (its connection silent: packets dropped, no reset) would otherwise hold the
+/// recovery, and the object lock of a replica write waiting on it, for the whole peer
+/// timeout, long after the membership dropped that member.
+async fn leaf_request(
     sheep: &Sheep,
+    epoch: Epoch,
     nid: NodeId,
     h: RequestHeader,
-) -> Result<(sd_proto::ResponseHeader, Bytes), crate::peer::PeerError> {
+) -> Result<(sd_proto::ResponseHeader, Bytes), Unanswered> {
+    let mut rx = sheep.epoch_tx.subscribe();
+    tokio::select! {
+        biased;
+        r = sheep.leaf_peers.call(nid, h, Bytes::new()) => Ok(r?),
+        Ok(_) = rx.wait_for(|e| *e != epoch) => Err(Unanswered::EpochMoved(epoch)),
+    }
+}
+
+/// [`leaf_request`], resent while `nid` still applies the epoch (NEW_NODE_VER, up to
+/// [`SOURCE_ATTEMPTS`] times); the last answer.
+async fn leaf_call(
+    sheep: &Sheep,
+    epoch: Epoch,
+    nid: NodeId,
+    h: RequestHeader,
+) -> Result<(sd_proto::ResponseHeader, Bytes), Unanswered> {
     let mut attempt = 1;
     loop {
-        let r = sheep.leaf_peers.call(nid, h, Bytes::new()).await;
+        let r = leaf_request(sheep, epoch, nid, h).await;
         match &r {
             Ok((rsp, _)) if rsp.result == SdResult::NewNodeVer && attempt < SOURCE_ATTEMPTS => {
                 attempt += 1;
@@ -410,7 +441,7 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
         h.flags = Flags::RECOVERY;
         h.epoch = epoch;
         h.data_length = len;
-        match leaf_call(sheep, nid, h).await {
+        match leaf_call(sheep, epoch, nid, h).await {
             Ok((rsp, data)) if rsp.result == SdResult::Success => {
                 store_copy(sheep, oid, data, 0).await?;
                 tracing::debug!(%oid, from = %nid, "recovered object");
@@ -480,8 +511,9 @@ async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> Sheep
     )
 }
 
-/// Every object some live member stores (ours included).
-async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
+/// Every object some live member stores (ours included), for the recovery of `epoch`;
+/// AGAIN if a member's list is unavailable or the cluster leaves `epoch` first.
+async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid>> {
     let store = sheep.store.clone();
     let mut all: HashSet<Oid> = tokio::task::spawn_blocking(move || store.list())
         .await??
@@ -500,7 +532,7 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
         loop {
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
-            let refused = match sheep.leaf_peers.call(nid, h, Bytes::new()).await {
+            let refused = match leaf_request(sheep, epoch, nid, h).await {
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
                     for c in data.chunks_exact(8) {
                         let mut a = [0u8; 8];
@@ -514,6 +546,8 @@ async fn cluster_objects(sheep: &Sheep) -> SheepResult<HashSet<Oid>> {
                     continue;
                 }
                 Ok((rsp, _)) => rsp.result.to_string(),
+                // A newer epoch's recovery takes over.
+                Err(Unanswered::EpochMoved(_)) => return Err(SdResult::Again.into()),
                 Err(e) => e.to_string(),
             };
             // Without this member's list we cannot know what to recover: never announce
@@ -577,7 +611,12 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
         let st = rec.st();
         (st.epoch, st.generation)
     };
-    let all = cluster_objects(sheep).await?;
+    let all = match cluster_objects(sheep, epoch).await {
+        Ok(all) => all,
+        // Superseded: the new epoch's recovery was kicked.
+        Err(_) if rec.st().generation != generation => return Ok(true),
+        Err(e) => return Err(e),
+    };
     let ring = sheep.sys().ring.clone();
     let me = sheep.me.nid;
     let mut todo = Vec::new();

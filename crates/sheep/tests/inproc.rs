@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::cluster::{SD_VDI_BITMAP_SIZE, flags};
@@ -269,6 +270,173 @@ async fn pipelined_requests_are_all_answered_by_id() {
             .call(obj(Opcode::ReadObj, vid.data_oid(i), 0, 4096), &[])
             .await;
         assert!(d.iter().all(|b| *b == i as u8));
+    }
+    node.stop().await;
+}
+
+/// A member of the cluster log that accepts connections and reads requests but never
+/// answers: a sheep cut off by a partition (packets dropped, so its connections go silent
+/// without a reset) until the others record its leave. It reports what it received.
+struct SilentMember {
+    driver: Option<sheep::driver::local::LocalDriver>,
+    /// Stops its driver.
+    cancel: CancellationToken,
+    /// Closes its listener and connections (when the test is done with it).
+    close: CancellationToken,
+    received: tokio::sync::mpsc::UnboundedReceiver<(Opcode, sd_proto::Oid)>,
+}
+
+impl SilentMember {
+    /// Joins the local cluster whose shared directory is `cluster`.
+    async fn join(cluster: &Path) -> SilentMember {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nid = sd_proto::node::NodeId::from_socket(listener.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let close = CancellationToken::new();
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        let stop = close.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    a = listener.accept() => a.unwrap(),
+                };
+                let tx = tx.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    let mut dec = sd_proto::RequestDecoder::new(64 << 20);
+                    loop {
+                        while let Some(f) = dec.decode(&mut buf).unwrap() {
+                            if let sd_proto::RequestFrame::Request { header, .. } = f {
+                                let _ = tx.send((header.opcode, header.obj().oid));
+                            }
+                        }
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            n = s.read_buf(&mut buf) => if n.unwrap_or(0) == 0 { return },
+                        }
+                    }
+                });
+            }
+        });
+        let node = sd_proto::node::SdNode {
+            nid,
+            io_addr: [0; 16],
+            io_port: 0,
+            nr_vnodes: 128,
+            zone: nid.default_zone(),
+            space: 0,
+        };
+        let saved = sd_cluster::log::Saved {
+            config: sd_proto::cluster::SheepdogConfig::default(),
+            epoch: sd_proto::Epoch(0),
+            members: Vec::new(),
+        };
+        // It takes no part beyond holding its liveness lock: its records are not read.
+        let (driver, _records) = sheep::driver::local::LocalDriver::start(
+            cluster.to_path_buf(),
+            node,
+            1,
+            saved,
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+        SilentMember {
+            driver: Some(driver),
+            cancel,
+            close,
+            received,
+        }
+    }
+
+    /// Waits until it has received `op` for `oid`.
+    async fn wait_for(&mut self, op: Opcode, oid: sd_proto::Oid) {
+        while self.received.recv().await.unwrap() != (op, oid) {}
+    }
+
+    /// Dies as a process would: its liveness lock is released, and its connections stay
+    /// silent.
+    fn leave(&mut self) {
+        self.driver = None;
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for SilentMember {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.close.cancel();
+    }
+}
+
+/// The epoch once the cluster has `n` members, polled until `deadline`.
+async fn wait_members(c: &mut Conn, n: u32, deadline: tokio::time::Instant) -> u32 {
+    loop {
+        let mut h = RequestHeader::new(Opcode::GetNodeList);
+        h.data_length = 64 << 10;
+        let (rsp, _) = c.call(h, &[]).await;
+        if rsp.node().nr_nodes == n {
+            return rsp.epoch.get();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {n} members");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A member that goes silent (cut off by a partition, no reset) holds recovery only until
+/// the membership drops it: a replica request waiting to recover its object is answered,
+/// and the next epoch's recovery finishes, as soon as the member's leave is applied, not
+/// when the peer timeout (30 s) ends the calls on its connection.
+#[tokio::test]
+async fn recovery_stops_waiting_on_a_silent_member_once_it_leaves() {
+    // Far below the peer timeout, far above a leave (liveness probes every 300 ms).
+    const BOUND: Duration = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut c = Conn::new(node.addr).await;
+    format(&mut c).await;
+    let mut silent = SilentMember::join(&dir.path().join("cluster")).await;
+    let joined = wait_members(&mut c, 2, tokio::time::Instant::now() + BOUND).await;
+
+    // A replica read of an object this node lacks: it asks every member for its copy
+    // (FETCH_PEER), the silent one too, before it answers.
+    let oid = Vid::new(0x7c2b25).unwrap().data_oid(0);
+    let mut h = obj(Opcode::ReadPeer, oid, 0, 4096);
+    h.epoch = sd_proto::Epoch(joined);
+    let id = c.send(h, &[]).await;
+    tokio::time::timeout(BOUND, silent.wait_for(Opcode::FetchPeer, oid))
+        .await
+        .expect("no FETCH_PEER reached the silent member");
+    silent.leave();
+    let (rsp, _) = tokio::time::timeout(BOUND, c.recv())
+        .await
+        .expect("the replica read still waits on the member that left");
+    // The object could not be checked in that epoch: the gateway retries in the next.
+    assert_eq!((rsp.id, rsp.result), (id, SdResult::Again));
+    let left = rsp.epoch.get();
+    assert!(left > joined, "answered in epoch {left}");
+    let mut h = obj(Opcode::ReadPeer, oid, 0, 4096);
+    h.epoch = rsp.epoch;
+    let (rsp, _) = c.call(h, &[]).await;
+    assert_eq!(rsp.result, SdResult::NoObj, "no member holds it");
+
+    // The recovery of the epoch without the silent member finishes too.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let mut h = RequestHeader::new(Opcode::StatRecovery);
+        h.data_length = 24;
+        let (rsp, state) = c.call(h, &[]).await;
+        assert_eq!(rsp.result, SdResult::Success);
+        if state[0] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "recovery still running {BOUND:?} after the silent member left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.stop().await;
 }
