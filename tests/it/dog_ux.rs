@@ -1,10 +1,11 @@
-//! First-use behaviour of the real `dog` (issue 13): `--version`, and a `--help` without
-//! the subcommands that are not implemented yet.
+//! First-use behaviour of the real `dog` (issue 13): `--version`, a `--help` without the
+//! subcommands that are not implemented yet, and headers that end their line before the
+//! error of the request after them (stdout and stderr on one pipe, as `2>&1` gives).
 
 use std::io::{Read, Seek};
 use std::process::{Command, Stdio};
 
-use sd_testkit::{DOG_TIMEOUT, bin_path, poll_until};
+use sd_testkit::{DOG_TIMEOUT, Sheep, bin_path, poll_until};
 
 /// `dog ARGS` with stdout and stderr on one file, so the result shows the order in which
 /// the two streams were written; killed after [`DOG_TIMEOUT`]. Returns (exit code, text).
@@ -31,6 +32,14 @@ fn dog_merged(args: &[&str]) -> (Option<i32>, String) {
     let mut text = String::new();
     file.read_to_string(&mut text).unwrap();
     (status.code(), text)
+}
+
+/// `dog ARGS -p PORT`, merged as [`dog_merged`].
+fn dog_merged_at(port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let port = port.to_string();
+    let mut all = args.to_vec();
+    all.extend(["-p", port.as_str()]);
+    dog_merged(&all)
 }
 
 #[test]
@@ -88,5 +97,32 @@ fn version_and_a_help_without_unimplemented_subcommands() {
         usage.starts_with("Usage: dog cluster check [-a address] [-p port] [-h] [-T]\n")
             && usage.ends_with("Note: this dog does not implement 'dog cluster check' yet.\n"),
         "{usage}"
+    );
+}
+
+/// Every header printed before a request that then fails comes out whole, before the
+/// failure's message, even when stdout is a pipe (where stdout is block-buffered).
+#[test]
+fn headers_end_their_line_before_the_error_that_follows() {
+    let sheep = Sheep::start_temp(&[]).unwrap();
+    let port = sheep.port();
+    // Unformatted: STAT_SHEEP and READ_VDIS fail after the header.
+    assert_eq!(
+        dog_merged_at(port, &["node", "info"]),
+        (
+            Some(2),
+            "Id\tSize\tUsed\tAvail\tUse%\nResponse's result: Waiting for cluster to be \
+             formatted\nCannot get information from any nodes\n"
+                .into()
+        )
+    );
+    assert_eq!(
+        dog_merged_at(port, &["cluster", "format", "-b", "nosuch"]),
+        (
+            Some(2),
+            "using backend nosuch store\nFormat failed: Targeted backend store is not found\n\
+             Available stores:\n---------------------------------------\nplain \n"
+                .into()
+        )
     );
 }

@@ -225,7 +225,7 @@ pub async fn format(ctx: &mut Ctx) -> CmdResult {
             cflags |= bit;
         }
     }
-    ctx.put(&format!("using backend {} store\n", format::text(store)));
+    ctx.put_header(&format!("using backend {} store\n", format::text(store)));
     let req = MakeFs {
         store,
         copies: o.copies,
