@@ -36,3 +36,19 @@ ensure_apt_packages() {
 ensure_linker() {
     command -v cc >/dev/null || ensure_apt_packages gcc libc6-dev
 }
+
+# The pid of the sheep of a start-local.sh cluster whose base directory is "$1" (as
+# given to that sheep), if it runs; nothing otherwise. The pid file is checked against
+# the process's command line, so a stale file whose pid was reused is not taken for it.
+local_sheep_pid() {
+    local dir=$1 pid
+    [ -r "$dir/sheep.pid" ] || return 0
+    read -r pid <"$dir/sheep.pid" || return 0
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    [ -r "/proc/$pid/cmdline" ] || return 0
+    # The arguments, NUL-separated; our sheep has the directory as its last argument.
+    if tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$dir"; then
+        echo "$pid"
+    fi
+}
