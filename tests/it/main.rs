@@ -21,6 +21,7 @@ mod dog_attr;
 mod dog_cli;
 mod dog_json;
 mod dog_track_resize;
+mod dog_ux;
 mod format;
 mod full_stop;
 mod harness;

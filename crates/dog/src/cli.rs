@@ -96,6 +96,11 @@ pub fn parse_invocation(args: &[OsString], out: &mut Out) -> Result<Invocation, 
         out.put(&usage::general_usage());
         return Err(Abort(EXIT_SUCCESS));
     };
+    if cmd_name == "--version" {
+        // sheepdog-rs: the C dog has no --version; this prints it as `sheep --version` does.
+        out.put(&usage::version());
+        return Err(Abort(EXIT_SUCCESS));
+    }
     let Some(cmd) = Command::find(&cmd_name) else {
         if is_help(&cmd_name) {
             out.put(&usage::general_usage());

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sd_client::{ClientError, MakeFs};
 use sd_proto::SdResult;
 use sd_proto::cluster::{EpochLogRecord, flags, sd_time};
-use sd_proto::node::SD_MAX_NODES;
+use sd_proto::node::{SD_MAX_NODES, SdNode};
 
 use crate::ctx::Ctx;
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_SUCCESS, EXIT_SYSFAIL};
@@ -79,8 +79,52 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
         let line = format!("Cluster store modes: {}\n", modes.join(", "));
         text = format::insert_after_line(&text, "Cluster vnode mode: ", &line);
     }
+    if stat.result == SdResult::WaitForJoin && !view.raw {
+        // sheepdog-rs: what the cluster waits for, after the C lines of the status.
+        let after = if view.verbose {
+            "Cluster store modes: "
+        } else {
+            "Cluster status: "
+        };
+        let lines = wait_for_join_text(&records, &ctx.nodes);
+        text = format::insert_after_line(&text, after, &lines);
+    }
     ctx.put(&text);
     Ok(EXIT_SUCCESS)
+}
+
+/// Where a sheep started with the default `-c local` keeps the cluster state it shares
+/// with every other such sheep of the host: `sheep::driver::DEFAULT_LOCAL_PATH` (a test
+/// keeps the two equal; dog does not depend on the daemon's crate).
+const DEFAULT_LOCAL_PATH: &str = "/tmp/sheepdog-rs-local";
+
+/// The lines `cluster info` adds while the cluster waits for nodes to join: the members
+/// of the latest epoch (`records` are newest first) missing from the current node list,
+/// and how to start a fresh cluster instead (a sheep started with the default `-c local`
+/// joins whatever cluster an earlier run left in the host's shared state).
+fn wait_for_join_text(records: &[EpochLogRecord], current: &[SdNode]) -> String {
+    let mut s = String::new();
+    if let Some(last) = records.first() {
+        let missing: Vec<String> = last
+            .nodes
+            .iter()
+            .filter(|n| !current.iter().any(|c| c.nid == n.nid))
+            .map(|n| n.nid.to_string())
+            .collect();
+        if !missing.is_empty() {
+            s.push_str(&format!(
+                "Waiting for nodes of epoch {} to join: {}\n",
+                last.epoch.get(),
+                missing.join(", ")
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "Hint: sheep started with the default '-c local' share the cluster state in \
+         {DEFAULT_LOCAL_PATH} with every such sheep on this host; start them with \
+         '-c local:PATH' and a new PATH for a fresh cluster.\n"
+    ));
+    s
 }
 
 /// The `cluster info --json` document; `records` are newest first.
@@ -225,7 +269,7 @@ pub async fn format(ctx: &mut Ctx) -> CmdResult {
             cflags |= bit;
         }
     }
-    ctx.put(&format!("using backend {} store\n", format::text(store)));
+    ctx.put_header(&format!("using backend {} store\n", format::text(store)));
     let req = MakeFs {
         store,
         copies: o.copies,
@@ -294,5 +338,72 @@ pub async fn shutdown(ctx: &mut Ctx) -> CmdResult {
             sd_err!("failed to execute request");
             Ok(EXIT_FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sd_proto::Epoch;
+    use sd_proto::node::NodeId;
+
+    fn node(port: u16) -> SdNode {
+        SdNode {
+            nid: NodeId::from_socket(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+            nr_vnodes: 128,
+            ..SdNode::default()
+        }
+    }
+
+    fn epoch(e: u32, ports: &[u16]) -> EpochLogRecord {
+        EpochLogRecord {
+            epoch: Epoch(e),
+            nodes: ports.iter().map(|p| node(*p)).collect(),
+            ..EpochLogRecord::default()
+        }
+    }
+
+    #[test]
+    fn wait_for_join_names_the_missing_nodes_of_the_latest_epoch() {
+        let hint = format!(
+            "Hint: sheep started with the default '-c local' share the cluster state in \
+             {DEFAULT_LOCAL_PATH} with every such sheep on this host; start them with \
+             '-c local:PATH' and a new PATH for a fresh cluster.\n"
+        );
+        let check = |records: &[EpochLogRecord], current: &[u16], expect: &str| {
+            let current: Vec<SdNode> = current.iter().map(|p| node(*p)).collect();
+            assert_eq!(
+                wait_for_join_text(records, &current),
+                format!("{expect}{hint}"),
+                "current {current:?}"
+            );
+        };
+        // Newest first: epoch 3 has 7000, 7002 and 7003; 7001, only in epoch 2, is not
+        // waited for.
+        let log = [epoch(3, &[7000, 7002, 7003]), epoch(2, &[7000, 7001])];
+        check(
+            &log,
+            &[7000],
+            "Waiting for nodes of epoch 3 to join: 127.0.0.1:7002, 127.0.0.1:7003\n",
+        );
+        check(
+            &log,
+            &[7003, 7000],
+            "Waiting for nodes of epoch 3 to join: 127.0.0.1:7002\n",
+        );
+        // Nobody missing (or no log): only the hint.
+        check(&log, &[7000, 7002, 7003], "");
+        check(&[], &[7000], "");
+    }
+
+    #[test]
+    fn the_hint_names_the_daemons_default_local_path() {
+        let driver = include_str!("../../sheep/src/driver/mod.rs");
+        assert!(
+            driver.contains(&format!(
+                "DEFAULT_LOCAL_PATH: &str = \"{DEFAULT_LOCAL_PATH}\";"
+            )),
+            "sheep's default -c local path changed; update dog's hint"
+        );
     }
 }

@@ -271,6 +271,15 @@ impl Ctx {
         self.out.put(s);
     }
 
+    /// Writes a header (a table heading, a "Looking for ..." line) that requests which
+    /// can fail follow, and flushes it: a failure's message on stderr then comes after the
+    /// header's complete line whether stdout is a terminal or a pipe shared with stderr
+    /// (`2>&1`), as the C `dog` shows it on a terminal.
+    pub fn put_header(&mut self, s: &str) {
+        self.out.put(s);
+        self.out.flush();
+    }
+
     /// With `-v`: the id of a VDI just made, as `LABEL: ID` (`-r`: the id alone).
     pub fn put_new_vid(&mut self, label: &str, vid: impl std::fmt::LowerHex) {
         if !self.opts.verbose {

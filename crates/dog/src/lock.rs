@@ -31,7 +31,7 @@ pub async fn list(ctx: &mut Ctx) -> CmdResult {
     };
     let json = ctx.opts.json;
     if !json {
-        ctx.put("VDI | owner node\n");
+        ctx.put_header("VDI | owner node\n");
     }
     let mut doc = crate::json::LockList { locks: Vec::new() };
     for s in states.iter().filter(|s| s.lock_state == LockState::Locked) {

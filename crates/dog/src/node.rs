@@ -39,7 +39,7 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
     let raw = ctx.opts.raw;
     let json = ctx.opts.json;
     if !raw && !json {
-        ctx.put(format::NODE_INFO_HEADER);
+        ctx.put_header(format::NODE_INFO_HEADER);
     }
     let mut shown = 0;
     let mut rows = Vec::new();
@@ -144,8 +144,9 @@ pub async fn recovery(ctx: &mut Ctx) -> CmdResult {
     let raw = ctx.opts.raw;
     let json = ctx.opts.json;
     if !raw && !json {
-        ctx.put("Nodes In Recovery:\n");
-        ctx.put("  Id   Host:Port         V-Nodes       Zone       Progress\n");
+        ctx.put_header(
+            "Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n",
+        );
     }
     let mut doc = json::Recovery {
         epoch: ctx.epoch.get(),

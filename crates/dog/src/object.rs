@@ -74,7 +74,7 @@ pub async fn object(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
             let oid = match ctx.opts.index {
                 None => {
                     if !json {
-                        ctx.put(&format!(
+                        ctx.put_header(&format!(
                             "Looking for the inode object 0x{:x} with {} nodes\n\n",
                             vid.get(),
                             ctx.nodes.len()
@@ -106,7 +106,7 @@ pub async fn object(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
                     }
                     let oid = Vid::from_masked(owner).data_oid(idx);
                     if !json {
-                        ctx.put(&format!(
+                        ctx.put_header(&format!(
                             "Looking for the object 0x{:x} (vid 0x{:x} idx {i}, {} copies) with {} nodes\n\n",
                             oid.get(),
                             vid.get(),

@@ -74,7 +74,7 @@ pub async fn track(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         }
     };
     if !json {
-        ctx.put(&heading);
+        ctx.put_header(&heading);
     }
     let records = match epoch_records(ctx).await {
         Ok(r) => r,

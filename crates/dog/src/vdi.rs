@@ -416,7 +416,7 @@ pub async fn list(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
     let raw = ctx.opts.raw;
     let json = ctx.opts.json;
     if !raw && !json {
-        ctx.put(format::VDI_LIST_HEADER);
+        ctx.put_header(format::VDI_LIST_HEADER);
     }
     let mut doc = crate::json::VdiList { vdis: Vec::new() };
     let filter = args.first().copied();
