@@ -543,6 +543,10 @@ pub async fn run(
         if let Some(nid) = gone {
             // Whatever VDI work that node was doing died with its previous run.
             sheep.vdis_mut().orphan(&nid);
+            // So did our connections to it: after a partition they may be silent rather
+            // than closed, and the next request would wait out the peer timeout on them.
+            sheep.peers.forget(&nid);
+            sheep.leaf_peers.forget(&nid);
         }
         let was_formatted = fold.config().ctime != 0;
         let outcomes = fold.apply(&rec);
