@@ -221,3 +221,50 @@ fn a_shutdown_while_a_node_is_down_starts_again() {
 fn a_shutdown_while_a_node_is_down_starts_again_zookeeper() {
     shutdown_with_a_node_down(true);
 }
+
+/// Node 1 misses a write while away, returns, and has not finished recovering (recovery
+/// throttled) when every node is SIGKILLed. Started first, it must not run alone on its
+/// stale copies: the last complete view (nodes 0 and 2) held the only copies of the newest
+/// bytes. Once one of those is back, the newest bytes read back through node 1.
+#[test]
+fn a_node_still_recovering_when_all_die_waits_for_the_holders() {
+    let mut c = Cluster::start_with(3, &["-R", "max=1,interval=60000"]).unwrap();
+    c.format(3).unwrap();
+    ok(
+        c.dog(0, &["vdi", "create", "whole", "64M"], None).unwrap(),
+        "vdi create",
+    );
+    dog_write(&c, 0, "whole", &pattern(random_seed(), 0, 8 * MIB));
+    c.kill9(1).unwrap();
+    c.wait_members(2).unwrap();
+    let newest = pattern(random_seed(), 0, 8 * MIB);
+    dog_write(&c, 0, "whole", &newest);
+    // Nodes 0 and 2 finished recovering the epoch without node 1: a complete view.
+    c.poll_until(SETTLE_TIMEOUT, "recovery without node 1", |c| {
+        let done = [0, 2].iter().all(|&i| {
+            c.dog(i, &["node", "recovery", "-r"], None)
+                .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+        });
+        Ok(done.then_some(()))
+    })
+    .unwrap();
+    c.restart(1).unwrap();
+    c.wait_members(3).unwrap();
+    for i in 0..3 {
+        c.kill9(i).unwrap();
+    }
+
+    c.restart(1).unwrap();
+    assert_eq!(status(&c, 1), STATUS_WAITING, "node 1 alone");
+    let read = c
+        .dog(1, &["vdi", "read", "whole", "0", "4096"], None)
+        .unwrap();
+    assert!(!read.status.success(), "a waiting cluster serves no data");
+    c.restart(2).unwrap();
+    wait_running(&mut c, &[1, 2]);
+    assert_same_bytes(
+        &dog_read(&c, 1, "whole", 0, newest.len()),
+        &newest,
+        "through node 1",
+    );
+}

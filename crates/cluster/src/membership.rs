@@ -72,6 +72,9 @@ pub struct Membership {
     wait: Option<Wait>,
     /// Members whose copies are complete: the last epoch every member finished recovering.
     stable: BTreeSet<NodeId>,
+    /// How many copies each object has among the stable members: `copies`, or fewer when
+    /// they span fewer zones. Losing this many of them may lose every copy of an object.
+    stable_copies: usize,
     /// Members that finished recovering the current epoch.
     recovered: BTreeSet<NodeId>,
     /// The last epoch every member finished recovering (0: none since the format).
@@ -88,6 +91,7 @@ impl Default for Membership {
             status: Status::WaitFormat,
             wait: None,
             stable: BTreeSet::new(),
+            stable_copies: 1,
             recovered: BTreeSet::new(),
             stable_epoch: Epoch(0),
         }
@@ -147,6 +151,13 @@ impl Membership {
             .map_or_else(BTreeSet::new, |e| e.members.iter().map(|n| n.nid).collect())
     }
 
+    /// `nodes` hold complete copies of every object (`stable`).
+    fn set_stable(&mut self, nodes: &[SdNode]) {
+        self.stable = nodes.iter().map(|n| n.nid).collect();
+        let zones: BTreeSet<u32> = nodes.iter().map(|n| n.zone).collect();
+        self.stable_copies = self.copies().min(zones.len()).max(1);
+    }
+
     fn bump(&mut self, time: u64, out: &mut Vec<Outcome>) {
         self.epoch = self.epoch.next();
         self.recovered.clear();
@@ -185,7 +196,7 @@ impl Membership {
             time,
             members: saved.members.clone(),
         }];
-        self.stable = saved.members.iter().map(|n| n.nid).collect();
+        self.set_stable(&saved.members);
         self.wait = Some(Wait {
             nodes: self.stable.clone(),
             tolerate: 0,
@@ -250,20 +261,20 @@ impl Membership {
                     let lost = self.stable.iter().filter(|n| !self.is_member(n)).count();
                     if self.members.is_empty() {
                         // The last member left: the last epoch's members hold the newest
-                        // copies (each earlier leave kept fewer than `copies` of the stable
-                        // view lost, so at least one holder of every object stayed to the
-                        // end), and the cluster must wait for all of them.
+                        // copies (each earlier leave kept fewer than `stable_copies` of the
+                        // stable view lost, so at least one holder of every object stayed to
+                        // the end), and the cluster must wait for all of them.
                         self.wait = Some(Wait {
                             nodes: self.last_members(),
                             tolerate: 0,
                         });
                         self.set_status(Status::WaitJoin, &mut out);
-                    } else if lost >= self.copies() {
+                    } else if lost >= self.stable_copies {
                         // Every copy of some object may be gone: serve nothing until enough
                         // of the lost nodes return.
                         self.wait = Some(Wait {
                             nodes: self.stable.clone(),
-                            tolerate: self.copies() - 1,
+                            tolerate: self.stable_copies - 1,
                         });
                         self.set_status(Status::WaitJoin, &mut out);
                     } else {
@@ -277,7 +288,7 @@ impl Membership {
                 self.history.clear();
                 self.wait = None;
                 self.stable_epoch = Epoch(0);
-                self.stable = self.members.iter().map(|n| n.nid).collect();
+                self.set_stable(&self.members.clone());
                 out.push(Outcome::Formatted(config.clone()));
                 self.set_status(Status::Ok, &mut out);
                 self.bump(time, &mut out);
@@ -297,7 +308,7 @@ impl Membership {
                 if *epoch == self.epoch && self.is_member(nid) {
                     self.recovered.insert(*nid);
                     if self.members.iter().all(|m| self.recovered.contains(&m.nid)) {
-                        self.stable = self.members.iter().map(|n| n.nid).collect();
+                        self.set_stable(&self.members.clone());
                         self.stable_epoch = self.epoch;
                         out.push(Outcome::Stable(self.epoch));
                     }

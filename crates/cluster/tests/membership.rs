@@ -280,6 +280,42 @@ fn a_cluster_whose_members_all_left_waits_for_the_last_one() {
 }
 
 #[test]
+fn a_node_still_recovering_never_runs_alone() {
+    // Node 1 was away (epoch 2: nodes 0 and 2 hold every object, copies=3 on two nodes),
+    // came back (epoch 3) and had not finished recovering when every node was killed. The
+    // node restarting first records the others' deaths; it must not run alone on its stale
+    // copies: losing both nodes of a two-node stable view may lose every copy.
+    let mut m = formatted(3, 3);
+    run(&mut m, &[leave(1)]);
+    let done: Vec<Record> = [0, 2]
+        .into_iter()
+        .map(|i| {
+            rec(LogEntry::RecoveryDone {
+                nid: node(i).nid,
+                epoch: Epoch(2),
+            })
+        })
+        .collect();
+    run(&mut m, &done);
+    let r1 = rejoin(1, &m);
+    run(&mut m, &[r1]);
+    assert_eq!((m.status(), m.epoch()), (Status::Ok, Epoch(3)));
+    run(&mut m, &[leave(0), leave(2)]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    assert_eq!(m.waiting_for(), vec![node(0).nid, node(2).nid]);
+    let r1 = rejoin(1, &m);
+    run(&mut m, &[r1]);
+    assert_eq!(m.status(), Status::WaitJoin, "node 1 alone");
+    let r2 = rejoin(2, &m);
+    run(&mut m, &[r2]);
+    assert_eq!(
+        m.status(),
+        Status::Ok,
+        "one node of the stable view is enough"
+    );
+}
+
+#[test]
 fn an_unformatted_cluster_shut_down_waits_for_format_again() {
     let mut m = Membership::default();
     run(&mut m, &[join(0, fresh()), rec(LogEntry::Shutdown)]);
