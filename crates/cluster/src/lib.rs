@@ -1,6 +1,7 @@
-//! Cluster membership: the ordered log every member folds ([`log`], [`membership`]), object
-//! placement ([`placement`]), the `-c` driver spec, and the [`ClusterDriver`] trait the
-//! drivers implement.
+//! Cluster membership: the ordered log every member folds ([`log`], [`membership`]), its
+//! VDI records and the VDI table they fold into ([`vdi_log`], [`vdi_fold`],
+//! [`vdi_table`]), object placement ([`placement`]), the `-c` driver spec, and the
+//! [`ClusterDriver`] trait the drivers implement.
 //!
 //! Every member sees joins, leaves and notifications in the same total order; all
 //! cluster-wide state (members, epochs, status, the VDI table) is a deterministic fold of
@@ -10,9 +11,15 @@ pub mod log;
 pub mod membership;
 pub mod placement;
 mod spec;
+pub mod vdi_fold;
+pub mod vdi_log;
+pub mod vdi_table;
 
 pub use membership::{EpochEntry, Membership, Outcome, Status};
 pub use spec::{DEFAULT_ZK_CLUSTER_ID, DEFAULT_ZK_TIMEOUT, DriverSpec, ZkSpec};
+pub use vdi_fold::Applied;
+pub use vdi_log::{ClusterMsg, MsgDecodeError};
+pub use vdi_table::{LockOwner, VdiEntry, VdiTable};
 
 use std::future::Future;
 use std::time::Instant;

@@ -1,6 +1,7 @@
-//! The membership owner task: folds the ordered log (`sd_cluster::Membership`), keeps
-//! `SysState` and the VDI table in step with it, persists epochs, applies format and
-//! shutdown, and answers the cluster operations this node submitted.
+//! The membership owner task: folds the ordered log (`sd_cluster::Membership`, and its VDI
+//! records into the VDI table with `sd_cluster::vdi_fold::apply`), keeps `SysState` in
+//! step with it, persists epochs, applies format and shutdown, and answers the cluster
+//! operations this node submitted (`submit`, `barrier`).
 //!
 //! Records before our own join are history: they are folded (so we learn members, epochs
 //! and VDIs exactly as everyone else did) but trigger no side effects on our store.
@@ -11,229 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use sd_cluster::log::{LogEntry, Record};
 use sd_cluster::placement::Ring;
-use sd_cluster::{ClusterDriver, Membership, Outcome, Status};
+use sd_cluster::{Applied, ClusterDriver, ClusterMsg, Membership, Outcome, Status, VdiTable};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
-use sd_proto::inode::SD_MAX_VDI_LEN;
-use sd_proto::node::NodeId;
-use sd_proto::{Oid, SdResult, Vid};
+use sd_proto::{Oid, SdResult};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{SheepError, SheepResult};
 use crate::sys::{Sheep, remove_epochs, write_config, write_epoch};
-use crate::vdi::{LockOwner, VdiEntry, VdiTable};
-
-/// A VDI operation decided in log order on every member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterMsg {
-    /// Create a VDI: every member allocates the same vid from its identical table.
-    NewVdi {
-        /// Answer token of the submitter.
-        token: u64,
-        /// Name.
-        name: Vec<u8>,
-        /// Size in bytes.
-        size: u64,
-        /// Redundancy.
-        copies: u8,
-        /// log2 of the object size.
-        shift: u8,
-        /// The snapshot a clone or rollback starts from, or the VDI a snapshot copies
-        /// (0: a fresh VDI).
-        base: u32,
-        /// A snapshot: this working VDI of `name` becomes read-only (0: not a snapshot).
-        snapshot_of: u32,
-        /// The tag the snapshot gets.
-        tag: Vec<u8>,
-    },
-    /// Mark a VDI deleted (its objects were freed by the submitter).
-    DelVdi {
-        /// Answer token of the submitter.
-        token: u64,
-        /// The VDI.
-        vid: Vid,
-    },
-    /// The inode work of a create or delete of `vid` is done.
-    Settled {
-        /// Answer token of the submitter.
-        token: u64,
-        /// The VDI.
-        vid: Vid,
-    },
-    /// The submitter's writer `holder` takes the lock of `vid`.
-    Lock {
-        /// Answer token of the submitter.
-        token: u64,
-        /// The VDI.
-        vid: Vid,
-        /// Which writer on the submitting node.
-        holder: u64,
-    },
-    /// Release the lock of `vid`: `holder`'s on the submitting node, or (`holder` 0)
-    /// whoever holds it.
-    Unlock {
-        /// Answer token of the submitter.
-        token: u64,
-        /// The VDI.
-        vid: Vid,
-        /// Which writer on the submitting node (0: any, a forced unlock).
-        holder: u64,
-    },
-    /// No effect: once applied, the submitter has seen every record appended before it.
-    Barrier {
-        /// Answer token of the submitter.
-        token: u64,
-    },
-}
-
-impl ClusterMsg {
-    fn token(&self) -> u64 {
-        match self {
-            ClusterMsg::NewVdi { token, .. }
-            | ClusterMsg::DelVdi { token, .. }
-            | ClusterMsg::Settled { token, .. }
-            | ClusterMsg::Lock { token, .. }
-            | ClusterMsg::Unlock { token, .. }
-            | ClusterMsg::Barrier { token } => *token,
-        }
-    }
-
-    /// Encodes the message.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
-            ClusterMsg::NewVdi {
-                token,
-                name,
-                size,
-                copies,
-                shift,
-                base,
-                snapshot_of,
-                tag,
-            } => {
-                let clip = |b: &[u8]| {
-                    b.get(..b.len().min(SD_MAX_VDI_LEN - 1))
-                        .unwrap_or_default()
-                        .to_vec()
-                };
-                let (name, tag) = (clip(name), clip(tag));
-                out.push(4);
-                out.extend_from_slice(&token.to_le_bytes());
-                out.extend_from_slice(&size.to_le_bytes());
-                out.push(*copies);
-                out.push(*shift);
-                out.extend_from_slice(&base.to_le_bytes());
-                out.extend_from_slice(&snapshot_of.to_le_bytes());
-                out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(0).to_le_bytes());
-                out.extend_from_slice(&name);
-                out.extend_from_slice(&tag);
-            }
-            ClusterMsg::DelVdi { token, vid } => {
-                out.push(2);
-                out.extend_from_slice(&token.to_le_bytes());
-                out.extend_from_slice(&vid.get().to_le_bytes());
-            }
-            ClusterMsg::Barrier { token } => {
-                out.push(3);
-                out.extend_from_slice(&token.to_le_bytes());
-            }
-            ClusterMsg::Settled { token, vid } => {
-                out.push(5);
-                out.extend_from_slice(&token.to_le_bytes());
-                out.extend_from_slice(&vid.get().to_le_bytes());
-            }
-            ClusterMsg::Lock { token, vid, holder } | ClusterMsg::Unlock { token, vid, holder } => {
-                out.push(if matches!(self, ClusterMsg::Lock { .. }) {
-                    6
-                } else {
-                    7
-                });
-                out.extend_from_slice(&token.to_le_bytes());
-                out.extend_from_slice(&vid.get().to_le_bytes());
-                out.extend_from_slice(&holder.to_le_bytes());
-            }
-        }
-        out
-    }
-
-    /// Decodes a message (`None` if malformed).
-    pub fn decode(b: &[u8]) -> Option<ClusterMsg> {
-        let (&kind, rest) = b.split_first()?;
-        let token = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-        let rest = rest.get(8..)?;
-        match kind {
-            1 => {
-                let size = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-                let copies = *rest.get(8)?;
-                let shift = *rest.get(9)?;
-                let name = rest.get(10..)?.to_vec();
-                (!name.is_empty() && name.len() < SD_MAX_VDI_LEN).then_some(ClusterMsg::NewVdi {
-                    token,
-                    name,
-                    size,
-                    copies,
-                    shift,
-                    base: 0,
-                    snapshot_of: 0,
-                    tag: Vec::new(),
-                })
-            }
-            4 => {
-                let u32_at = |k: usize| -> Option<u32> {
-                    Some(u32::from_le_bytes(rest.get(k..k + 4)?.try_into().ok()?))
-                };
-                let size = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-                let copies = *rest.get(8)?;
-                let shift = *rest.get(9)?;
-                let base = u32_at(10)?;
-                let snapshot_of = u32_at(14)?;
-                let name_len = usize::from(u16::from_le_bytes(rest.get(18..20)?.try_into().ok()?));
-                let name = rest.get(20..20 + name_len)?.to_vec();
-                let tag = rest.get(20 + name_len..)?.to_vec();
-                let ok =
-                    !name.is_empty() && name.len() < SD_MAX_VDI_LEN && tag.len() < SD_MAX_VDI_LEN;
-                ok.then_some(ClusterMsg::NewVdi {
-                    token,
-                    name,
-                    size,
-                    copies,
-                    shift,
-                    base,
-                    snapshot_of,
-                    tag,
-                })
-            }
-            2 => {
-                let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
-                Some(ClusterMsg::DelVdi { token, vid })
-            }
-            3 => Some(ClusterMsg::Barrier { token }),
-            5 => {
-                let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
-                Some(ClusterMsg::Settled { token, vid })
-            }
-            6 | 7 => {
-                let vid = Vid::new(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?))?;
-                let holder = u64::from_le_bytes(rest.get(4..12)?.try_into().ok()?);
-                Some(if kind == 6 {
-                    ClusterMsg::Lock { token, vid, holder }
-                } else {
-                    ClusterMsg::Unlock { token, vid, holder }
-                })
-            }
-            _ => None,
-        }
-    }
-}
-
-/// What applying a [`ClusterMsg`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// The VDI created or deleted.
-    pub vid: Vid,
-    /// When the record was appended (Unix seconds).
-    pub time: u64,
-}
 
 /// Cluster operations of this node waiting for their record.
 #[derive(Debug, Default)]
@@ -296,118 +81,6 @@ pub async fn barrier(sheep: &Sheep) -> SheepResult<()> {
     submit(sheep, |token| ClusterMsg::Barrier { token })
         .await
         .map(|_| ())
-}
-
-/// Applies a VDI operation to `table` exactly as every other member does.
-fn apply_msg(
-    table: &mut VdiTable,
-    msg: &ClusterMsg,
-    from: NodeId,
-    time: u64,
-) -> Result<Applied, SdResult> {
-    match msg {
-        ClusterMsg::NewVdi {
-            name,
-            size,
-            copies,
-            shift,
-            base,
-            snapshot_of,
-            tag,
-            ..
-        } => {
-            let base_vid = Vid::nonzero(*base);
-            if base_vid.is_some_and(|b| !table.is_live(b)) {
-                return Err(SdResult::BaseVdiRead);
-            }
-            let (vid, snap_id, replaced) = match Vid::nonzero(*snapshot_of) {
-                // A snapshot: the working VDI it names must still be the working VDI.
-                Some(w) => {
-                    match table.lookup(name, b"", 0) {
-                        Ok(f) if f.vid == w => {}
-                        _ => return Err(SdResult::NoVdi),
-                    }
-                    let vid = table.free_vid(name).ok_or(SdResult::FullVdi)?;
-                    let snap_id = table.get(w).map_or(1, |e| e.snap_id.saturating_add(1));
-                    table.mark_snapshot(w, tag);
-                    (vid, snap_id, Some(w))
-                }
-                None => {
-                    let miss = match table.lookup(name, b"", 0) {
-                        Ok(_) => return Err(SdResult::VdiExist),
-                        Err(m) => m,
-                    };
-                    match (miss.result, miss.free) {
-                        (SdResult::NoVdi, Some(v)) => (v, miss.next_snap_id, None),
-                        (SdResult::NoVdi | SdResult::FullVdi, _) => return Err(SdResult::FullVdi),
-                        (other, _) => return Err(other),
-                    }
-                }
-            };
-            table.insert(
-                vid,
-                VdiEntry {
-                    name: name.clone(),
-                    tag: Vec::new(),
-                    snap_id,
-                    snapshot: false,
-                    nr_copies: *copies,
-                    copy_policy: 0,
-                    block_size_shift: *shift,
-                    vdi_size: *size,
-                    parent: *base,
-                    create_time: sd_proto::cluster::sd_time(time, 0),
-                    snapshot_of: *snapshot_of,
-                },
-            );
-            table.mark_unsettled(vid, from);
-            if let Some(w) = replaced {
-                table.move_lock(w, vid);
-            }
-            Ok(Applied { vid, time })
-        }
-        ClusterMsg::DelVdi { vid, .. } => {
-            if !table.is_live(*vid) {
-                return Err(SdResult::NoVdi);
-            }
-            if table.lock_owner(*vid).is_some() {
-                // A writer holds it: deleting would pull the disk from under it.
-                return Err(SdResult::VdiLocked);
-            }
-            table.mark_deleted(*vid);
-            table.mark_unsettled(*vid, from);
-            Ok(Applied { vid: *vid, time })
-        }
-        ClusterMsg::Settled { vid, .. } => {
-            table.settle(*vid);
-            Ok(Applied { vid: *vid, time })
-        }
-        ClusterMsg::Lock { vid, holder, .. } => {
-            if !table.is_live(*vid) {
-                return Err(SdResult::NoVdi);
-            }
-            table.lock(
-                *vid,
-                LockOwner {
-                    node: from,
-                    holder: *holder,
-                },
-            )?;
-            Ok(Applied { vid: *vid, time })
-        }
-        ClusterMsg::Unlock { vid, holder, .. } => {
-            let owner = (*holder != 0).then_some(LockOwner {
-                node: from,
-                holder: *holder,
-            });
-            table.unlock(*vid, owner);
-            Ok(Applied { vid: *vid, time })
-        }
-        ClusterMsg::Barrier { .. } => Ok(Applied {
-            vid: Vid::default(),
-            time,
-        }),
-    }
 }
 
 fn node_status(s: Status) -> NodeStatus {
@@ -679,11 +352,14 @@ async fn apply_outcomes(
                 }
             }
             Outcome::Notify { from, msg } => {
-                let Some(m) = ClusterMsg::decode(&msg) else {
-                    tracing::warn!(%from, "ignoring a malformed cluster notification");
-                    continue;
+                let m = match ClusterMsg::decode(&msg) {
+                    Ok(m) => m,
+                    Err(error) => {
+                        tracing::warn!(%from, %error, "ignoring a malformed cluster notification");
+                        continue;
+                    }
                 };
-                let r = apply_msg(&mut sheep.vdis_mut(), &m, from, rec.time);
+                let r = sd_cluster::vdi_fold::apply(&mut sheep.vdis_mut(), &m, from, rec.time);
                 sheep.vdi_version.send_modify(|v| *v += 1);
                 if live && from == sheep.me.nid {
                     sheep.pending.complete(m.token(), r);
@@ -692,95 +368,4 @@ async fn apply_outcomes(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn vid() -> impl Strategy<Value = Vid> {
-        (0u32..(1 << 24)).prop_map(Vid::from_masked)
-    }
-
-    fn name() -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(1u8..=255, 1..SD_MAX_VDI_LEN)
-    }
-
-    fn msg() -> impl Strategy<Value = ClusterMsg> {
-        prop_oneof![
-            (
-                any::<u64>(),
-                name(),
-                any::<u64>(),
-                any::<u8>(),
-                any::<u8>(),
-                any::<u32>(),
-                any::<u32>(),
-                proptest::collection::vec(any::<u8>(), 0..SD_MAX_VDI_LEN)
-            )
-                .prop_map(
-                    |(token, name, size, copies, shift, base, snapshot_of, tag)| {
-                        ClusterMsg::NewVdi {
-                            token,
-                            name,
-                            size,
-                            copies,
-                            shift,
-                            base,
-                            snapshot_of,
-                            tag,
-                        }
-                    }
-                ),
-            (any::<u64>(), vid()).prop_map(|(token, vid)| ClusterMsg::DelVdi { token, vid }),
-            (any::<u64>(), vid()).prop_map(|(token, vid)| ClusterMsg::Settled { token, vid }),
-            (any::<u64>(), vid(), any::<u64>()).prop_map(|(token, vid, holder)| ClusterMsg::Lock {
-                token,
-                vid,
-                holder
-            }),
-            (any::<u64>(), vid(), any::<u64>())
-                .prop_map(|(token, vid, holder)| ClusterMsg::Unlock { token, vid, holder }),
-            any::<u64>().prop_map(|token| ClusterMsg::Barrier { token }),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn messages_round_trip(m in msg()) {
-            prop_assert_eq!(ClusterMsg::decode(&m.encode()), Some(m));
-        }
-
-        #[test]
-        fn untrusted_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
-            if let Some(m) = ClusterMsg::decode(&b) {
-                // Whatever decodes re-encodes to something that decodes the same.
-                prop_assert_eq!(ClusterMsg::decode(&m.encode()), Some(m));
-            }
-        }
-    }
-
-    #[test]
-    fn records_of_the_first_format_still_decode() {
-        // kind 1: token, size, copies, shift, name (before snapshots existed).
-        let mut b = vec![1];
-        b.extend_from_slice(&7u64.to_le_bytes());
-        b.extend_from_slice(&(1u64 << 30).to_le_bytes());
-        b.extend_from_slice(&[3, 22]);
-        b.extend_from_slice(b"vm1");
-        assert_eq!(
-            ClusterMsg::decode(&b),
-            Some(ClusterMsg::NewVdi {
-                token: 7,
-                name: b"vm1".to_vec(),
-                size: 1 << 30,
-                copies: 3,
-                shift: 22,
-                base: 0,
-                snapshot_of: 0,
-                tag: Vec::new(),
-            })
-        );
-    }
 }

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sd_cluster::ClusterMsg;
 use sd_proto::{SdResult, Vid};
 
-use crate::cluster::ClusterMsg;
 use crate::error::SheepResult;
 use crate::ops::vdi::{mark_snapshot_header, write_new_inode};
 use crate::reclaim::{finish_delete, read_header};
@@ -44,7 +44,7 @@ pub async fn repair(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
         }
         Err(e) => return Err(e),
     }
-    if let Some(w) = Vid::nonzero(entry.snapshot_of)
+    if let Some(w) = entry.snapshot_of
         && !read_header(sheep, w).await?.is_snapshot()
     {
         mark_snapshot_header(sheep, w, entry.create_time).await?;

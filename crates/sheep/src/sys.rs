@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sd_cluster::log::Saved;
 use sd_cluster::placement::Ring;
-use sd_cluster::{ClusterDriver, EpochEntry};
+use sd_cluster::{ClusterDriver, EpochEntry, VdiTable};
 use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
 use sd_proto::{Epoch, Oid, Vid};
@@ -22,7 +22,6 @@ use crate::cluster::Pending;
 use crate::driver::Driver;
 use crate::peer::PeerPool;
 use crate::recovery::Recovery;
-use crate::vdi::VdiTable;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,12 @@
 //! VDI operations: create, look up, lock, delete, and the VDI bitmaps.
 
 use super::{Reply, expect_payload};
-use crate::cluster::ClusterMsg;
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
 use crate::reclaim;
 use crate::sys::Sheep;
-use crate::vdi::VdiEntry;
 use bytes::Bytes;
+use sd_cluster::{ClusterMsg, VdiEntry};
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
 use sd_proto::inode::{InodeHeader, SD_MAX_VDI_LEN};
 use sd_proto::{RequestHeader, SdResult, VdiRsp, Vid, c_str};
@@ -106,7 +105,7 @@ fn vdi_states(sheep: &Sheep) -> Vec<u8> {
             deleted: false,
             copy_policy: e.copy_policy,
             block_size_shift: e.block_size_shift,
-            parent_vid: e.parent,
+            parent_vid: e.parent.map_or(0, Vid::get),
             lock_state: if owner.is_some() {
                 LockState::Locked
             } else {
@@ -255,8 +254,8 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         size,
         copies,
         shift,
-        base: source.map_or(0, Vid::get),
-        snapshot_of: snapshot_of.map_or(0, Vid::get),
+        base: source,
+        snapshot_of,
         tag,
     })
     .await?;
@@ -289,10 +288,10 @@ pub(crate) async fn write_new_inode(sheep: &Sheep, vid: Vid, e: &VdiEntry) -> Sh
         block_size_shift: e.block_size_shift,
         snap_id: e.snap_id,
         vdi_id: vid.get(),
-        parent_vdi_id: e.parent,
+        parent_vdi_id: e.parent.map_or(0, Vid::get),
         ..InodeHeader::default()
     };
-    let index = match Vid::nonzero(e.parent) {
+    let index = match e.parent {
         Some(p) => {
             let n = header.data_objects();
             let mut index = reclaim::read_index(sheep, p, n).await?;
