@@ -14,6 +14,7 @@ pub mod inode;
 pub mod node;
 pub mod opcode;
 pub mod result;
+pub mod stat;
 pub mod vdi_state;
 mod wire;
 

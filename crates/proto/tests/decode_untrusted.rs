@@ -11,6 +11,7 @@ use sd_proto::inode::{
     Inode, InodeHeader, SD_INODE_GREF_OFFSET, SD_INODE_HEADER_SIZE, SD_INODE_SIZE,
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::stat::{RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat};
 use sd_proto::{
     DecodeError, Epoch, Flags, MAX_REQUEST_PAYLOAD, ObjArgs, Oid, Opcode, RequestDecoder,
     RequestFrame, RequestHeader, ResponseDecoder, ResponseHeader, SD_REQ_SIZE, SdResult,
@@ -504,6 +505,12 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(ci) = ClusterInfo::decode(bytes) {
         assert_eq!(ClusterInfo::decode(&ci.encode()).unwrap(), ci);
     }
+    if let Ok(st) = RecoveryState::decode(bytes) {
+        assert_eq!(RecoveryState::decode(&st.encode()).unwrap(), st);
+    }
+    if let Ok(st) = WritebackStat::decode(bytes) {
+        assert_eq!(WritebackStat::decode(&st.encode()).unwrap(), st);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -534,6 +541,33 @@ proptest! {
         el[20..24].copy_from_slice(&u32::from(count).to_le_bytes());
         el.extend_from_slice(&body);
         decode_everything(&el, usize::from(count), usize::from(count) + 1);
+    }
+}
+
+proptest! {
+    /// STAT_RECOVERY and STAT_WRITEBACK answers: any bytes decode or fail without a panic;
+    /// a short answer is `Truncated`, a long one is read from its first bytes.
+    #[test]
+    fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+        match RecoveryState::decode(&bytes) {
+            Ok(st) => {
+                prop_assert!(bytes.len() >= RECOVERY_STATE_SIZE);
+                let enc = st.encode();
+                prop_assert_eq!(enc[0], u8::from(bytes[0] != 0));
+                prop_assert_eq!(&enc[4..], &bytes[4..RECOVERY_STATE_SIZE]);
+            }
+            Err(e) => {
+                prop_assert!(bytes.len() < RECOVERY_STATE_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match WritebackStat::decode(&bytes) {
+            Ok(st) => prop_assert_eq!(&st.encode()[..], &bytes[..WRITEBACK_STAT_SIZE]),
+            Err(e) => {
+                prop_assert!(bytes.len() < WRITEBACK_STAT_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
     }
 }
 
@@ -571,6 +605,9 @@ proptest! {
 
         let cfg = SheepdogConfig { store: b"plain".to_vec(), ..SheepdogConfig::default() };
         all_prefixes_truncated(&cfg.encode(), SheepdogConfig::decode);
+
+        all_prefixes_truncated(&RecoveryState::default().encode(), RecoveryState::decode);
+        all_prefixes_truncated(&WritebackStat::default().encode(), WritebackStat::decode);
 
         let rec = EpochLogRecord { nodes: nodes.clone(), ..EpochLogRecord::default() };
         let slots = nodes.len() + extra;

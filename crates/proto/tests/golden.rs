@@ -13,6 +13,9 @@ use sd_proto::inode::{
     SD_INODE_HEADER_SIZE, SD_INODE_SIZE, data_index_offset,
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::stat::{
+    RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
+};
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
     RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -629,4 +632,80 @@ fn spec_test_vectors() {
         ]
     );
     assert_eq!(format!("{}", vid.inode_oid()), "807c2b2500000000");
+}
+
+/// STAT_RECOVERY (spec §6.2): `recovery_state`, u8 in_recovery @0, u32 state @4 (1
+/// RECOVER_OBJ), u64 nr_finished @8, u64 nr_total @16; what the sheep sent before the
+/// layout moved into `sd_proto` (and what C dog reads).
+#[test]
+fn stat_recovery_answer() {
+    let mut g = [0u8; RECOVERY_STATE_SIZE];
+    g[0] = 1;
+    put(&mut g, 4, &[1, 0, 0, 0]);
+    put(&mut g, 8, &[0x05, 0x01, 0, 0, 0, 0, 0, 0]); // 261
+    put(&mut g, 16, &[0x09, 0, 0, 0, 0x02, 0, 0, 0]); // 8 589 934 601
+    let typed = RecoveryState {
+        in_recovery: true,
+        phase: RecoveryPhase::RecoverObj,
+        nr_finished: 261,
+        nr_total: 0x2_0000_0009,
+    };
+    assert_eq!(RECOVERY_STATE_SIZE, 24);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(RecoveryState::decode(&g).unwrap(), typed);
+
+    // Idle: byte 0 zero; the other phases and an unknown one; padding is not checked.
+    let idle = RecoveryState {
+        in_recovery: false,
+        phase: RecoveryPhase::RecoverObj,
+        nr_finished: 0,
+        nr_total: 0,
+    };
+    let mut g0 = [0u8; RECOVERY_STATE_SIZE];
+    g0[4] = 1;
+    assert_eq!(idle.encode(), g0);
+    g0[1..4].copy_from_slice(&[0xaa, 0xbb, 0xcc]);
+    assert_eq!(RecoveryState::decode(&g0).unwrap(), idle);
+    for (v, phase) in [
+        (0u32, RecoveryPhase::PrepareList),
+        (2, RecoveryPhase::NotifyCompletion),
+        (7, RecoveryPhase::Unknown(7)),
+    ] {
+        put(&mut g0, 4, &v.to_le_bytes());
+        assert_eq!(RecoveryState::decode(&g0).unwrap().phase, phase);
+    }
+    // C dog's test byte: any non-zero in_recovery counts.
+    g0[0] = 0x80;
+    assert!(RecoveryState::decode(&g0).unwrap().in_recovery);
+    assert_eq!(
+        RecoveryState::decode(&g0[..23]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// STAT_WRITEBACK (0xF0, a sheepdog-rs extension; not in the spec): dirty_objects @0,
+/// dirty_bytes @8, peer_flushes @16, peer_flushes_vdi @24, lost_objects @32, u64 each;
+/// the bytes the sheep sent before the layout moved into `sd_proto`.
+#[test]
+fn stat_writeback_answer() {
+    let mut g = [0u8; WRITEBACK_STAT_SIZE];
+    put(&mut g, 0, &[3, 0, 0, 0, 0, 0, 0, 0]);
+    put(&mut g, 8, &[0, 0, 0x30, 0, 0, 0, 0, 0]); // 3 MiB
+    put(&mut g, 16, &[0x11, 0x22, 0, 0, 0, 0, 0, 0]);
+    put(&mut g, 24, &[0x44, 0, 0, 0, 0, 0, 0, 0x01]);
+    put(&mut g, 32, &[2, 0, 0, 0, 0, 0, 0, 0]);
+    let typed = WritebackStat {
+        dirty_objects: 3,
+        dirty_bytes: 3 << 20,
+        peer_flushes: 0x2211,
+        peer_flushes_vdi: 0x0100_0000_0000_0044,
+        lost_objects: 2,
+    };
+    assert_eq!(WRITEBACK_STAT_SIZE, 40);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(WritebackStat::decode(&g).unwrap(), typed);
+    assert_eq!(
+        WritebackStat::decode(&g[..39]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
 }

@@ -7,6 +7,7 @@ use sd_proto::cluster::{
 };
 use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
 use sd_proto::node::SdNode;
+use sd_proto::stat::{RecoveryPhase, RecoveryState};
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
@@ -114,13 +115,15 @@ pub(super) async fn handle(
             Ok(Reply::data(buf))
         }
         Opcode::StatRecovery => {
-            // recovery_state: u8 in_recovery, u32 state @4, u64 nr_finished @8, u64 nr_total @16.
             let p = sheep.recovery.progress();
-            let mut out = Vec::with_capacity(24);
-            out.extend_from_slice(&[u8::from(p.active), 0, 0, 0]);
-            out.extend_from_slice(&1u32.to_le_bytes());
-            out.extend_from_slice(&p.done.to_le_bytes());
-            out.extend_from_slice(&p.total.to_le_bytes());
+            let state = RecoveryState {
+                in_recovery: p.active,
+                // sheepdog-rs has no separate list and notify phases.
+                phase: RecoveryPhase::RecoverObj,
+                nr_finished: p.done,
+                nr_total: p.total,
+            };
+            let mut out = state.encode();
             out.truncate(usize::try_from(req.data_length).unwrap_or(0));
             Ok(Reply::data(out))
         }
