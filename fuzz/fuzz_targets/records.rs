@@ -1,7 +1,7 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
-//! header and inode, VDI attribute, config, epoch-log record, cluster info) on arbitrary
-//! bytes. Checks that none panics and that whatever decodes survives encode → decode
-//! unchanged.
+//! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY and
+//! STAT_WRITEBACK answers) on arbitrary bytes. Checks that none panics and that whatever
+//! decodes survives encode → decode unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +9,7 @@ use sd_proto::attr::VdiAttr;
 use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
+use sd_proto::stat::{RecoveryState, WritebackStat};
 use sd_proto::{RequestHeader, ResponseHeader};
 
 fuzz_target!(|data: &[u8]| {
@@ -64,5 +65,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(ci) = ClusterInfo::decode(bytes) {
         assert_eq!(ClusterInfo::decode(&ci.encode()), Ok(ci));
+    }
+    if let Ok(st) = RecoveryState::decode(bytes) {
+        assert_eq!(RecoveryState::decode(&st.encode()), Ok(st));
+    }
+    if let Ok(st) = WritebackStat::decode(bytes) {
+        assert_eq!(WritebackStat::decode(&st.encode()), Ok(st));
     }
 });
