@@ -1,6 +1,7 @@
-//! Node state answers: the `recovery_state` of STAT_RECOVERY (0x97, spec §6.2) and the
-//! sheepdog-rs STAT_WRITEBACK (0xF0) counters. Encoded by the sheep that answers, decoded by
-//! dog and the tests, each in one place.
+//! Node state answers: the `recovery_state` of STAT_RECOVERY (0x97, spec §6.2), the
+//! sheepdog-rs STAT_WRITEBACK (0xF0) counters and the log level of GET_LOGLEVEL /
+//! SET_LOGLEVEL. Encoded by the sheep that answers, decoded by dog and the tests, each in
+//! one place.
 
 use crate::DecodeError;
 use crate::wire::{Reader, Writer};
@@ -125,5 +126,28 @@ impl WritebackStat {
             peer_flushes_vdi: r.u64()?,
             lost_objects: r.u64()?,
         })
+    }
+}
+
+/// Size of the GET_LOGLEVEL answer and of the SET_LOGLEVEL payload.
+pub const LOGLEVEL_SIZE: usize = 4;
+
+/// A log level as GET_LOGLEVEL answers and SET_LOGLEVEL carries it (spec §6.2): an i32,
+/// 0 emerg … 7 debug. Not range-checked here: the sheep refuses what it does not know,
+/// dog prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogLevel(pub i32);
+
+impl LogLevel {
+    /// Encodes the 4-byte little-endian value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(LOGLEVEL_SIZE);
+        w.i32(self.0);
+        w.buf
+    }
+
+    /// Decodes the value from the front of `buf` (later bytes are ignored).
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        Ok(LogLevel(Reader::new(buf).i32()?))
     }
 }

@@ -11,7 +11,9 @@ use sd_proto::inode::{
     Inode, InodeHeader, SD_INODE_GREF_OFFSET, SD_INODE_HEADER_SIZE, SD_INODE_SIZE,
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
-use sd_proto::stat::{RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat};
+use sd_proto::stat::{
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
+};
 use sd_proto::{
     DecodeError, Epoch, Flags, MAX_REQUEST_PAYLOAD, ObjArgs, Oid, Opcode, RequestDecoder,
     RequestFrame, RequestHeader, ResponseDecoder, ResponseHeader, SD_REQ_SIZE, SdResult,
@@ -511,6 +513,9 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(st) = WritebackStat::decode(bytes) {
         assert_eq!(WritebackStat::decode(&st.encode()).unwrap(), st);
     }
+    if let Ok(l) = LogLevel::decode(bytes) {
+        assert_eq!(LogLevel::decode(&l.encode()).unwrap(), l);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -545,7 +550,7 @@ proptest! {
 }
 
 proptest! {
-    /// STAT_RECOVERY and STAT_WRITEBACK answers: any bytes decode or fail without a panic;
+    /// STAT_RECOVERY, STAT_WRITEBACK and GET_LOGLEVEL answers: any bytes decode or fail without a panic;
     /// a short answer is `Truncated`, a long one is read from its first bytes.
     #[test]
     fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
@@ -565,6 +570,13 @@ proptest! {
             Ok(st) => prop_assert_eq!(&st.encode()[..], &bytes[..WRITEBACK_STAT_SIZE]),
             Err(e) => {
                 prop_assert!(bytes.len() < WRITEBACK_STAT_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match LogLevel::decode(&bytes) {
+            Ok(l) => prop_assert_eq!(&l.encode()[..], &bytes[..LOGLEVEL_SIZE]),
+            Err(e) => {
+                prop_assert!(bytes.len() < LOGLEVEL_SIZE);
                 prop_assert_eq!(e, DecodeError::Truncated);
             }
         }
@@ -608,6 +620,7 @@ proptest! {
 
         all_prefixes_truncated(&RecoveryState::default().encode(), RecoveryState::decode);
         all_prefixes_truncated(&WritebackStat::default().encode(), WritebackStat::decode);
+        all_prefixes_truncated(&LogLevel::default().encode(), LogLevel::decode);
 
         let rec = EpochLogRecord { nodes: nodes.clone(), ..EpochLogRecord::default() };
         let slots = nodes.len() + extra;

@@ -14,7 +14,8 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::stat::{
-    RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
+    WRITEBACK_STAT_SIZE, WritebackStat,
 };
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
@@ -706,6 +707,21 @@ fn stat_writeback_answer() {
     assert_eq!(WritebackStat::decode(&g).unwrap(), typed);
     assert_eq!(
         WritebackStat::decode(&g[..39]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// GET_LOGLEVEL answer and SET_LOGLEVEL payload (spec §6.2): i32 level, little-endian.
+#[test]
+fn loglevel_answer() {
+    assert_eq!(LOGLEVEL_SIZE, 4);
+    assert_eq!(LogLevel(6).encode(), [6, 0, 0, 0]);
+    assert_eq!(LogLevel(-1).encode(), [0xff; 4]);
+    assert_eq!(LogLevel::decode(&[7, 0, 0, 0]).unwrap(), LogLevel(7));
+    // dog sends exactly 4 bytes; a longer payload is read from its first 4.
+    assert_eq!(LogLevel::decode(&[3, 0, 0, 0, 9, 9]).unwrap(), LogLevel(3));
+    assert_eq!(
+        LogLevel::decode(&[7, 0, 0]),
         Err(sd_proto::DecodeError::Truncated)
     );
 }

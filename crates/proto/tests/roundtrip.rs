@@ -8,7 +8,8 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::stat::{
-    RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
+    WRITEBACK_STAT_SIZE, WritebackStat,
 };
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader,
@@ -494,6 +495,13 @@ proptest! {
         let b = st.encode();
         prop_assert_eq!(b.len(), WRITEBACK_STAT_SIZE);
         prop_assert_eq!(WritebackStat::decode(&b).unwrap(), st);
+    }
+
+    #[test]
+    fn loglevel_round_trips(v in any::<i32>()) {
+        let b = LogLevel(v).encode();
+        prop_assert_eq!(b.len(), LOGLEVEL_SIZE);
+        prop_assert_eq!(LogLevel::decode(&b).unwrap(), LogLevel(v));
     }
 
     #[test]

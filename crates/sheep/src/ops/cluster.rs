@@ -7,7 +7,7 @@ use sd_proto::cluster::{
 };
 use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
 use sd_proto::node::SdNode;
-use sd_proto::stat::{RecoveryPhase, RecoveryState};
+use sd_proto::stat::{LogLevel, RecoveryPhase, RecoveryState};
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
@@ -130,13 +130,9 @@ pub(super) async fn handle(
         Opcode::GetVnodes => Ok(Reply::data(
             i32::from(sheep.me.nr_vnodes).to_le_bytes().to_vec(),
         )),
-        Opcode::GetLoglevel => Ok(Reply::data(crate::logging::level().to_le_bytes().to_vec())),
+        Opcode::GetLoglevel => Ok(Reply::data(LogLevel(crate::logging::level()).encode())),
         Opcode::SetLoglevel => {
-            let level = payload
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(i32::from_le_bytes)
-                .ok_or(SdResult::InvalidParms)?;
+            let LogLevel(level) = LogLevel::decode(&payload).map_err(|_| SdResult::InvalidParms)?;
             if !crate::logging::set_level(level) {
                 return Err(SdResult::InvalidParms.into());
             }
