@@ -1,7 +1,7 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
 //! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY,
-//! STAT_WRITEBACK and GET_LOGLEVEL answers) on arbitrary bytes. Checks that none panics and
-//! that whatever decodes survives encode → decode unchanged.
+//! STAT_WRITEBACK, GET_LOGLEVEL and GET_OBJ_LIST answers) on arbitrary bytes. Checks that
+//! none panics and that whatever decodes survives encode → decode unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +9,7 @@ use sd_proto::attr::VdiAttr;
 use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
+use sd_proto::oid_list::OidList;
 use sd_proto::stat::{LogLevel, RecoveryState, WritebackStat};
 use sd_proto::{RequestHeader, ResponseHeader};
 
@@ -74,5 +75,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(l) = LogLevel::decode(bytes) {
         assert_eq!(LogLevel::decode(&l.encode()), Ok(l));
+    }
+    if let Ok(l) = OidList::decode(bytes) {
+        assert_eq!(OidList::decode(&l.encode()), Ok(l));
     }
 });

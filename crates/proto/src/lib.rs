@@ -12,6 +12,7 @@ pub mod header;
 pub mod ids;
 pub mod inode;
 pub mod node;
+pub mod oid_list;
 pub mod opcode;
 pub mod result;
 pub mod stat;

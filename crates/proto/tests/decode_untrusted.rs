@@ -11,6 +11,7 @@ use sd_proto::inode::{
     Inode, InodeHeader, SD_INODE_GREF_OFFSET, SD_INODE_HEADER_SIZE, SD_INODE_SIZE,
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::{OID_SIZE, OidList};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
 };
@@ -516,6 +517,9 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(l) = LogLevel::decode(bytes) {
         assert_eq!(LogLevel::decode(&l.encode()).unwrap(), l);
     }
+    if let Ok(l) = OidList::decode(bytes) {
+        assert_eq!(OidList::decode(&l.encode()).unwrap(), l);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -550,8 +554,9 @@ proptest! {
 }
 
 proptest! {
-    /// STAT_RECOVERY, STAT_WRITEBACK and GET_LOGLEVEL answers: any bytes decode or fail without a panic;
-    /// a short answer is `Truncated`, a long one is read from its first bytes.
+    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL and GET_OBJ_LIST answers: any bytes
+    /// decode or fail without a panic; a short answer is `Truncated` (a cut object list
+    /// `BadLength`), a long one is read from its first bytes.
     #[test]
     fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
         match RecoveryState::decode(&bytes) {
@@ -578,6 +583,14 @@ proptest! {
             Err(e) => {
                 prop_assert!(bytes.len() < LOGLEVEL_SIZE);
                 prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match OidList::decode(&bytes) {
+            Ok(l) => prop_assert_eq!(l.encode(), bytes),
+            Err(e) => {
+                prop_assert!(!bytes.len().is_multiple_of(OID_SIZE));
+                let bad_length = matches!(e, DecodeError::BadLength { .. });
+                prop_assert!(bad_length, "{:?}", e);
             }
         }
     }

@@ -13,6 +13,7 @@ use sd_proto::inode::{
     SD_INODE_HEADER_SIZE, SD_INODE_SIZE, data_index_offset,
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::OidList;
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
@@ -723,5 +724,32 @@ fn loglevel_answer() {
     assert_eq!(
         LogLevel::decode(&[7, 0, 0]),
         Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// GET_OBJ_LIST answer (spec §6.2): u64 oids back to back, little-endian.
+#[test]
+fn obj_list_answer() {
+    let mut g = [0u8; 24];
+    put(&mut g, 0, &[0, 0, 0, 0, 0x25, 0x2b, 0x7c, 0x80]); // inode of vid 0x7c2b25
+    put(&mut g, 8, &[5, 0, 0, 0, 0x25, 0x2b, 0x7c, 0x00]); // its data object 5
+    put(&mut g, 16, &[0x01, 0, 0, 0, 0, 0, 0, 0]);
+    let typed = OidList {
+        oids: vec![
+            Oid::new(0x807c_2b25_0000_0000),
+            Oid::new(0x007c_2b25_0000_0005),
+            Oid::new(1),
+        ],
+    };
+    assert_eq!(OidList::size(3), 24);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(OidList::decode(&g).unwrap(), typed);
+    assert_eq!(OidList::decode(&[]).unwrap(), OidList::default());
+    assert_eq!(
+        OidList::decode(&g[..23]),
+        Err(sd_proto::DecodeError::BadLength {
+            what: "object list",
+            len: 23
+        })
     );
 }

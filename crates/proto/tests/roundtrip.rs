@@ -7,6 +7,7 @@ use sd_proto::inode::{
     GenRef, Inode, InodeHeader, SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN,
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::{OID_SIZE, OidList};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
@@ -502,6 +503,14 @@ proptest! {
         let b = LogLevel(v).encode();
         prop_assert_eq!(b.len(), LOGLEVEL_SIZE);
         prop_assert_eq!(LogLevel::decode(&b).unwrap(), LogLevel(v));
+    }
+
+    #[test]
+    fn oid_list_round_trips(oids in prop::collection::vec(any::<u64>(), 0..64)) {
+        let list = OidList { oids: oids.into_iter().map(Oid::new).collect() };
+        let b = list.encode();
+        prop_assert_eq!(b.len(), list.oids.len() * OID_SIZE);
+        prop_assert_eq!(OidList::decode(&b).unwrap(), list);
     }
 
     #[test]
