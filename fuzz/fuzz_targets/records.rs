@@ -1,12 +1,12 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
 //! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY,
-//! STAT_WRITEBACK, GET_LOGLEVEL and GET_OBJ_LIST answers) on arbitrary bytes. Checks that
-//! none panics and that whatever decodes survives encode → decode unchanged.
+//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers) on arbitrary bytes.
+//! Checks that none panics and that whatever decodes survives encode → decode unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sd_proto::attr::VdiAttr;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfig};
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
 use sd_proto::oid_list::OidList;
@@ -78,5 +78,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(l) = OidList::decode(bytes) {
         assert_eq!(OidList::decode(&l.encode()), Ok(l));
+    }
+    if let Ok(e) = EpochMembers::decode(bytes) {
+        assert_eq!(EpochMembers::decode(&e.encode()), Ok(e));
     }
 });

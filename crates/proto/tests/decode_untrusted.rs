@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfig};
 use sd_proto::codec::{encode_request, encode_response};
 use sd_proto::inode::{
     Inode, InodeHeader, SD_INODE_GREF_OFFSET, SD_INODE_HEADER_SIZE, SD_INODE_SIZE,
@@ -520,6 +520,9 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(l) = OidList::decode(bytes) {
         assert_eq!(OidList::decode(&l.encode()).unwrap(), l);
     }
+    if let Ok(e) = EpochMembers::decode(bytes) {
+        assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -554,11 +557,11 @@ proptest! {
 }
 
 proptest! {
-    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL and GET_OBJ_LIST answers: any bytes
-    /// decode or fail without a panic; a short answer is `Truncated` (a cut object list
-    /// `BadLength`), a long one is read from its first bytes.
+    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers: any
+    /// bytes decode or fail without a panic; a short answer is `Truncated` (a cut object list
+    /// or node `BadLength`), a long fixed-size one is read from its first bytes.
     #[test]
-    fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+    fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..260)) {
         match RecoveryState::decode(&bytes) {
             Ok(st) => {
                 prop_assert!(bytes.len() >= RECOVERY_STATE_SIZE);
@@ -584,6 +587,18 @@ proptest! {
                 prop_assert!(bytes.len() < LOGLEVEL_SIZE);
                 prop_assert_eq!(e, DecodeError::Truncated);
             }
+        }
+        match EpochMembers::decode(&bytes) {
+            Ok(e) => {
+                prop_assert_eq!(EpochMembers::size(e.nodes.len()), bytes.len());
+                prop_assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
+            }
+            Err(DecodeError::Truncated) => prop_assert!(bytes.len() < 8),
+            Err(DecodeError::BadLength { len, .. }) => {
+                prop_assert_eq!(len, bytes.len());
+                prop_assert!(!(len - 8).is_multiple_of(SD_NODE_SIZE));
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
         }
         match OidList::decode(&bytes) {
             Ok(l) => prop_assert_eq!(l.encode(), bytes),

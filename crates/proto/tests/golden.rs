@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use sd_proto::cluster::{
-    CLUSTER_INFO_SIZE, ClusterInfo, EPOCH_LOG_SIZE, EpochLogRecord, SD_CONFIG_SIZE,
+    CLUSTER_INFO_SIZE, ClusterInfo, EPOCH_LOG_SIZE, EpochLogRecord, EpochMembers, SD_CONFIG_SIZE,
     SD_FORMAT_VERSION, SD_VDI_BITMAP_SIZE, SheepdogConfig, flags,
 };
 use sd_proto::codec::encode_request;
@@ -750,6 +750,37 @@ fn obj_list_answer() {
         Err(sd_proto::DecodeError::BadLength {
             what: "object list",
             len: 23
+        })
+    );
+}
+
+/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time (the epoch file).
+#[test]
+fn get_epoch_answer() {
+    let mut g = node_127_0_0_1_7000().to_vec();
+    g.extend_from_slice(&[0x00, 0x5e, 0xd0, 0xb2, 0, 0, 0, 0]); // 3 000 000 000
+    let typed = EpochMembers {
+        nodes: vec![node_127_0_0_1_7000_typed()],
+        time: 3_000_000_000,
+    };
+    assert_eq!(EpochMembers::size(1), 88);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(EpochMembers::decode(&g).unwrap(), typed);
+    let empty = EpochMembers {
+        nodes: Vec::new(),
+        time: 7,
+    };
+    assert_eq!(empty.encode(), 7u64.to_le_bytes());
+    assert_eq!(EpochMembers::decode(&g[80..]).unwrap().time, 3_000_000_000);
+    assert_eq!(
+        EpochMembers::decode(&g[..7]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+    assert_eq!(
+        EpochMembers::decode(&g[..87]),
+        Err(sd_proto::DecodeError::BadLength {
+            what: "epoch members",
+            len: 87
         })
     );
 }

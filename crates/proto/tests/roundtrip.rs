@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)]
 
 use proptest::prelude::*;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, STORE_LEN, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, STORE_LEN, SheepdogConfig};
 use sd_proto::inode::{
     GenRef, Inode, InodeHeader, SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN,
 };
@@ -511,6 +511,17 @@ proptest! {
         let b = list.encode();
         prop_assert_eq!(b.len(), list.oids.len() * OID_SIZE);
         prop_assert_eq!(OidList::decode(&b).unwrap(), list);
+    }
+
+    #[test]
+    fn epoch_members_round_trip(
+        nodes in prop::collection::vec(sd_node(), 0..8),
+        time in any::<u64>(),
+    ) {
+        let e = EpochMembers { nodes, time };
+        let b = e.encode();
+        prop_assert_eq!(b.len(), EpochMembers::size(e.nodes.len()));
+        prop_assert_eq!(EpochMembers::decode(&b).unwrap(), e);
     }
 
     #[test]

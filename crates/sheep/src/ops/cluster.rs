@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use sd_proto::cluster::{
-    ClusterInfo, EpochLogRecord, NodeStatus, SD_DEFAULT_COPIES, SD_FORMAT_VERSION, SD_MAX_COPIES,
-    SheepdogConfig, flags,
+    ClusterInfo, EpochLogRecord, EpochMembers, NodeStatus, SD_DEFAULT_COPIES, SD_FORMAT_VERSION,
+    SD_MAX_COPIES, SheepdogConfig, flags,
 };
 use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
 use sd_proto::node::SdNode;
@@ -107,8 +107,11 @@ pub(super) async fn handle(
                 .iter()
                 .find(|e| e.epoch == want)
                 .ok_or(SdResult::NoTag)?;
-            let mut buf = SdNode::encode_list(&e.members);
-            buf.extend_from_slice(&e.time.to_le_bytes());
+            let buf = EpochMembers {
+                nodes: e.members.clone(),
+                time: e.time,
+            }
+            .encode();
             if buf.len() > usize::try_from(req.data_length).unwrap_or(0) {
                 return Err(SdResult::BufferSmall.into());
             }
