@@ -1,14 +1,16 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
-//! header and inode, VDI attribute, config, epoch-log record, cluster info) on arbitrary
-//! bytes. Checks that none panics and that whatever decodes survives encode → decode
-//! unchanged.
+//! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY,
+//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers) on arbitrary bytes.
+//! Checks that none panics and that whatever decodes survives encode → decode unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sd_proto::attr::VdiAttr;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfig};
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
+use sd_proto::oid_list::OidList;
+use sd_proto::stat::{LogLevel, RecoveryState, WritebackStat};
 use sd_proto::{RequestHeader, ResponseHeader};
 
 fuzz_target!(|data: &[u8]| {
@@ -64,5 +66,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(ci) = ClusterInfo::decode(bytes) {
         assert_eq!(ClusterInfo::decode(&ci.encode()), Ok(ci));
+    }
+    if let Ok(st) = RecoveryState::decode(bytes) {
+        assert_eq!(RecoveryState::decode(&st.encode()), Ok(st));
+    }
+    if let Ok(st) = WritebackStat::decode(bytes) {
+        assert_eq!(WritebackStat::decode(&st.encode()), Ok(st));
+    }
+    if let Ok(l) = LogLevel::decode(bytes) {
+        assert_eq!(LogLevel::decode(&l.encode()), Ok(l));
+    }
+    if let Ok(l) = OidList::decode(bytes) {
+        assert_eq!(OidList::decode(&l.encode()), Ok(l));
+    }
+    if let Ok(e) = EpochMembers::decode(bytes) {
+        assert_eq!(EpochMembers::decode(&e.encode()), Ok(e));
     }
 });

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sd_proto::Vid;
+use sd_proto::stat::WritebackStat;
 use sd_testkit::{Cluster, assert_same_bytes, pattern, poll_until, random_seed, req};
 
 use crate::common::{OBJ_LEN, OBJ_SIZE};
@@ -187,7 +188,7 @@ fn dirty_objects(c: &Cluster, i: usize, vid: Vid) -> u64 {
         .unwrap()
         .call_ok(&req::stat_writeback(vid), &[])
         .unwrap_or_else(|e| panic!("STAT_WRITEBACK on node {i}: {e:#}"));
-    u64::from_le_bytes(rsp.payload[..8].try_into().unwrap())
+    WritebackStat::decode(&rsp.payload).unwrap().dirty_objects
 }
 
 /// Converts a length in the VDI to an index into a test image.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sd_proto::Vid;
+use sd_proto::stat::WritebackStat;
 use sd_testkit::{Cluster, Sheep, pattern, poll_until, random_seed, req};
 
 use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
@@ -26,8 +27,8 @@ fn dirty(c: &Cluster, i: usize, vid: Vid) -> (u64, u64) {
         .unwrap()
         .call_ok(&req::stat_writeback(vid), &[])
         .unwrap();
-    let u = |k: usize| u64::from_le_bytes(rsp.payload[k * 8..k * 8 + 8].try_into().unwrap());
-    (u(0), u(1))
+    let st = WritebackStat::decode(&rsp.payload).unwrap();
+    (st.dirty_objects, st.dirty_bytes)
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use sd_proto::stat::WritebackStat as WbStat;
 use sd_proto::{Oid, SdResult, Vid};
 use sd_testkit::{
     Cluster, QUARANTINE_DIR, assert_same_bytes, dir_names, pattern, random_seed, req,
@@ -28,21 +29,6 @@ const AUTO_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long re-replicating one lost copy may take.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(30);
 
-/// One node's STAT_WRITEBACK answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WbStat {
-    /// Dirty objects of the VDI asked about on this node.
-    dirty_objects: u64,
-    /// Dirty bytes of the whole node.
-    dirty_bytes: u64,
-    /// FLUSH_PEER requests this node served, in total.
-    peer_flushes: u64,
-    /// FLUSH_PEER requests this node served for the VDI asked about.
-    peer_flushes_vdi: u64,
-    /// Copies of the VDI lost to a failed sync on this node and not yet rebuilt.
-    lost_objects: u64,
-}
-
 /// STAT_WRITEBACK of `vid` on node `i`.
 fn stat(c: &Cluster, i: usize, vid: Vid) -> WbStat {
     let rsp = c
@@ -56,14 +42,7 @@ fn stat(c: &Cluster, i: usize, vid: Vid) -> WbStat {
         "STAT_WRITEBACK reply of node {i}: {:02x?}",
         rsp.payload
     );
-    let u = |k: usize| u64::from_le_bytes(rsp.payload[k * 8..k * 8 + 8].try_into().unwrap());
-    WbStat {
-        dirty_objects: u(0),
-        dirty_bytes: u(1),
-        peer_flushes: u(2),
-        peer_flushes_vdi: u(3),
-        lost_objects: u(4),
-    }
+    WbStat::decode(&rsp.payload).unwrap()
 }
 
 /// STAT_WRITEBACK of `vid` on every node of `c`.

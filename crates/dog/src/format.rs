@@ -8,6 +8,7 @@ use chrono::TimeZone;
 use sd_proto::SdResult;
 use sd_proto::cluster::{EpochLogRecord, flags};
 use sd_proto::node::{NodeId, SdNode};
+use sd_proto::stat::RecoveryState;
 
 /// Largest copies value (`SD_MAX_COPIES`).
 const SD_MAX_COPIES: u32 = 31;
@@ -276,37 +277,12 @@ pub fn format_node_list_row(idx: usize, node: &SdNode, raw: bool) -> String {
     }
 }
 
-/// A STAT_RECOVERY reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecoveryState {
-    /// The node is recovering.
-    pub in_recovery: bool,
-    /// Objects recovered.
-    pub finished: u64,
-    /// Objects to recover.
-    pub total: u64,
-}
-
-impl RecoveryState {
-    /// Progress in percent (0 when there is nothing to recover).
-    pub fn percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.finished as f64 * 100.0 / self.total as f64
-        }
-    }
-
-    /// Decodes the 24-byte `recovery_state`.
-    pub fn decode(b: &[u8]) -> Option<RecoveryState> {
-        let u64_at = |o: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-        };
-        Some(RecoveryState {
-            in_recovery: *b.first()? != 0,
-            finished: u64_at(8)?,
-            total: u64_at(16)?,
-        })
+/// Recovery progress in percent (0 when there is nothing to recover).
+pub fn recovery_percent(st: &RecoveryState) -> f64 {
+    if st.nr_total == 0 {
+        0.0
+    } else {
+        st.nr_finished as f64 * 100.0 / st.nr_total as f64
     }
 }
 
@@ -316,10 +292,10 @@ pub fn format_recovery_row(idx: usize, node: &SdNode, st: &RecoveryState, raw: b
     if raw {
         format!(
             "{idx} {host} {} {} {} {}\n",
-            node.nr_vnodes, node.zone, st.finished, st.total
+            node.nr_vnodes, node.zone, st.nr_finished, st.nr_total
         )
     } else {
-        let pct = st.percent();
+        let pct = recovery_percent(st);
         format!(
             "{idx:>4}   {}{:>5}{:>11}{:>11.1}%\n",
             pad_right(&host, 20),
@@ -805,8 +781,9 @@ mod tests {
         };
         let st = RecoveryState {
             in_recovery: true,
-            finished: 1,
-            total: 3,
+            nr_finished: 1,
+            nr_total: 3,
+            ..RecoveryState::default()
         };
         assert_eq!(
             format_recovery_row(1, &node, &st, false),
@@ -820,11 +797,12 @@ mod tests {
         b.extend_from_slice(&5u64.to_le_bytes());
         b.extend_from_slice(&9u64.to_le_bytes());
         assert_eq!(
-            RecoveryState::decode(&b),
+            RecoveryState::decode(&b).ok(),
             Some(RecoveryState {
                 in_recovery: true,
-                finished: 5,
-                total: 9
+                phase: sd_proto::stat::RecoveryPhase::RecoverObj,
+                nr_finished: 5,
+                nr_total: 9
             })
         );
     }

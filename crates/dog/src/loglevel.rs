@@ -1,6 +1,7 @@
 //! `dog node log level set|get|list` (spec dog-cli.md §3.2: SET_LOGLEVEL / GET_LOGLEVEL,
 //! levels emerg … debug = 0..7).
 
+use sd_proto::stat::LogLevel;
 use sd_proto::{Opcode, RequestHeader, SdResult};
 
 use crate::ctx::Ctx;
@@ -44,7 +45,7 @@ async fn set(ctx: &mut Ctx, name: &str) -> CmdResult {
     let mut h = RequestHeader::new(Opcode::SetLoglevel);
     h.flags = sd_proto::Flags::WRITE;
     h.data_length = 4;
-    call(ctx, h, &level.to_le_bytes())
+    call(ctx, h, &LogLevel(level).encode())
         .await
         .map(|_| EXIT_SUCCESS)
 }
@@ -53,10 +54,7 @@ async fn get(ctx: &mut Ctx) -> CmdResult {
     let mut h = RequestHeader::new(Opcode::GetLoglevel);
     h.data_length = 4;
     let data = call(ctx, h, &[]).await?;
-    let level = data
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(-1, i32::from_le_bytes);
+    let level = LogLevel::decode(&data).map_or(-1, |l| l.0);
     let name = usize::try_from(level)
         .ok()
         .and_then(|i| LEVELS.get(i))

@@ -1,6 +1,7 @@
 //! `dog node list|info|kill|recovery` (spec dog-cli.md §4.4, §4.5, §4.7), with `--json`.
 
 use sd_client::ClientError;
+use sd_proto::stat::{RECOVERY_STATE_SIZE, RecoveryState};
 use sd_proto::{Opcode, RequestHeader, SdResult};
 
 use crate::ctx::Ctx;
@@ -135,6 +136,7 @@ pub async fn kill(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
 
 /// Size of the STAT_RECOVERY reply.
 const RECOVERY_STATE_LEN: u32 = 24;
+const _: () = assert!(RECOVERY_STATE_LEN as usize == RECOVERY_STATE_SIZE);
 
 /// `node recovery [info]`: STAT_RECOVERY to every node, listing those in recovery
 /// (`--json`: every node that answered, with its state). The node list is fetched here,
@@ -169,16 +171,16 @@ pub async fn recovery(ctx: &mut Ctx) -> CmdResult {
                 continue;
             }
         };
-        let Some(state) = format::RecoveryState::decode(&data) else {
+        let Ok(state) = RecoveryState::decode(&data) else {
             continue;
         };
         if json {
             doc.nodes.push(json::NodeRecovery {
                 node: json::Node::of(i, n),
                 in_recovery: state.in_recovery,
-                objects_done: state.finished,
-                objects_total: state.total,
-                progress_percent: state.percent(),
+                objects_done: state.nr_finished,
+                objects_total: state.nr_total,
+                progress_percent: format::recovery_percent(&state),
             });
         } else if state.in_recovery {
             let row = format::format_recovery_row(i, n, &state, raw);

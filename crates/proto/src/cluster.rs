@@ -1,5 +1,5 @@
-//! Cluster-level records: the `config` file, epoch-log records, the CLUSTER_INFO reply,
-//! node status and cluster flags (spec §11.4, §12, §13).
+//! Cluster-level records: the `config` file, epoch-log records, the CLUSTER_INFO reply, the
+//! GET_EPOCH answer, node status and cluster flags (spec §6.2, §11.4, §12, §13).
 
 use crate::node::{SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use crate::wire::{Reader, Writer, c_str};
@@ -320,6 +320,51 @@ impl ClusterInfo {
             block_size_shift,
             default_store,
             nodes,
+        })
+    }
+}
+
+/// The members of one epoch and when it began: the GET_EPOCH answer (spec §6.2), which has
+/// the layout of the `epoch/%08u` file: `sd_node` × n, then the u64 start time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EpochMembers {
+    /// The epoch's members.
+    pub nodes: Vec<SdNode>,
+    /// When the epoch began (Unix seconds).
+    pub time: u64,
+}
+
+impl EpochMembers {
+    /// Encoded size with `n` members.
+    pub fn size(n: usize) -> usize {
+        n.saturating_mul(SD_NODE_SIZE).saturating_add(8)
+    }
+
+    /// Encodes the nodes, then the time.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::size(self.nodes.len()));
+        for n in &self.nodes {
+            n.encode_into(&mut w.buf);
+        }
+        w.u64(self.time);
+        w.buf
+    }
+
+    /// Decodes a whole answer: the node count is what the length implies (the last 8 bytes
+    /// are the time); a body that is not whole nodes is `BadLength`.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let body = buf.len().checked_sub(8).ok_or(DecodeError::Truncated)?;
+        if !body.is_multiple_of(SD_NODE_SIZE) {
+            return Err(DecodeError::BadLength {
+                what: "epoch members",
+                len: buf.len(),
+            });
+        }
+        let mut r = Reader::new(buf);
+        let nodes = SdNode::decode_list(r.bytes(body)?, body / SD_NODE_SIZE)?;
+        Ok(EpochMembers {
+            nodes,
+            time: r.u64()?,
         })
     }
 }

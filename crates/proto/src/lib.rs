@@ -12,8 +12,10 @@ pub mod header;
 pub mod ids;
 pub mod inode;
 pub mod node;
+pub mod oid_list;
 pub mod opcode;
 pub mod result;
+pub mod stat;
 pub mod vdi_state;
 mod wire;
 

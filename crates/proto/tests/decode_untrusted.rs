@@ -5,12 +5,16 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfig};
 use sd_proto::codec::{encode_request, encode_response};
 use sd_proto::inode::{
     Inode, InodeHeader, SD_INODE_GREF_OFFSET, SD_INODE_HEADER_SIZE, SD_INODE_SIZE,
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::{OID_SIZE, OidList};
+use sd_proto::stat::{
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
+};
 use sd_proto::{
     DecodeError, Epoch, Flags, MAX_REQUEST_PAYLOAD, ObjArgs, Oid, Opcode, RequestDecoder,
     RequestFrame, RequestHeader, ResponseDecoder, ResponseHeader, SD_REQ_SIZE, SdResult,
@@ -504,6 +508,21 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(ci) = ClusterInfo::decode(bytes) {
         assert_eq!(ClusterInfo::decode(&ci.encode()).unwrap(), ci);
     }
+    if let Ok(st) = RecoveryState::decode(bytes) {
+        assert_eq!(RecoveryState::decode(&st.encode()).unwrap(), st);
+    }
+    if let Ok(st) = WritebackStat::decode(bytes) {
+        assert_eq!(WritebackStat::decode(&st.encode()).unwrap(), st);
+    }
+    if let Ok(l) = LogLevel::decode(bytes) {
+        assert_eq!(LogLevel::decode(&l.encode()).unwrap(), l);
+    }
+    if let Ok(l) = OidList::decode(bytes) {
+        assert_eq!(OidList::decode(&l.encode()).unwrap(), l);
+    }
+    if let Ok(e) = EpochMembers::decode(bytes) {
+        assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -534,6 +553,61 @@ proptest! {
         el[20..24].copy_from_slice(&u32::from(count).to_le_bytes());
         el.extend_from_slice(&body);
         decode_everything(&el, usize::from(count), usize::from(count) + 1);
+    }
+}
+
+proptest! {
+    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers: any
+    /// bytes decode or fail without a panic; a short answer is `Truncated` (a cut object list
+    /// or node `BadLength`), a long fixed-size one is read from its first bytes.
+    #[test]
+    fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..260)) {
+        match RecoveryState::decode(&bytes) {
+            Ok(st) => {
+                prop_assert!(bytes.len() >= RECOVERY_STATE_SIZE);
+                let enc = st.encode();
+                prop_assert_eq!(enc[0], u8::from(bytes[0] != 0));
+                prop_assert_eq!(&enc[4..], &bytes[4..RECOVERY_STATE_SIZE]);
+            }
+            Err(e) => {
+                prop_assert!(bytes.len() < RECOVERY_STATE_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match WritebackStat::decode(&bytes) {
+            Ok(st) => prop_assert_eq!(&st.encode()[..], &bytes[..WRITEBACK_STAT_SIZE]),
+            Err(e) => {
+                prop_assert!(bytes.len() < WRITEBACK_STAT_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match LogLevel::decode(&bytes) {
+            Ok(l) => prop_assert_eq!(&l.encode()[..], &bytes[..LOGLEVEL_SIZE]),
+            Err(e) => {
+                prop_assert!(bytes.len() < LOGLEVEL_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        match EpochMembers::decode(&bytes) {
+            Ok(e) => {
+                prop_assert_eq!(EpochMembers::size(e.nodes.len()), bytes.len());
+                prop_assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
+            }
+            Err(DecodeError::Truncated) => prop_assert!(bytes.len() < 8),
+            Err(DecodeError::BadLength { len, .. }) => {
+                prop_assert_eq!(len, bytes.len());
+                prop_assert!(!(len - 8).is_multiple_of(SD_NODE_SIZE));
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
+        }
+        match OidList::decode(&bytes) {
+            Ok(l) => prop_assert_eq!(l.encode(), bytes),
+            Err(e) => {
+                prop_assert!(!bytes.len().is_multiple_of(OID_SIZE));
+                let bad_length = matches!(e, DecodeError::BadLength { .. });
+                prop_assert!(bad_length, "{:?}", e);
+            }
+        }
     }
 }
 
@@ -571,6 +645,10 @@ proptest! {
 
         let cfg = SheepdogConfig { store: b"plain".to_vec(), ..SheepdogConfig::default() };
         all_prefixes_truncated(&cfg.encode(), SheepdogConfig::decode);
+
+        all_prefixes_truncated(&RecoveryState::default().encode(), RecoveryState::decode);
+        all_prefixes_truncated(&WritebackStat::default().encode(), WritebackStat::decode);
+        all_prefixes_truncated(&LogLevel::default().encode(), LogLevel::decode);
 
         let rec = EpochLogRecord { nodes: nodes.clone(), ..EpochLogRecord::default() };
         let slots = nodes.len() + extra;

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use sd_proto::cluster::{
-    CLUSTER_INFO_SIZE, ClusterInfo, EPOCH_LOG_SIZE, EpochLogRecord, SD_CONFIG_SIZE,
+    CLUSTER_INFO_SIZE, ClusterInfo, EPOCH_LOG_SIZE, EpochLogRecord, EpochMembers, SD_CONFIG_SIZE,
     SD_FORMAT_VERSION, SD_VDI_BITMAP_SIZE, SheepdogConfig, flags,
 };
 use sd_proto::codec::encode_request;
@@ -13,6 +13,11 @@ use sd_proto::inode::{
     SD_INODE_HEADER_SIZE, SD_INODE_SIZE, data_index_offset,
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::OidList;
+use sd_proto::stat::{
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
+    WRITEBACK_STAT_SIZE, WritebackStat,
+};
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
     RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -629,4 +634,153 @@ fn spec_test_vectors() {
         ]
     );
     assert_eq!(format!("{}", vid.inode_oid()), "807c2b2500000000");
+}
+
+/// STAT_RECOVERY (spec §6.2): `recovery_state`, u8 in_recovery @0, u32 state @4 (1
+/// RECOVER_OBJ), u64 nr_finished @8, u64 nr_total @16; what the sheep sent before the
+/// layout moved into `sd_proto` (and what C dog reads).
+#[test]
+fn stat_recovery_answer() {
+    let mut g = [0u8; RECOVERY_STATE_SIZE];
+    g[0] = 1;
+    put(&mut g, 4, &[1, 0, 0, 0]);
+    put(&mut g, 8, &[0x05, 0x01, 0, 0, 0, 0, 0, 0]); // 261
+    put(&mut g, 16, &[0x09, 0, 0, 0, 0x02, 0, 0, 0]); // 8 589 934 601
+    let typed = RecoveryState {
+        in_recovery: true,
+        phase: RecoveryPhase::RecoverObj,
+        nr_finished: 261,
+        nr_total: 0x2_0000_0009,
+    };
+    assert_eq!(RECOVERY_STATE_SIZE, 24);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(RecoveryState::decode(&g).unwrap(), typed);
+
+    // Idle: byte 0 zero; the other phases and an unknown one; padding is not checked.
+    let idle = RecoveryState {
+        in_recovery: false,
+        phase: RecoveryPhase::RecoverObj,
+        nr_finished: 0,
+        nr_total: 0,
+    };
+    let mut g0 = [0u8; RECOVERY_STATE_SIZE];
+    g0[4] = 1;
+    assert_eq!(idle.encode(), g0);
+    g0[1..4].copy_from_slice(&[0xaa, 0xbb, 0xcc]);
+    assert_eq!(RecoveryState::decode(&g0).unwrap(), idle);
+    for (v, phase) in [
+        (0u32, RecoveryPhase::PrepareList),
+        (2, RecoveryPhase::NotifyCompletion),
+        (7, RecoveryPhase::Unknown(7)),
+    ] {
+        put(&mut g0, 4, &v.to_le_bytes());
+        assert_eq!(RecoveryState::decode(&g0).unwrap().phase, phase);
+    }
+    // C dog's test byte: any non-zero in_recovery counts.
+    g0[0] = 0x80;
+    assert!(RecoveryState::decode(&g0).unwrap().in_recovery);
+    assert_eq!(
+        RecoveryState::decode(&g0[..23]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// STAT_WRITEBACK (0xF0, a sheepdog-rs extension; not in the spec): dirty_objects @0,
+/// dirty_bytes @8, peer_flushes @16, peer_flushes_vdi @24, lost_objects @32, u64 each;
+/// the bytes the sheep sent before the layout moved into `sd_proto`.
+#[test]
+fn stat_writeback_answer() {
+    let mut g = [0u8; WRITEBACK_STAT_SIZE];
+    put(&mut g, 0, &[3, 0, 0, 0, 0, 0, 0, 0]);
+    put(&mut g, 8, &[0, 0, 0x30, 0, 0, 0, 0, 0]); // 3 MiB
+    put(&mut g, 16, &[0x11, 0x22, 0, 0, 0, 0, 0, 0]);
+    put(&mut g, 24, &[0x44, 0, 0, 0, 0, 0, 0, 0x01]);
+    put(&mut g, 32, &[2, 0, 0, 0, 0, 0, 0, 0]);
+    let typed = WritebackStat {
+        dirty_objects: 3,
+        dirty_bytes: 3 << 20,
+        peer_flushes: 0x2211,
+        peer_flushes_vdi: 0x0100_0000_0000_0044,
+        lost_objects: 2,
+    };
+    assert_eq!(WRITEBACK_STAT_SIZE, 40);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(WritebackStat::decode(&g).unwrap(), typed);
+    assert_eq!(
+        WritebackStat::decode(&g[..39]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// GET_LOGLEVEL answer and SET_LOGLEVEL payload (spec §6.2): i32 level, little-endian.
+#[test]
+fn loglevel_answer() {
+    assert_eq!(LOGLEVEL_SIZE, 4);
+    assert_eq!(LogLevel(6).encode(), [6, 0, 0, 0]);
+    assert_eq!(LogLevel(-1).encode(), [0xff; 4]);
+    assert_eq!(LogLevel::decode(&[7, 0, 0, 0]).unwrap(), LogLevel(7));
+    // dog sends exactly 4 bytes; a longer payload is read from its first 4.
+    assert_eq!(LogLevel::decode(&[3, 0, 0, 0, 9, 9]).unwrap(), LogLevel(3));
+    assert_eq!(
+        LogLevel::decode(&[7, 0, 0]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+}
+
+/// GET_OBJ_LIST answer (spec §6.2): u64 oids back to back, little-endian.
+#[test]
+fn obj_list_answer() {
+    let mut g = [0u8; 24];
+    put(&mut g, 0, &[0, 0, 0, 0, 0x25, 0x2b, 0x7c, 0x80]); // inode of vid 0x7c2b25
+    put(&mut g, 8, &[5, 0, 0, 0, 0x25, 0x2b, 0x7c, 0x00]); // its data object 5
+    put(&mut g, 16, &[0x01, 0, 0, 0, 0, 0, 0, 0]);
+    let typed = OidList {
+        oids: vec![
+            Oid::new(0x807c_2b25_0000_0000),
+            Oid::new(0x007c_2b25_0000_0005),
+            Oid::new(1),
+        ],
+    };
+    assert_eq!(OidList::size(3), 24);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(OidList::decode(&g).unwrap(), typed);
+    assert_eq!(OidList::decode(&[]).unwrap(), OidList::default());
+    assert_eq!(
+        OidList::decode(&g[..23]),
+        Err(sd_proto::DecodeError::BadLength {
+            what: "object list",
+            len: 23
+        })
+    );
+}
+
+/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time (the epoch file).
+#[test]
+fn get_epoch_answer() {
+    let mut g = node_127_0_0_1_7000().to_vec();
+    g.extend_from_slice(&[0x00, 0x5e, 0xd0, 0xb2, 0, 0, 0, 0]); // 3 000 000 000
+    let typed = EpochMembers {
+        nodes: vec![node_127_0_0_1_7000_typed()],
+        time: 3_000_000_000,
+    };
+    assert_eq!(EpochMembers::size(1), 88);
+    assert_eq!(typed.encode(), g);
+    assert_eq!(EpochMembers::decode(&g).unwrap(), typed);
+    let empty = EpochMembers {
+        nodes: Vec::new(),
+        time: 7,
+    };
+    assert_eq!(empty.encode(), 7u64.to_le_bytes());
+    assert_eq!(EpochMembers::decode(&g[80..]).unwrap().time, 3_000_000_000);
+    assert_eq!(
+        EpochMembers::decode(&g[..7]),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+    assert_eq!(
+        EpochMembers::decode(&g[..87]),
+        Err(sd_proto::DecodeError::BadLength {
+            what: "epoch members",
+            len: 87
+        })
+    );
 }

@@ -2,11 +2,16 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)]
 
 use proptest::prelude::*;
-use sd_proto::cluster::{ClusterInfo, EpochLogRecord, STORE_LEN, SheepdogConfig};
+use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, STORE_LEN, SheepdogConfig};
 use sd_proto::inode::{
     GenRef, Inode, InodeHeader, SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN,
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::oid_list::{OID_SIZE, OidList};
+use sd_proto::stat::{
+    LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
+    WRITEBACK_STAT_SIZE, WritebackStat,
+};
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader,
     SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -440,6 +445,88 @@ fn every_known_result_round_trips() {
         assert_eq!(SdResult::from_u32(r.as_u32()), *r);
         let h = ResponseHeader::reply_to(&RequestHeader::new(Opcode::ReadObj), Epoch(1), *r);
         assert_eq!(ResponseHeader::decode(&h.encode()).unwrap().result, *r);
+    }
+}
+
+fn recovery_state() -> impl Strategy<Value = RecoveryState> {
+    (any::<bool>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+        |(in_recovery, phase, nr_finished, nr_total)| RecoveryState {
+            in_recovery,
+            phase: RecoveryPhase::from_u32(phase),
+            nr_finished,
+            nr_total,
+        },
+    )
+}
+
+fn writeback_stat() -> impl Strategy<Value = WritebackStat> {
+    any::<[u64; 5]>().prop_map(|[a, b, c, d, e]| WritebackStat {
+        dirty_objects: a,
+        dirty_bytes: b,
+        peer_flushes: c,
+        peer_flushes_vdi: d,
+        lost_objects: e,
+    })
+}
+
+proptest! {
+    #[test]
+    fn recovery_state_round_trips(st in recovery_state()) {
+        let b = st.encode();
+        prop_assert_eq!(b.len(), RECOVERY_STATE_SIZE);
+        prop_assert_eq!(RecoveryState::decode(&b).unwrap(), st);
+    }
+
+    /// The padding (1..4) is not kept and in_recovery becomes 0 or 1.
+    #[test]
+    fn recovery_state_bytes_round_trip(b in any::<[u8; RECOVERY_STATE_SIZE]>()) {
+        let mut want = b.to_vec();
+        want[0] = u8::from(b[0] != 0);
+        want[1..4].fill(0);
+        prop_assert_eq!(RecoveryState::decode(&b).unwrap().encode(), want);
+    }
+
+    #[test]
+    fn recovery_phase_round_trips(v in any::<u32>()) {
+        prop_assert_eq!(RecoveryPhase::from_u32(v).as_u32(), v);
+    }
+
+    #[test]
+    fn writeback_stat_round_trips(st in writeback_stat()) {
+        let b = st.encode();
+        prop_assert_eq!(b.len(), WRITEBACK_STAT_SIZE);
+        prop_assert_eq!(WritebackStat::decode(&b).unwrap(), st);
+    }
+
+    #[test]
+    fn loglevel_round_trips(v in any::<i32>()) {
+        let b = LogLevel(v).encode();
+        prop_assert_eq!(b.len(), LOGLEVEL_SIZE);
+        prop_assert_eq!(LogLevel::decode(&b).unwrap(), LogLevel(v));
+    }
+
+    #[test]
+    fn oid_list_round_trips(oids in prop::collection::vec(any::<u64>(), 0..64)) {
+        let list = OidList { oids: oids.into_iter().map(Oid::new).collect() };
+        let b = list.encode();
+        prop_assert_eq!(b.len(), list.oids.len() * OID_SIZE);
+        prop_assert_eq!(OidList::decode(&b).unwrap(), list);
+    }
+
+    #[test]
+    fn epoch_members_round_trip(
+        nodes in prop::collection::vec(sd_node(), 0..8),
+        time in any::<u64>(),
+    ) {
+        let e = EpochMembers { nodes, time };
+        let b = e.encode();
+        prop_assert_eq!(b.len(), EpochMembers::size(e.nodes.len()));
+        prop_assert_eq!(EpochMembers::decode(&b).unwrap(), e);
+    }
+
+    #[test]
+    fn writeback_stat_bytes_round_trip(b in any::<[u8; WRITEBACK_STAT_SIZE]>()) {
+        prop_assert_eq!(WritebackStat::decode(&b).unwrap().encode(), b.to_vec());
     }
 }
 

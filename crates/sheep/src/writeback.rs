@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use sd_proto::node::NodeId;
+use sd_proto::stat::WritebackStat;
 use sd_proto::{ObjArgs, Opcode, RequestHeader, SdResult, Vid};
 use sd_store::{StoreError, SyncMode};
 
@@ -64,37 +65,6 @@ pub struct Writeback {
     peer_flushes_by_vid: Mutex<HashMap<Vid, u64>>,
     /// Signalled when dirty bytes drop.
     drained: tokio::sync::Notify,
-}
-
-/// What STAT_WRITEBACK reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WritebackStat {
-    /// Dirty objects of the VDI asked about.
-    pub dirty_objects: u64,
-    /// Dirty bytes of the whole node.
-    pub dirty_bytes: u64,
-    /// FLUSH_PEER requests served, in total.
-    pub peer_flushes: u64,
-    /// FLUSH_PEER requests served for the VDI asked about.
-    pub peer_flushes_vdi: u64,
-    /// Copies of the VDI asked about lost to a failed sync and not yet rebuilt.
-    pub lost_objects: u64,
-}
-
-impl WritebackStat {
-    /// The 40-byte reply of STAT_WRITEBACK.
-    pub fn encode(&self) -> Vec<u8> {
-        [
-            self.dirty_objects,
-            self.dirty_bytes,
-            self.peer_flushes,
-            self.peer_flushes_vdi,
-            self.lost_objects,
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
-    }
 }
 
 impl Writeback {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use sd_proto::cluster::{SD_VDI_BITMAP_SIZE, flags};
 use sd_proto::inode::data_index_offset;
+use sd_proto::stat::{RECOVERY_STATE_SIZE, RecoveryState};
 use sd_proto::{
     ClusterArgs, Flags, ObjArgs, Opcode, RequestHeader, ResponseDecoder, ResponseHeader, SdResult,
     VdiArgs, Vid,
@@ -426,10 +427,10 @@ async fn recovery_stops_waiting_on_a_silent_member_once_it_leaves() {
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         let mut h = RequestHeader::new(Opcode::StatRecovery);
-        h.data_length = 24;
+        h.data_length = RECOVERY_STATE_SIZE as u32;
         let (rsp, state) = c.call(h, &[]).await;
         assert_eq!(rsp.result, SdResult::Success);
-        if state[0] == 0 {
+        if !RecoveryState::decode(&state).unwrap().in_recovery {
             break;
         }
         assert!(

@@ -161,8 +161,9 @@ pub fn stat_cluster(nodes_nr: u32, records: u32) -> RequestHeader {
     h
 }
 
-/// Bytes of a STAT_WRITEBACK reply: five little-endian u64.
+/// Bytes of a STAT_WRITEBACK reply ([`sd_proto::stat::WritebackStat`]).
 pub const STAT_WRITEBACK_LEN: u32 = 40;
+const _: () = assert!(STAT_WRITEBACK_LEN as usize == sd_proto::stat::WRITEBACK_STAT_SIZE);
 
 /// FLUSH_VDI of `vid` (obj.oid = its inode oid).
 pub fn flush_vdi(vid: Vid) -> RequestHeader {

@@ -2,11 +2,12 @@
 
 use bytes::Bytes;
 use sd_proto::cluster::{
-    ClusterInfo, EpochLogRecord, NodeStatus, SD_DEFAULT_COPIES, SD_FORMAT_VERSION, SD_MAX_COPIES,
-    SheepdogConfig, flags,
+    ClusterInfo, EpochLogRecord, EpochMembers, NodeStatus, SD_DEFAULT_COPIES, SD_FORMAT_VERSION,
+    SD_MAX_COPIES, SheepdogConfig, flags,
 };
 use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
 use sd_proto::node::SdNode;
+use sd_proto::stat::{LogLevel, RecoveryPhase, RecoveryState};
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
@@ -106,34 +107,35 @@ pub(super) async fn handle(
                 .iter()
                 .find(|e| e.epoch == want)
                 .ok_or(SdResult::NoTag)?;
-            let mut buf = SdNode::encode_list(&e.members);
-            buf.extend_from_slice(&e.time.to_le_bytes());
+            let buf = EpochMembers {
+                nodes: e.members.clone(),
+                time: e.time,
+            }
+            .encode();
             if buf.len() > usize::try_from(req.data_length).unwrap_or(0) {
                 return Err(SdResult::BufferSmall.into());
             }
             Ok(Reply::data(buf))
         }
         Opcode::StatRecovery => {
-            // recovery_state: u8 in_recovery, u32 state @4, u64 nr_finished @8, u64 nr_total @16.
             let p = sheep.recovery.progress();
-            let mut out = Vec::with_capacity(24);
-            out.extend_from_slice(&[u8::from(p.active), 0, 0, 0]);
-            out.extend_from_slice(&1u32.to_le_bytes());
-            out.extend_from_slice(&p.done.to_le_bytes());
-            out.extend_from_slice(&p.total.to_le_bytes());
+            let state = RecoveryState {
+                in_recovery: p.active,
+                // sheepdog-rs has no separate list and notify phases.
+                phase: RecoveryPhase::RecoverObj,
+                nr_finished: p.done,
+                nr_total: p.total,
+            };
+            let mut out = state.encode();
             out.truncate(usize::try_from(req.data_length).unwrap_or(0));
             Ok(Reply::data(out))
         }
         Opcode::GetVnodes => Ok(Reply::data(
             i32::from(sheep.me.nr_vnodes).to_le_bytes().to_vec(),
         )),
-        Opcode::GetLoglevel => Ok(Reply::data(crate::logging::level().to_le_bytes().to_vec())),
+        Opcode::GetLoglevel => Ok(Reply::data(LogLevel(crate::logging::level()).encode())),
         Opcode::SetLoglevel => {
-            let level = payload
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(i32::from_le_bytes)
-                .ok_or(SdResult::InvalidParms)?;
+            let LogLevel(level) = LogLevel::decode(&payload).map_err(|_| SdResult::InvalidParms)?;
             if !crate::logging::set_level(level) {
                 return Err(SdResult::InvalidParms.into());
             }

@@ -4,6 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use sd_proto::inode::{SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_index};
+use sd_proto::oid_list::OidList;
 use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
 use super::{OpKind, Reply, blocking};
@@ -90,14 +91,10 @@ pub(super) async fn handle(
             let store = sheep.store.clone();
             let list = blocking(move || store.list()).await?;
             let cap = usize::try_from(req.data_length).unwrap_or(0);
-            if list.len().saturating_mul(8) > cap {
+            if OidList::size(list.len()) > cap {
                 return Err(SdResult::BufferSmall.into());
             }
-            let mut out = Vec::with_capacity(list.len() * 8);
-            for oid in list {
-                out.extend_from_slice(&oid.get().to_le_bytes());
-            }
-            Ok(Reply::data(out))
+            Ok(Reply::data(OidList { oids: list }.encode()))
         }
         O::FlushVdi => {
             crate::writeback::flush_vdi(sheep, oid.vid()).await?;
