@@ -203,6 +203,23 @@ fn drain(r: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread::Jo
     (buf, h)
 }
 
+/// After a failure to bind: who holds `ports` (`ss -tanp`), for the failure message. A
+/// port was taken between `free_port` and the bind a few times, by a holder not found yet.
+fn port_holders(stderr: &str, ports: &[u16]) -> String {
+    if !stderr.contains("Address already in use") {
+        return String::new();
+    }
+    let Ok(ss) = Command::new("ss").arg("-tanp").output() else {
+        return String::new();
+    };
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    let holders: Vec<&str> = ss
+        .lines()
+        .filter(|l| ports.iter().any(|p| l.contains(&format!(":{p} "))))
+        .collect();
+    format!("\nsockets on ports {ports:?}:\n{}", holders.join("\n"))
+}
+
 /// Runs `text` with `bash -euo pipefail` and `env`; an `interrupt` block gets SIGINT (to its
 /// process group) once it printed a line, as an operator's Ctrl-C.
 fn run(text: &str, env: &BTreeMap<&str, String>, interrupt: bool) -> Ran {
@@ -443,11 +460,12 @@ fn operations_guide_runs() {
             let r = run(&b.text, &env(h), b.interrupt);
             assert!(
                 r.status.success(),
-                "{at} on port {} failed with {}\nstdout:\n{}\nstderr:\n{}",
+                "{at} on port {} failed with {}\nstdout:\n{}\nstderr:\n{}{}",
                 h.port,
                 r.status,
                 r.stdout,
-                r.stderr
+                r.stderr,
+                port_holders(&r.stderr, &[h.port, h.nbd_port, h.metrics_port])
             );
             let out = r.stdout;
             // After the step: what it must have achieved.
