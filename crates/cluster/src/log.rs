@@ -3,7 +3,7 @@
 
 use sd_proto::cluster::{SD_CONFIG_SIZE, SheepdogConfig};
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
-use sd_proto::{DecodeError, Epoch};
+use sd_proto::{DecodeError, Epoch, Reader};
 
 /// Most bytes a notification may carry.
 pub const MAX_NOTIFY: usize = 64 << 10;
@@ -128,15 +128,15 @@ impl Record {
 
     /// Decodes one record occupying all of `buf`.
     pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
-        let mut r = Cursor(buf);
+        let mut r = Reader::new(buf);
         let time = r.u64()?;
         let entry = match r.u8()? {
             1 => {
-                let node = SdNode::decode(r.take(SD_NODE_SIZE)?)?;
+                let node = SdNode::decode(r.bytes(SD_NODE_SIZE)?)?;
                 let incarnation = r.u64()?;
-                let config = SheepdogConfig::decode(r.take(SD_CONFIG_SIZE)?)?;
+                let config = SheepdogConfig::decode(r.bytes(SD_CONFIG_SIZE)?)?;
                 let epoch = Epoch(r.u32()?);
-                let members = r.nodes()?;
+                let members = nodes(&mut r)?;
                 LogEntry::Join {
                     node,
                     incarnation,
@@ -147,17 +147,17 @@ impl Record {
                     },
                 }
             }
-            2 => LogEntry::Leave { nid: r.nid()? },
+            2 => LogEntry::Leave { nid: nid(&mut r)? },
             3 => LogEntry::Format {
-                config: SheepdogConfig::decode(r.take(SD_CONFIG_SIZE)?)?,
+                config: SheepdogConfig::decode(r.bytes(SD_CONFIG_SIZE)?)?,
             },
             4 => LogEntry::Shutdown,
             5 => LogEntry::RecoveryDone {
-                nid: r.nid()?,
+                nid: nid(&mut r)?,
                 epoch: Epoch(r.u32()?),
             },
             6 => {
-                let from = r.nid()?;
+                let from = nid(&mut r)?;
                 let len = usize::try_from(r.u32()?).map_err(|_| DecodeError::Truncated)?;
                 if len > MAX_NOTIFY {
                     return Err(DecodeError::PayloadTooLarge {
@@ -167,7 +167,7 @@ impl Record {
                 }
                 LogEntry::Notify {
                     from,
-                    msg: r.take(len)?.to_vec(),
+                    msg: r.bytes(len)?.to_vec(),
                 }
             }
             k => {
@@ -177,55 +177,30 @@ impl Record {
                 });
             }
         };
-        if !r.0.is_empty() {
+        if !r.is_empty() {
             return Err(DecodeError::BadLength {
                 what: "trailing log bytes",
-                len: r.0.len(),
+                len: r.remaining(),
             });
         }
         Ok(Record { time, entry })
     }
 }
 
-struct Cursor<'a>(&'a [u8]);
+fn nid(r: &mut Reader<'_>) -> Result<NodeId, DecodeError> {
+    let addr = r.array()?;
+    let port = r.u16()?;
+    Ok(NodeId { addr, port })
+}
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+fn nodes(r: &mut Reader<'_>) -> Result<Vec<SdNode>, DecodeError> {
+    let n = usize::try_from(r.u32()?).map_err(|_| DecodeError::Truncated)?;
+    if n > SD_MAX_NODES {
+        return Err(DecodeError::BadLength {
+            what: "log node count",
+            len: n,
+        });
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(u8::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    fn nid(&mut self) -> Result<NodeId, DecodeError> {
-        let addr = self.array()?;
-        let port = u16::from_le_bytes(self.array()?);
-        Ok(NodeId { addr, port })
-    }
-    fn nodes(&mut self) -> Result<Vec<SdNode>, DecodeError> {
-        let n = usize::try_from(self.u32()?).map_err(|_| DecodeError::Truncated)?;
-        if n > SD_MAX_NODES {
-            return Err(DecodeError::BadLength {
-                what: "log node count",
-                len: n,
-            });
-        }
-        let bytes = self.take(n * SD_NODE_SIZE)?;
-        SdNode::decode_list(bytes, n)
-    }
+    let bytes = r.bytes(n * SD_NODE_SIZE)?;
+    SdNode::decode_list(bytes, n)
 }

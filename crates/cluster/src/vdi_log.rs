@@ -23,8 +23,8 @@
 //! a new kind byte, encoded from then on, with the old kind kept in the decoder: never a
 //! reinterpretation of an existing kind. Every kind has golden bytes in the tests.
 
-use sd_proto::Vid;
 use sd_proto::inode::SD_MAX_VDI_LEN;
+use sd_proto::{DecodeError, Reader, Vid};
 
 /// Kind bytes: the variant and the version of its layout (see the module docs).
 mod kind {
@@ -203,7 +203,7 @@ impl ClusterMsg {
 
     /// Decodes a message of any kind ever written (untrusted bytes: never panics).
     pub fn decode(b: &[u8]) -> Result<ClusterMsg, MsgDecodeError> {
-        let mut r = Reader(b);
+        let mut r = Reader::new(b);
         let kind = r.u8()?;
         if !(kind::NEW_VDI_V1..=kind::UNLOCK).contains(&kind) {
             return Err(MsgDecodeError::UnknownKind(kind));
@@ -229,10 +229,10 @@ impl ClusterMsg {
                 let size = r.u64()?;
                 let copies = r.u8()?;
                 let shift = r.u8()?;
-                let base = r.opt_vid("base")?;
-                let snapshot_of = r.opt_vid("snapshot_of")?;
+                let base = opt_vid_field(&mut r, "base")?;
+                let snapshot_of = opt_vid_field(&mut r, "snapshot_of")?;
                 let name_len = usize::from(r.u16()?);
-                let name = name(r.take(name_len)?)?;
+                let name = name(r.bytes(name_len)?)?;
                 let tag = r.rest();
                 if tag.len() >= SD_MAX_VDI_LEN {
                     return Err(MsgDecodeError::BadField("tag"));
@@ -250,15 +250,15 @@ impl ClusterMsg {
             }
             kind::DEL_VDI => ClusterMsg::DelVdi {
                 token,
-                vid: r.vid()?,
+                vid: vid(&mut r)?,
             },
             kind::BARRIER => ClusterMsg::Barrier { token },
             kind::SETTLED => ClusterMsg::Settled {
                 token,
-                vid: r.vid()?,
+                vid: vid(&mut r)?,
             },
             _ => {
-                let vid = r.vid()?;
+                let vid = vid(&mut r)?;
                 let holder = r.u64()?;
                 if kind == kind::LOCK {
                     ClusterMsg::Lock { token, vid, holder }
@@ -279,50 +279,25 @@ fn name(b: &[u8]) -> Result<Vec<u8>, MsgDecodeError> {
     Ok(b.to_vec())
 }
 
-/// Reads fields off the front of a record.
-struct Reader<'a>(&'a [u8]);
+/// The shared reader fails only on missing bytes.
+impl From<DecodeError> for MsgDecodeError {
+    fn from(_: DecodeError) -> MsgDecodeError {
+        MsgDecodeError::Truncated
+    }
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], MsgDecodeError> {
-        if self.0.len() < n {
-            return Err(MsgDecodeError::Truncated);
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], MsgDecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.0)
-    }
-    fn u8(&mut self) -> Result<u8, MsgDecodeError> {
-        Ok(u8::from_le_bytes(self.array()?))
-    }
-    fn u16(&mut self) -> Result<u16, MsgDecodeError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, MsgDecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, MsgDecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    /// A vid field: any 24-bit value, 0 included (as decoders always accepted; the fold
-    /// knows no VDI 0).
-    fn vid(&mut self) -> Result<Vid, MsgDecodeError> {
-        Vid::new(self.u32()?).ok_or(MsgDecodeError::BadField("vid"))
-    }
-    /// An optional vid field: 0 is none.
-    fn opt_vid(&mut self, what: &'static str) -> Result<Option<Vid>, MsgDecodeError> {
-        match self.u32()? {
-            0 => Ok(None),
-            v => Vid::nonzero(v)
-                .map(Some)
-                .ok_or(MsgDecodeError::BadField(what)),
-        }
+/// A vid field: any 24-bit value, 0 included (as decoders always accepted; the fold knows
+/// no VDI 0).
+fn vid(r: &mut Reader<'_>) -> Result<Vid, MsgDecodeError> {
+    Vid::new(r.u32()?).ok_or(MsgDecodeError::BadField("vid"))
+}
+
+/// An optional vid field: 0 is none.
+fn opt_vid_field(r: &mut Reader<'_>, what: &'static str) -> Result<Option<Vid>, MsgDecodeError> {
+    match r.u32()? {
+        0 => Ok(None),
+        v => Vid::nonzero(v)
+            .map(Some)
+            .ok_or(MsgDecodeError::BadField(what)),
     }
 }

@@ -27,7 +27,7 @@ pub use header::{
 pub use ids::{Epoch, ObjectKind, Oid, Vid};
 pub use opcode::Opcode;
 pub use result::SdResult;
-pub use wire::c_str;
+pub use wire::{Reader, c_str};
 
 /// Client protocol version (opcodes < 0x80).
 pub const SD_PROTO_VER: u8 = 0x02;
