@@ -48,6 +48,10 @@ pub async fn run_with_nbd(
     run_until_stopped(listener, nbd, cfg, CancellationToken::new(), cancel).await
 }
 
+/// How long a stopped node waits for its clean stop's last steps (a second signal, which
+/// stops at once, waits at most this for a flush in progress).
+const STOPPER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// [`run_with_nbd`], stopping cleanly ([`drain::stop`]) once `stop` fires; `cancel` still
 /// stops at once.
 pub async fn run_until_stopped(
@@ -87,7 +91,7 @@ pub async fn run_until_stopped(
         };
         tokio::spawn(sd_nbd::serve_with(nbd, exports, config, cancel.clone()));
     }
-    {
+    let stopper = {
         let sheep = sheep.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -95,9 +99,14 @@ pub async fn run_until_stopped(
                 () = cancel.cancelled() => {}
                 () = stop.cancelled() => drain::stop(&sheep).await,
             }
-        });
-    }
+        })
+    };
     server::serve(listener, sheep, cancel).await;
+    // A clean stop may end the node from inside (a driver stops on reading our leave)
+    // before the stop's last step ran: let it finish, so its log says it left.
+    if tokio::time::timeout(STOPPER_WAIT, stopper).await.is_err() {
+        tracing::warn!("the clean stop did not finish in time");
+    }
     tracing::info!("sheep stopped");
     Ok(())
 }
