@@ -69,6 +69,9 @@ enum Answer {
 fn classify(r: SheepResult<Bytes>) -> Answer {
     match r {
         Ok(b) => Answer::Done(b),
+        // Unreachable (it died, or a partition), or fenced: the membership is about to move.
+        Err(SheepError::Peer(_) | SheepError::Fenced) => Answer::Retry,
+        // A wire answer: from a peer, or our own replica's.
         Err(e) => match e.result() {
             SdResult::NewNodeVer | SdResult::Again => Answer::Behind,
             // CLUSTER_ERROR: the replica is fenced; the membership is about to move.
@@ -220,7 +223,7 @@ fn pause(wait: Wait, left: Duration) -> Option<Duration> {
 async fn settle(sheep: &Sheep, epoch: Epoch, wait: Wait, deadline: Instant) -> SheepResult<()> {
     let Some(limit) = pause(wait, deadline.saturating_duration_since(Instant::now())) else {
         tracing::warn!(%epoch, "cluster did not settle in time");
-        return Err(SdResult::NetworkError.into());
+        return Err(SheepError::Unsettled(epoch));
     };
     let mut rx = sheep.epoch_tx.subscribe();
     let _ = tokio::time::timeout(limit, rx.wait_for(|e| *e != epoch)).await;
@@ -269,7 +272,7 @@ async fn peer_call(
         Ok((rsp, _)) => Err(rsp.result.into()),
         Err(e) => {
             tracing::debug!(error = %e, "peer call failed");
-            Err(SdResult::NetworkError.into())
+            Err(e.into())
         }
     }
 }
@@ -393,12 +396,13 @@ pub async fn read(
                     peer_call(sheep, nid, h, Bytes::new()).await
                 }
             };
-            let r = match guarded(sheep, epoch, call).await {
-                Ok(r) => r,
+            let answer = match guarded(sheep, epoch, call).await {
+                Ok(r) => classify(r),
                 Err(Cut::Fenced) => return Err(SheepError::Fenced),
-                Err(Cut::EpochMoved) => Err(SdResult::OldNodeVer.into()),
+                // Like a replica in an older epoch: retry in the new one.
+                Err(Cut::EpochMoved) => Answer::Retry,
             };
-            ended = round.answer(classify(r));
+            ended = round.answer(answer);
             if ended.is_some() {
                 break;
             }
@@ -440,6 +444,8 @@ mod tests {
         check_classify(Err(R::WaitForJoin.into()), Retry);
         check_classify(Err(R::ClusterError.into()), Retry);
         check_classify(Err(SheepError::Fenced), Retry);
+        let down = crate::peer::PeerError::Timeout(NodeId::default());
+        check_classify(Err(down.into()), Retry);
         // Anything else is the replica's answer.
         check_classify(Err(R::NoObj.into()), Failed(R::NoObj));
         check_classify(Err(R::InvalidParms.into()), Failed(R::InvalidParms));
