@@ -1,6 +1,6 @@
 //! The daemon's error type and its single mapping to wire result codes.
 
-use sd_proto::SdResult;
+use sd_proto::{Epoch, SdResult};
 use sd_store::StoreError;
 
 /// Why a request failed.
@@ -16,6 +16,17 @@ pub enum SheepError {
     /// others may count it dead, it acknowledges nothing (`Sheep::fenced`).
     #[error("fenced: this node's view of the cluster is not known to be current")]
     Fenced,
+    /// The gateway could not reach a replica, or it did not answer in time; the replica set
+    /// is about to move, so the gateway retries in a newer epoch.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    /// The gateway gave up: the cluster did not settle on an epoch within its deadline.
+    #[error("the cluster did not settle after epoch {0}")]
+    Unsettled(Epoch),
+    /// An NBD export moved to its VDI's new vid while a write waited: the write starts
+    /// over on the new vid.
+    #[error("the export moved to a new vid")]
+    Retargeted,
     /// A blocking store task panicked or was cancelled.
     #[error("store task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -38,9 +49,39 @@ impl SheepError {
             SheepError::Store(_) => SdResult::Eio,
             SheepError::Task(_) => SdResult::SystemError,
             SheepError::Fenced => SdResult::ClusterError,
+            SheepError::Peer(_) | SheepError::Unsettled(_) => SdResult::NetworkError,
+            SheepError::Retargeted => SdResult::Readonly,
         }
     }
 }
 
 /// Shorthand for handler results.
 pub type SheepResult<T> = Result<T, SheepError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerError;
+    use sd_proto::node::NodeId;
+
+    #[track_caller]
+    fn check(e: SheepError, expect: SdResult) {
+        assert_eq!(e.result(), expect, "{e}");
+    }
+
+    #[test]
+    fn decisions_map_to_wire_codes() {
+        check(SdResult::NoVdi.into(), SdResult::NoVdi);
+        check(SheepError::Fenced, SdResult::ClusterError);
+        check(
+            PeerError::Timeout(NodeId::default()).into(),
+            SdResult::NetworkError,
+        );
+        check(SheepError::Unsettled(Epoch(3)), SdResult::NetworkError);
+        check(SheepError::Retargeted, SdResult::Readonly);
+        check(
+            StoreError::InvalidName { name: "x".into() }.into(),
+            SdResult::Eio,
+        );
+    }
+}

@@ -56,7 +56,7 @@ pub enum Mutation {
 }
 
 /// What one replica answered.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Answer {
     Done(Bytes),
     /// The cluster is moving: try again in a newer epoch.
@@ -69,6 +69,9 @@ enum Answer {
 fn classify(r: SheepResult<Bytes>) -> Answer {
     match r {
         Ok(b) => Answer::Done(b),
+        // Unreachable (it died, or a partition), or fenced: the membership is about to move.
+        Err(SheepError::Peer(_) | SheepError::Fenced) => Answer::Retry,
+        // A wire answer: from a peer, or our own replica's.
         Err(e) => match e.result() {
             SdResult::NewNodeVer | SdResult::Again => Answer::Behind,
             // CLUSTER_ERROR: the replica is fenced; the membership is about to move.
@@ -78,6 +81,103 @@ fn classify(r: SheepResult<Bytes>) -> Answer {
             | SdResult::ClusterError => Answer::Retry,
             other => Answer::Failed(other),
         },
+    }
+}
+
+/// What to wait for before the next round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The cluster is moving: wait for a newer epoch (or `EPOCH_WAIT`).
+    Epoch,
+    /// Only replicas lag behind our epoch: a short pause (`BEHIND_WAIT`) is enough.
+    Behind,
+}
+
+/// The decision after one round of replica answers.
+#[derive(Debug, PartialEq, Eq)]
+enum Next<T> {
+    /// The request succeeded (still subject to the fence check before acknowledging).
+    Done(T),
+    /// The request fails with this code.
+    Fail(SdResult),
+    /// Retry in a new round after waiting.
+    Again(Wait),
+}
+
+/// The decision for one round of a mutation fanned out to every replica of one epoch:
+/// the first failure is the answer; otherwise a moving replica set makes it retry (after
+/// a short pause when replicas are only behind); a remove that found no copy anywhere is
+/// NO_OBJ; else it succeeded.
+fn decide_mutation(answers: &[Answer], remove: bool) -> Next<()> {
+    let (mut retry, mut behind) = (false, false);
+    let mut failed = None;
+    let mut missing = 0usize;
+    for a in answers {
+        match a {
+            Answer::Done(_) => {}
+            Answer::Retry => retry = true,
+            Answer::Behind => behind = true,
+            Answer::Failed(SdResult::NoObj) if remove => missing += 1,
+            Answer::Failed(r) => failed = failed.or(Some(*r)),
+        }
+    }
+    if let Some(r) = failed {
+        return Next::Fail(r);
+    }
+    if retry {
+        return Next::Again(Wait::Epoch);
+    }
+    if behind {
+        return Next::Again(Wait::Behind);
+    }
+    if missing == answers.len() {
+        return Next::Fail(SdResult::NoObj);
+    }
+    Next::Done(())
+}
+
+/// One round of a read: replicas are asked one at a time, in order, until one serves it.
+#[derive(Debug)]
+struct ReadRound {
+    retry: bool,
+    behind: bool,
+    /// The last failure, the answer if no replica serves the read and none asks to retry.
+    last: SdResult,
+}
+
+impl ReadRound {
+    fn new() -> Self {
+        ReadRound {
+            retry: false,
+            behind: false,
+            last: SdResult::NoObj,
+        }
+    }
+
+    /// Takes the next replica's answer; `Some` ends the round without asking the rest.
+    fn answer(&mut self, a: Answer) -> Option<Next<Bytes>> {
+        match a {
+            Answer::Done(b) => return Some(Next::Done(b)),
+            Answer::Retry => self.retry = true,
+            Answer::Behind => self.behind = true,
+            // Bad parameters are the same on every replica.
+            Answer::Failed(SdResult::InvalidParms) => {
+                return Some(Next::Fail(SdResult::InvalidParms));
+            }
+            Answer::Failed(r) => self.last = r,
+        }
+        None
+    }
+
+    /// Every replica answered without serving the read.
+    fn end(self) -> Next<Bytes> {
+        if self.retry {
+            Next::Again(Wait::Epoch)
+        } else if self.behind {
+            Next::Again(Wait::Behind)
+        } else {
+            Next::Fail(self.last)
+        }
     }
 }
 
@@ -105,17 +205,28 @@ fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<No
     Ok((sys.epoch, t))
 }
 
-/// Waits until the epoch moves past `epoch` (or a short while passes), within `deadline`.
-/// `behind`: only a replica lags behind our epoch, so a short pause is enough.
-async fn settle(sheep: &Sheep, epoch: Epoch, behind: bool, deadline: Instant) -> SheepResult<()> {
-    if Instant::now() >= deadline {
-        tracing::warn!(%epoch, "cluster did not settle in time");
-        return Err(SdResult::NetworkError.into());
+/// How long to wait for `wait` with `left` until the request's deadline; `None` once the
+/// deadline has passed (the request fails).
+fn pause(wait: Wait, left: Duration) -> Option<Duration> {
+    if left.is_zero() {
+        return None;
     }
-    let limit = if behind { BEHIND_WAIT } else { EPOCH_WAIT };
+    let limit = match wait {
+        Wait::Behind => BEHIND_WAIT,
+        Wait::Epoch => EPOCH_WAIT,
+    };
+    Some(limit.min(left))
+}
+
+/// Waits until the epoch moves past `epoch` (or for as long as `wait` says), within
+/// `deadline`.
+async fn settle(sheep: &Sheep, epoch: Epoch, wait: Wait, deadline: Instant) -> SheepResult<()> {
+    let Some(limit) = pause(wait, deadline.saturating_duration_since(Instant::now())) else {
+        tracing::warn!(%epoch, "cluster did not settle in time");
+        return Err(SheepError::Unsettled(epoch));
+    };
     let mut rx = sheep.epoch_tx.subscribe();
-    let wait = limit.min(deadline.saturating_duration_since(Instant::now()));
-    let _ = tokio::time::timeout(wait, rx.wait_for(|e| *e != epoch)).await;
+    let _ = tokio::time::timeout(limit, rx.wait_for(|e| *e != epoch)).await;
     Ok(())
 }
 
@@ -161,7 +272,7 @@ async fn peer_call(
         Ok((rsp, _)) => Err(rsp.result.into()),
         Err(e) => {
             tracing::debug!(error = %e, "peer call failed");
-            Err(SdResult::NetworkError.into())
+            Err(e.into())
         }
     }
 }
@@ -233,7 +344,7 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
                 // Abandoned, not acknowledged: a replica that still applies it later
                 // is outside the new epoch's set or refuses the old epoch.
                 tracing::debug!(%oid, %epoch, "epoch moved under a write; retrying");
-                settle(sheep, epoch, false, deadline).await?;
+                settle(sheep, epoch, Wait::Epoch, deadline).await?;
                 continue;
             }
         };
@@ -245,34 +356,17 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
         if is_write {
             sheep.writeback.count_write(oid.vid());
         }
-        let (mut retry, mut behind) = (false, false);
-        let mut failed = None;
-        let mut missing = 0usize;
-        for a in answers.into_iter().map(classify) {
-            match a {
-                Answer::Done(_) => {}
-                Answer::Retry => retry = true,
-                Answer::Behind => behind = true,
-                Answer::Failed(SdResult::NoObj) if matches!(m, Mutation::Remove) => missing += 1,
-                Answer::Failed(r) => failed = failed.or(Some(r)),
+        let answers: Vec<Answer> = answers.into_iter().map(classify).collect();
+        match decide_mutation(&answers, matches!(m, Mutation::Remove)) {
+            Next::Fail(r) => return Err(r.into()),
+            Next::Again(wait) => {
+                tracing::debug!(%oid, %epoch, "replica set moving; retrying");
+                settle(sheep, epoch, wait, deadline).await?;
             }
-        }
-        if let Some(r) = failed {
-            return Err(r.into());
-        }
-        if retry || behind {
-            tracing::debug!(%oid, %epoch, "replica set moving; retrying");
-            settle(sheep, epoch, !retry, deadline).await?;
-            continue;
-        }
-        if missing == nodes.len() {
-            return Err(SdResult::NoObj.into());
-        }
-        if sheep.fenced() {
             // Every replica has it, but the cluster may have moved on without us.
-            return Err(SheepError::Fenced);
+            Next::Done(()) if sheep.fenced() => return Err(SheepError::Fenced),
+            Next::Done(()) => return Ok(()),
         }
-        return Ok(());
     }
 }
 
@@ -290,8 +384,8 @@ pub async fn read(
         if let Some(i) = nodes.iter().position(|n| *n == sheep.me.nid) {
             nodes.swap(0, i);
         }
-        let (mut retry, mut behind) = (false, false);
-        let mut last = SdResult::NoObj;
+        let mut round = ReadRound::new();
+        let mut ended = None;
         for nid in nodes {
             let call = async {
                 if nid == sheep.me.nid {
@@ -302,25 +396,194 @@ pub async fn read(
                     peer_call(sheep, nid, h, Bytes::new()).await
                 }
             };
-            let r = match guarded(sheep, epoch, call).await {
-                Ok(r) => r,
+            let answer = match guarded(sheep, epoch, call).await {
+                Ok(r) => classify(r),
                 Err(Cut::Fenced) => return Err(SheepError::Fenced),
-                Err(Cut::EpochMoved) => Err(SdResult::OldNodeVer.into()),
+                // Like a replica in an older epoch: retry in the new one.
+                Err(Cut::EpochMoved) => Answer::Retry,
             };
-            match classify(r) {
-                Answer::Done(_) if sheep.fenced() => return Err(SheepError::Fenced),
-                Answer::Done(b) => return Ok(b),
-                Answer::Retry => retry = true,
-                Answer::Behind => behind = true,
-                // Bad parameters are the same on every replica.
-                Answer::Failed(SdResult::InvalidParms) => return Err(SdResult::InvalidParms.into()),
-                Answer::Failed(r) => last = r,
+            ended = round.answer(answer);
+            if ended.is_some() {
+                break;
             }
         }
-        if retry || behind {
-            settle(sheep, epoch, !retry, deadline).await?;
-            continue;
+        match ended.unwrap_or_else(|| round.end()) {
+            Next::Done(_) if sheep.fenced() => return Err(SheepError::Fenced),
+            Next::Done(b) => return Ok(b),
+            Next::Fail(r) => return Err(r.into()),
+            Next::Again(wait) => settle(sheep, epoch, wait, deadline).await?,
         }
-        return Err(last.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Answer::{Behind, Done, Failed, Retry};
+    use SdResult as R;
+
+    fn done() -> Answer {
+        Done(Bytes::from_static(b"data"))
+    }
+
+    #[track_caller]
+    fn check_classify(r: SheepResult<Bytes>, expect: Answer) {
+        assert_eq!(classify(r), expect);
+    }
+
+    #[test]
+    fn classify_answers() {
+        check_classify(Ok(Bytes::from_static(b"data")), done());
+        // A replica that has not applied our epoch yet, or is recovering the object.
+        check_classify(Err(R::NewNodeVer.into()), Behind);
+        check_classify(Err(R::Again.into()), Behind);
+        // The replica set is moving: an older epoch, an unreachable, joining or fenced
+        // replica.
+        check_classify(Err(R::OldNodeVer.into()), Retry);
+        check_classify(Err(R::NetworkError.into()), Retry);
+        check_classify(Err(R::WaitForJoin.into()), Retry);
+        check_classify(Err(R::ClusterError.into()), Retry);
+        check_classify(Err(SheepError::Fenced), Retry);
+        let down = crate::peer::PeerError::Timeout(NodeId::default());
+        check_classify(Err(down.into()), Retry);
+        // Anything else is the replica's answer.
+        check_classify(Err(R::NoObj.into()), Failed(R::NoObj));
+        check_classify(Err(R::InvalidParms.into()), Failed(R::InvalidParms));
+        check_classify(Err(R::WaitForFormat.into()), Failed(R::WaitForFormat));
+        check_classify(Err(R::Readonly.into()), Failed(R::Readonly));
+        let eio = sd_store::StoreError::InvalidName { name: "x".into() };
+        check_classify(Err(eio.into()), Failed(R::Eio));
+    }
+
+    #[track_caller]
+    fn check_mutation(answers: Vec<Answer>, remove: bool, expect: Next<()>) {
+        assert_eq!(decide_mutation(&answers, remove), expect, "{answers:?}");
+    }
+
+    #[test]
+    fn mutation_rules() {
+        let (write, remove) = (false, true);
+        check_mutation(vec![done(), done(), done()], write, Next::Done(()));
+        // The first failure is the answer, even when others ask to retry.
+        check_mutation(
+            vec![done(), Failed(R::NoSpace)],
+            write,
+            Next::Fail(R::NoSpace),
+        );
+        check_mutation(
+            vec![Retry, Failed(R::Eio), Behind, Failed(R::NoSpace)],
+            write,
+            Next::Fail(R::Eio),
+        );
+        check_mutation(
+            vec![Failed(R::InvalidParms), done()],
+            write,
+            Next::Fail(R::InvalidParms),
+        );
+        // A moving replica set: a newer epoch; a replica only behind: a short pause.
+        check_mutation(vec![done(), Retry, done()], write, Next::Again(Wait::Epoch));
+        check_mutation(vec![Behind, Retry], write, Next::Again(Wait::Epoch));
+        check_mutation(vec![done(), Behind], write, Next::Again(Wait::Behind));
+        // A write to a missing object fails; a remove that finds no copy on some
+        // replicas succeeds, on none answers NO_OBJ.
+        check_mutation(vec![done(), Failed(R::NoObj)], write, Next::Fail(R::NoObj));
+        check_mutation(vec![done(), Failed(R::NoObj)], remove, Next::Done(()));
+        check_mutation(
+            vec![Failed(R::NoObj), Failed(R::NoObj)],
+            remove,
+            Next::Fail(R::NoObj),
+        );
+        check_mutation(
+            vec![Failed(R::NoObj), Retry],
+            remove,
+            Next::Again(Wait::Epoch),
+        );
+        check_mutation(
+            vec![Failed(R::NoObj), Behind],
+            remove,
+            Next::Again(Wait::Behind),
+        );
+        check_mutation(
+            vec![Failed(R::NoObj), Failed(R::Eio)],
+            remove,
+            Next::Fail(R::Eio),
+        );
+    }
+
+    /// One read round over `answers`: its decision and how many answers it took.
+    fn read_round(answers: Vec<Answer>) -> (Next<Bytes>, usize) {
+        let mut round = ReadRound::new();
+        let n = answers.len();
+        for (i, a) in answers.into_iter().enumerate() {
+            if let Some(next) = round.answer(a) {
+                return (next, i + 1);
+            }
+        }
+        (round.end(), n)
+    }
+
+    #[track_caller]
+    fn check_read(answers: Vec<Answer>, expect: Next<Bytes>, asked: usize) {
+        assert_eq!(read_round(answers), (expect, asked));
+    }
+
+    #[test]
+    fn read_rules() {
+        let data = Next::Done(Bytes::from_static(b"data"));
+        // The first replica that serves it answers; the rest are not asked.
+        check_read(
+            vec![done(), Failed(R::Eio)],
+            Next::Done(Bytes::from_static(b"data")),
+            1,
+        );
+        check_read(vec![Failed(R::Eio), Retry, done()], data, 3);
+        check_read(
+            vec![Behind, done()],
+            Next::Done(Bytes::from_static(b"data")),
+            2,
+        );
+        // Bad parameters are the same everywhere: fail at once.
+        check_read(
+            vec![Failed(R::InvalidParms), done()],
+            Next::Fail(R::InvalidParms),
+            1,
+        );
+        check_read(
+            vec![Retry, Failed(R::InvalidParms)],
+            Next::Fail(R::InvalidParms),
+            2,
+        );
+        // Nobody served it: retry in a newer epoch, or after a pause if only behind.
+        check_read(
+            vec![Failed(R::Eio), Retry, Behind],
+            Next::Again(Wait::Epoch),
+            3,
+        );
+        check_read(vec![Behind, Failed(R::NoObj)], Next::Again(Wait::Behind), 2);
+        // Else the last failure is the answer.
+        check_read(
+            vec![Failed(R::Eio), Failed(R::NoObj)],
+            Next::Fail(R::NoObj),
+            2,
+        );
+        check_read(
+            vec![Failed(R::NoObj), Failed(R::Eio)],
+            Next::Fail(R::Eio),
+            2,
+        );
+        check_read(vec![], Next::Fail(R::NoObj), 0);
+    }
+
+    #[test]
+    fn settle_pause() {
+        let long = Duration::from_secs(60);
+        assert_eq!(pause(Wait::Epoch, long), Some(EPOCH_WAIT));
+        assert_eq!(pause(Wait::Behind, long), Some(BEHIND_WAIT));
+        // Never past the deadline; once it passed the request fails.
+        let left = Duration::from_millis(2);
+        assert_eq!(pause(Wait::Epoch, left), Some(left));
+        assert_eq!(pause(Wait::Behind, left), Some(left));
+        assert_eq!(pause(Wait::Epoch, Duration::ZERO), None);
+        assert_eq!(pause(Wait::Behind, Duration::ZERO), None);
     }
 }

@@ -230,7 +230,7 @@ impl VdiDev {
         let _alloc = self.alloc.lock().await;
         if self.vid() != vid {
             // Retargeted meanwhile: the caller starts over.
-            return Err(SdResult::Readonly.into());
+            return Err(SheepError::Retargeted);
         }
         let owner = self.owner(idx);
         if owner == vid.get() {

@@ -7,7 +7,7 @@ pub(crate) mod vdi;
 
 use bytes::Bytes;
 use sd_proto::cluster::NodeStatus;
-use sd_proto::{NodeRsp, Opcode, RequestHeader, ResponseHeader, SdResult, VdiRsp};
+use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, ResponseHeader, SdResult, VdiRsp};
 
 use crate::error::{SheepError, SheepResult};
 use crate::metrics::Protocol;
@@ -94,29 +94,50 @@ impl Reply {
     }
 }
 
+/// What admission looks at: the request's header fields, its handler table entry and
+/// this node's state.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    /// The request's opcode.
+    opcode: Opcode,
+    /// The request's protocol version.
+    proto_ver: u8,
+    /// The request's epoch (meaningful for peer ops).
+    req_epoch: Epoch,
+    /// The opcode's handler table entry (`op_info`).
+    entry: Option<(OpKind, bool)>,
+    /// This node's status.
+    status: NodeStatus,
+    /// The cluster's format time (0: never formatted).
+    ctime: u64,
+    /// This node's epoch.
+    epoch: Epoch,
+    /// Whether this node is fenced (`Sheep::fenced`).
+    fenced: bool,
+}
+
 /// Admission checks of spec §5, in order. `Err` is the answer.
-fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
-    let op = req.opcode;
+fn admission(a: &Admission) -> Result<OpKind, SdResult> {
+    let op = a.opcode;
     if op.is_internal() {
-        if req.proto_ver != sd_proto::SD_SHEEP_PROTO_VER {
+        if a.proto_ver != sd_proto::SD_SHEEP_PROTO_VER {
             return Err(SdResult::VerMismatch);
         }
-    } else if req.proto_ver > sd_proto::SD_PROTO_VER {
+    } else if a.proto_ver > sd_proto::SD_PROTO_VER {
         return Err(SdResult::VerMismatch);
     }
-    let (kind, force) = op_info(op).ok_or(SdResult::InvalidParms)?;
-    let sys = sheep.sys();
-    if kind == OpKind::Peer && req.epoch > sys.epoch {
+    let (kind, force) = a.entry.ok_or(SdResult::InvalidParms)?;
+    if kind == OpKind::Peer && a.req_epoch > a.epoch {
         // Another sheep is ahead of us: we have not applied its epoch yet (a member
         // between "formatted" and "running" among others). It retries in a moment; a
         // client must never see our transient state.
         return Err(SdResult::NewNodeVer);
     }
-    match sys.status {
+    match a.status {
         NodeStatus::Killed => return Err(SdResult::Killed),
         NodeStatus::Shutdown => return Err(SdResult::Shutdown),
         NodeStatus::Wait if !force => {
-            return Err(if sys.config.ctime == 0 {
+            return Err(if a.ctime == 0 {
                 SdResult::WaitForFormat
             } else {
                 SdResult::WaitForJoin
@@ -129,18 +150,33 @@ fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
             op,
             Opcode::CreateAndWritePeer | Opcode::WritePeer | Opcode::RemovePeer
         );
-        if mutation && sheep.fenced() {
+        if mutation && a.fenced {
             // The writer's gateway retries once the membership has moved on.
             return Err(SdResult::ClusterError);
         }
-        if req.epoch < sys.epoch {
+        if a.req_epoch < a.epoch {
             return Err(SdResult::OldNodeVer);
         }
-        if req.epoch > sys.epoch {
+        if a.req_epoch > a.epoch {
             return Err(SdResult::NewNodeVer);
         }
     }
     Ok(kind)
+}
+
+/// [`admission`] of `req` against this node's state now.
+fn admit(sheep: &Sheep, req: &RequestHeader) -> Result<OpKind, SdResult> {
+    let sys = sheep.sys();
+    admission(&Admission {
+        opcode: req.opcode,
+        proto_ver: req.proto_ver,
+        req_epoch: req.epoch,
+        entry: op_info(req.opcode),
+        status: sys.status,
+        ctime: sys.config.ctime,
+        epoch: sys.epoch,
+        fenced: sheep.fenced(),
+    })
 }
 
 /// Serves one request and builds the response header and payload.
@@ -273,4 +309,253 @@ pub(crate) fn expect_payload(req: &RequestHeader, payload: &Bytes) -> SheepResul
         return Err(SdResult::InvalidParms.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OpKind::*;
+    use Opcode as O;
+    use SdResult as R;
+
+    /// `op` as a well-formed request of epoch 5 to a running, formatted, unfenced node of
+    /// epoch 5.
+    fn req(op: Opcode) -> Admission {
+        Admission {
+            opcode: op,
+            proto_ver: op.proto_ver(),
+            req_epoch: Epoch(5),
+            entry: op_info(op),
+            status: NodeStatus::Ok,
+            ctime: 1,
+            epoch: Epoch(5),
+            fenced: false,
+        }
+    }
+
+    #[track_caller]
+    fn check(a: Admission, expect: Result<OpKind, SdResult>) {
+        assert_eq!(admission(&a), expect, "{a:?}");
+    }
+
+    #[test]
+    fn admission_protocol_version() {
+        // Client ops: any version up to ours.
+        check(req(O::ReadObj), Ok(Gateway));
+        check(
+            Admission {
+                proto_ver: 1,
+                ..req(O::ReadObj)
+            },
+            Ok(Gateway),
+        );
+        let newer = sd_proto::SD_PROTO_VER + 1;
+        check(
+            Admission {
+                proto_ver: newer,
+                ..req(O::ReadObj)
+            },
+            Err(R::VerMismatch),
+        );
+        // Internal ops: exactly the sheep protocol.
+        check(req(O::ReadPeer), Ok(Peer));
+        let client = sd_proto::SD_PROTO_VER;
+        check(
+            Admission {
+                proto_ver: client,
+                ..req(O::ReadPeer)
+            },
+            Err(R::VerMismatch),
+        );
+        let next = sd_proto::SD_SHEEP_PROTO_VER + 1;
+        check(
+            Admission {
+                proto_ver: next,
+                ..req(O::GetEpoch)
+            },
+            Err(R::VerMismatch),
+        );
+        // Before anything else: a version mismatch on a killed node, of an unknown op.
+        check(
+            Admission {
+                proto_ver: client,
+                status: NodeStatus::Killed,
+                ..req(O::ReadPeer)
+            },
+            Err(R::VerMismatch),
+        );
+        check(
+            Admission {
+                proto_ver: newer,
+                ..req(O::Unknown(0x7f))
+            },
+            Err(R::VerMismatch),
+        );
+    }
+
+    #[test]
+    fn admission_unknown_opcode() {
+        check(req(O::Unknown(0x7f)), Err(R::InvalidParms));
+        check(req(O::Unknown(0xee)), Err(R::InvalidParms));
+        // Before the node's status.
+        check(
+            Admission {
+                status: NodeStatus::Shutdown,
+                ..req(O::Unknown(0x7f))
+            },
+            Err(R::InvalidParms),
+        );
+        // A known opcode without a handler entry.
+        check(
+            Admission {
+                entry: None,
+                ..req(O::ReadObj)
+            },
+            Err(R::InvalidParms),
+        );
+    }
+
+    #[test]
+    fn admission_status() {
+        let killed = |op| Admission {
+            status: NodeStatus::Killed,
+            ..req(op)
+        };
+        let shutdown = |op| Admission {
+            status: NodeStatus::Shutdown,
+            ..req(op)
+        };
+        // Killed and Shutdown refuse even the ops served before the cluster runs.
+        check(killed(O::ReadObj), Err(R::Killed));
+        check(killed(O::GetNodeList), Err(R::Killed));
+        check(shutdown(O::ReadObj), Err(R::Shutdown));
+        check(shutdown(O::MakeFs), Err(R::Shutdown));
+        check(shutdown(O::ReadPeer), Err(R::Shutdown));
+    }
+
+    #[test]
+    fn admission_wait() {
+        let unformatted = |op| Admission {
+            status: NodeStatus::Wait,
+            ctime: 0,
+            ..req(op)
+        };
+        let joining = |op| Admission {
+            status: NodeStatus::Wait,
+            ctime: 7,
+            ..req(op)
+        };
+        check(unformatted(O::ReadObj), Err(R::WaitForFormat));
+        check(joining(O::ReadObj), Err(R::WaitForJoin));
+        check(unformatted(O::NewVdi), Err(R::WaitForFormat));
+        check(joining(O::StatSheep), Err(R::WaitForJoin));
+        check(joining(O::ReadPeer), Err(R::WaitForJoin));
+        // Ops with `force` are served while waiting.
+        check(unformatted(O::MakeFs), Ok(Cluster));
+        check(unformatted(O::GetNodeList), Ok(Local));
+        check(joining(O::Shutdown), Ok(Cluster));
+        check(joining(O::StatCluster), Ok(Local));
+    }
+
+    #[test]
+    fn admission_peer_epoch() {
+        let newer = |op| Admission {
+            req_epoch: Epoch(6),
+            ..req(op)
+        };
+        let older = |op| Admission {
+            req_epoch: Epoch(4),
+            ..req(op)
+        };
+        check(req(O::ReadPeer), Ok(Peer));
+        check(req(O::WritePeer), Ok(Peer));
+        check(newer(O::ReadPeer), Err(R::NewNodeVer));
+        check(newer(O::CreateAndWritePeer), Err(R::NewNodeVer));
+        check(older(O::ReadPeer), Err(R::OldNodeVer));
+        check(older(O::FetchPeer), Err(R::OldNodeVer));
+        // A sender ahead of us is told so whatever our status: a member between
+        // "formatted" and "running" makes the gateway retry, not fail its client.
+        let wait = NodeStatus::Wait;
+        check(
+            Admission {
+                status: wait,
+                ctime: 0,
+                ..newer(O::WritePeer)
+            },
+            Err(R::NewNodeVer),
+        );
+        check(
+            Admission {
+                status: wait,
+                ..newer(O::ReadPeer)
+            },
+            Err(R::NewNodeVer),
+        );
+        check(
+            Admission {
+                status: NodeStatus::Killed,
+                ..newer(O::ReadPeer)
+            },
+            Err(R::NewNodeVer),
+        );
+        check(
+            Admission {
+                fenced: true,
+                ..newer(O::WritePeer)
+            },
+            Err(R::NewNodeVer),
+        );
+        // A sender behind us meets our status first.
+        check(
+            Admission {
+                status: wait,
+                ..older(O::ReadPeer)
+            },
+            Err(R::WaitForJoin),
+        );
+        // Client and local ops carry no epoch to check.
+        check(newer(O::ReadObj), Ok(Gateway));
+        check(older(O::WriteObj), Ok(Gateway));
+        check(older(O::FlushPeer), Ok(Local));
+        check(newer(O::GetObjList), Ok(Local));
+    }
+
+    #[test]
+    fn admission_fenced() {
+        let fenced = |op| Admission {
+            fenced: true,
+            ..req(op)
+        };
+        // A fenced peer refuses mutations, before their epoch is compared.
+        check(fenced(O::CreateAndWritePeer), Err(R::ClusterError));
+        check(fenced(O::WritePeer), Err(R::ClusterError));
+        check(fenced(O::RemovePeer), Err(R::ClusterError));
+        check(
+            Admission {
+                req_epoch: Epoch(4),
+                ..fenced(O::WritePeer)
+            },
+            Err(R::ClusterError),
+        );
+        // Reads are served; the gateway (not admission) fences client requests.
+        check(fenced(O::ReadPeer), Ok(Peer));
+        check(fenced(O::FetchPeer), Ok(Peer));
+        check(
+            Admission {
+                req_epoch: Epoch(4),
+                ..fenced(O::ReadPeer)
+            },
+            Err(R::OldNodeVer),
+        );
+        check(fenced(O::WriteObj), Ok(Gateway));
+        check(fenced(O::NewVdi), Ok(Cluster));
+        // Status comes first.
+        check(
+            Admission {
+                status: NodeStatus::Shutdown,
+                ..fenced(O::WritePeer)
+            },
+            Err(R::Shutdown),
+        );
+    }
 }
