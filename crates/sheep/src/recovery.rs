@@ -15,6 +15,7 @@ use sd_cluster::ClusterDriver;
 use sd_cluster::log::LogEntry;
 use sd_cluster::placement::Ring;
 use sd_proto::node::NodeId;
+use sd_proto::oid_list::OidList;
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use sd_store::CreateSpec;
 use tokio::sync::Semaphore;
@@ -533,13 +534,15 @@ async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
             let refused = match leaf_request(sheep, epoch, nid, h).await {
+                // A list that is not whole oids is malformed: like a list not had.
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                    for c in data.chunks_exact(8) {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(c);
-                        all.insert(Oid::new(u64::from_le_bytes(a)));
+                    match OidList::decode(&data) {
+                        Ok(list) => {
+                            all.extend(list.oids);
+                            break;
+                        }
+                        Err(e) => e.to_string(),
                     }
-                    break;
                 }
                 Ok((rsp, _)) if rsp.result == SdResult::BufferSmall && buf_len < (1 << 30) => {
                     buf_len *= 4;
