@@ -754,7 +754,8 @@ fn obj_list_answer() {
     );
 }
 
-/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time (the epoch file).
+/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time; the same bytes are the
+/// `epoch/%08u` file (spec §11.4), written and loaded by the sheep through `EpochMembers`.
 #[test]
 fn get_epoch_answer() {
     let mut g = node_127_0_0_1_7000().to_vec();
