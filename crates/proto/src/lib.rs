@@ -14,6 +14,7 @@ pub mod inode;
 pub mod node;
 pub mod oid_list;
 pub mod opcode;
+pub mod peer_copy;
 pub mod result;
 pub mod stat;
 pub mod vdi_state;

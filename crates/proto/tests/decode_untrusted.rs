@@ -12,6 +12,7 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
 use sd_proto::oid_list::{OID_SIZE, OidList};
+use sd_proto::peer_copy::{PeerCopy, VERSION_SIZE};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
 };
@@ -523,6 +524,9 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(e) = EpochMembers::decode(bytes) {
         assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
     }
+    if let Ok(c) = PeerCopy::decode(Bytes::copy_from_slice(bytes)) {
+        assert_eq!(PeerCopy::decode(c.encode().into()).unwrap(), c);
+    }
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -557,9 +561,10 @@ proptest! {
 }
 
 proptest! {
-    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers: any
-    /// bytes decode or fail without a panic; a short answer is `Truncated` (a cut object list
-    /// or node `BadLength`), a long fixed-size one is read from its first bytes.
+    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH, GET_OBJ_LIST and FETCH_PEER
+    /// answers: any bytes decode or fail without a panic; a short answer is `Truncated` (a
+    /// cut object list or node `BadLength`), a long fixed-size one is read from its first
+    /// bytes; a FETCH_PEER answer's data is the rest after the version.
     #[test]
     fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..260)) {
         match RecoveryState::decode(&bytes) {
@@ -599,6 +604,16 @@ proptest! {
                 prop_assert!(!(len - 8).is_multiple_of(SD_NODE_SIZE));
             }
             Err(e) => prop_assert!(false, "{:?}", e),
+        }
+        match PeerCopy::decode(Bytes::copy_from_slice(&bytes)) {
+            Ok(c) => {
+                prop_assert_eq!(&c.version.to_le_bytes()[..], &bytes[..VERSION_SIZE]);
+                prop_assert_eq!(&c.data[..], &bytes[VERSION_SIZE..]);
+            }
+            Err(e) => {
+                prop_assert!(bytes.len() < VERSION_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
         }
         match OidList::decode(&bytes) {
             Ok(l) => prop_assert_eq!(l.encode(), bytes),
