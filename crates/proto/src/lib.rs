@@ -17,6 +17,7 @@ pub mod opcode;
 pub mod peer_copy;
 pub mod result;
 pub mod stat;
+pub mod store_list;
 pub mod vdi_state;
 mod wire;
 

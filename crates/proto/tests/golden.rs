@@ -19,6 +19,7 @@ use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
 };
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
     RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -829,4 +830,25 @@ fn fetch_peer_data_is_not_copied() {
     let answer = bytes::Bytes::from(vec![1, 0, 0, 0, 9, 9, 9, 9]);
     let copy = PeerCopy::decode(answer.clone()).unwrap();
     assert_eq!(copy.data.as_ptr(), answer[4..].as_ptr());
+}
+
+/// GET_STORE_LIST answer (spec §6.2): each driver name followed by a space, then a NUL.
+#[test]
+fn store_list_answer() {
+    let ours = StoreList {
+        names: vec![b"plain".to_vec()],
+    };
+    assert_eq!(ours.encode(), b"plain \0");
+    assert_eq!(StoreList::decode(b"plain \0"), ours);
+    let c_sheep = StoreList {
+        names: vec![b"plain".to_vec(), b"tree".to_vec()],
+    };
+    assert_eq!(c_sheep.encode(), b"plain tree \0");
+    assert_eq!(StoreList::decode(b"plain tree \0"), c_sheep);
+    // What follows the NUL (the rest of a fixed buffer) is not text; a missing NUL ends
+    // the text at the end of the answer.
+    assert_eq!(StoreList::decode(b"plain \0junk"), ours);
+    assert_eq!(StoreList::decode(b"plain"), ours);
+    assert_eq!(StoreList::default().encode(), b"\0");
+    assert_eq!(StoreList::decode(b""), StoreList::default());
 }

@@ -13,6 +13,7 @@ use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
 };
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader,
     SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -544,6 +545,14 @@ proptest! {
     #[test]
     fn peer_copy_bytes_round_trip(b in prop::collection::vec(any::<u8>(), VERSION_SIZE..64)) {
         prop_assert_eq!(PeerCopy::decode(b.clone().into()).unwrap().encode(), b);
+    }
+
+    #[test]
+    fn store_list_round_trips(names in prop::collection::vec("[a-z0-9_]{1,15}", 0..4)) {
+        let list = StoreList { names: names.into_iter().map(String::into_bytes).collect() };
+        let b = list.encode();
+        prop_assert_eq!(b.last(), Some(&0));
+        prop_assert_eq!(StoreList::decode(&b), list);
     }
 
     #[test]
