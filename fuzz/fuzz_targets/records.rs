@@ -1,7 +1,8 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
 //! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY,
-//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers) on arbitrary bytes.
-//! Checks that none panics and that whatever decodes survives encode → decode unchanged.
+//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH, GET_OBJ_LIST, FETCH_PEER and GET_STORE_LIST
+//! answers) on arbitrary bytes. Checks that none panics and that whatever decodes survives
+//! encode → decode unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +11,9 @@ use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfi
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
 use sd_proto::oid_list::OidList;
+use sd_proto::peer_copy::PeerCopy;
 use sd_proto::stat::{LogLevel, RecoveryState, WritebackStat};
+use sd_proto::store_list::StoreList;
 use sd_proto::{RequestHeader, ResponseHeader};
 
 fuzz_target!(|data: &[u8]| {
@@ -82,4 +85,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(e) = EpochMembers::decode(bytes) {
         assert_eq!(EpochMembers::decode(&e.encode()), Ok(e));
     }
+    if let Ok(c) = PeerCopy::decode(bytes::Bytes::copy_from_slice(bytes)) {
+        assert_eq!(c.encode(), bytes);
+        assert_eq!(PeerCopy::decode(c.encode().into()), Ok(c));
+    }
+    let s = StoreList::decode(bytes);
+    assert!(
+        s.names
+            .iter()
+            .all(|n| !n.is_empty() && !n.contains(&b' ') && !n.contains(&0))
+    );
+    assert_eq!(StoreList::decode(&s.encode()), s);
 });

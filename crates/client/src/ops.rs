@@ -8,6 +8,7 @@ use bytes::Bytes;
 use sd_proto::cluster::{CLUSTER_INFO_SIZE, ClusterInfo, EpochLogRecord, SD_VDI_BITMAP_SIZE};
 use sd_proto::inode::{SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN};
 use sd_proto::node::{SD_MAX_NODES, SD_NODE_SIZE, SdNode};
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     ClusterArgs, DecodeError, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader,
     ResponseHeader, SdResult, VdiArgs, VdiRsp, Vid,
@@ -429,11 +430,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map(|_| ())
     }
 
-    /// GET_STORE_LIST: the space-separated driver names (NUL-terminated).
-    pub async fn get_store_list(&mut self) -> Result<Bytes, ClientError> {
+    /// GET_STORE_LIST: the node's store driver names.
+    pub async fn get_store_list(&mut self) -> Result<StoreList, ClientError> {
         let mut h = RequestHeader::new(Opcode::GetStoreList);
         h.data_length = STORE_LIST_LEN;
-        Ok(self.call_ok(h, &[]).await?.1)
+        Ok(StoreList::decode(&self.call_ok(h, &[]).await?.1))
     }
 
     /// SHUTDOWN: stops every sheep.
@@ -594,6 +595,23 @@ mod tests {
         })
         .await
         .unwrap();
+        srv.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn get_store_list_decodes_the_names() {
+        let (client, mut server) = duplex(1 << 20);
+        let srv = tokio::spawn(async move {
+            let (h, body) = recv_request(&mut server).await;
+            assert_eq!(h.opcode, Opcode::GetStoreList);
+            assert_eq!(h.data_length, 512);
+            assert!(body.is_empty());
+            // The C sheep's answer.
+            send_reply(&mut server, &h, SdResult::Success, b"plain tree \0").await;
+        });
+        let mut c = Connection::new(client);
+        let list = c.get_store_list().await.unwrap();
+        assert_eq!(list.names, [b"plain".to_vec(), b"tree".to_vec()]);
         srv.await.unwrap();
     }
 }

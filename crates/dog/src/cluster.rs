@@ -304,8 +304,12 @@ async fn list_store(ctx: &mut Ctx) -> CmdResult {
         return Ok(EXIT_SYSFAIL);
     };
     match c.get_store_list().await {
-        Ok(buf) => {
-            let names = format::text(sd_proto::c_str(&buf));
+        Ok(list) => {
+            let names: String = list
+                .names
+                .iter()
+                .map(|n| format!("{} ", format::text(n)))
+                .collect();
             ctx.put(&format!(
                 "Available stores:\n---------------------------------------\n{names}\n"
             ));

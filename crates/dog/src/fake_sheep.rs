@@ -13,6 +13,7 @@ use sd_proto::codec::{RequestDecoder, RequestFrame, encode_response};
 use sd_proto::hash::sd_hash_vdi;
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::{NodeId, SdNode};
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     Epoch, Flags, MAX_REQUEST_PAYLOAD, NodeRsp, Oid, Opcode, RequestHeader, ResponseHeader,
     SdResult, VdiRsp, Vid, c_str,
@@ -125,7 +126,12 @@ impl State {
                 };
                 (SdResult::Success, vec![], none)
             }
-            Opcode::GetStoreList => (SdResult::Success, b"plain \0".to_vec(), none),
+            Opcode::GetStoreList => {
+                let list = StoreList {
+                    names: vec![b"plain".to_vec()],
+                };
+                (SdResult::Success, list.encode(), none)
+            }
             Opcode::ReadVdis | Opcode::ReadDelVdis => {
                 let bits = if h.opcode == Opcode::ReadVdis {
                     &self.inuse

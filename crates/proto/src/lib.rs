@@ -14,8 +14,10 @@ pub mod inode;
 pub mod node;
 pub mod oid_list;
 pub mod opcode;
+pub mod peer_copy;
 pub mod result;
 pub mod stat;
+pub mod store_list;
 pub mod vdi_state;
 mod wire;
 

@@ -12,9 +12,11 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
 use sd_proto::oid_list::{OID_SIZE, OidList};
+use sd_proto::peer_copy::{PeerCopy, VERSION_SIZE};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryState, WRITEBACK_STAT_SIZE, WritebackStat,
 };
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     DecodeError, Epoch, Flags, MAX_REQUEST_PAYLOAD, ObjArgs, Oid, Opcode, RequestDecoder,
     RequestFrame, RequestHeader, ResponseDecoder, ResponseHeader, SD_REQ_SIZE, SdResult,
@@ -523,6 +525,11 @@ fn decode_everything(bytes: &[u8], n: usize, slots: usize) {
     if let Ok(e) = EpochMembers::decode(bytes) {
         assert_eq!(EpochMembers::decode(&e.encode()).unwrap(), e);
     }
+    if let Ok(c) = PeerCopy::decode(Bytes::copy_from_slice(bytes)) {
+        assert_eq!(PeerCopy::decode(c.encode().into()).unwrap(), c);
+    }
+    let l = StoreList::decode(bytes);
+    assert_eq!(StoreList::decode(&l.encode()), l);
     assert!(Inode::decode(bytes).is_err() || bytes.len() >= SD_INODE_GREF_OFFSET);
 }
 
@@ -557,9 +564,11 @@ proptest! {
 }
 
 proptest! {
-    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH and GET_OBJ_LIST answers: any
-    /// bytes decode or fail without a panic; a short answer is `Truncated` (a cut object list
-    /// or node `BadLength`), a long fixed-size one is read from its first bytes.
+    /// STAT_RECOVERY, STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH, GET_OBJ_LIST, FETCH_PEER and
+    /// GET_STORE_LIST answers: any bytes decode or fail without a panic; a short answer is
+    /// `Truncated` (a cut object list or node `BadLength`), a long fixed-size one is read
+    /// from its first bytes; a FETCH_PEER answer's data is the rest after the version; any
+    /// text is a store list (its names hold no space or NUL).
     #[test]
     fn stat_answer_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..260)) {
         match RecoveryState::decode(&bytes) {
@@ -600,6 +609,21 @@ proptest! {
             }
             Err(e) => prop_assert!(false, "{:?}", e),
         }
+        match PeerCopy::decode(Bytes::copy_from_slice(&bytes)) {
+            Ok(c) => {
+                prop_assert_eq!(&c.version.to_le_bytes()[..], &bytes[..VERSION_SIZE]);
+                prop_assert_eq!(&c.data[..], &bytes[VERSION_SIZE..]);
+            }
+            Err(e) => {
+                prop_assert!(bytes.len() < VERSION_SIZE);
+                prop_assert_eq!(e, DecodeError::Truncated);
+            }
+        }
+        let stores = StoreList::decode(&bytes);
+        for n in &stores.names {
+            prop_assert!(!n.is_empty() && !n.contains(&b' ') && !n.contains(&0));
+        }
+        prop_assert!(stores.encode().len() <= bytes.len() + 2);
         match OidList::decode(&bytes) {
             Ok(l) => prop_assert_eq!(l.encode(), bytes),
             Err(e) => {

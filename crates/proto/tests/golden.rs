@@ -14,10 +14,12 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::oid_list::OidList;
+use sd_proto::peer_copy::{PeerCopy, VERSION_SIZE};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
 };
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
     RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -754,7 +756,8 @@ fn obj_list_answer() {
     );
 }
 
-/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time (the epoch file).
+/// GET_EPOCH answer (spec §6.2): `sd_node` × n, then the 8-byte time; the same bytes are the
+/// `epoch/%08u` file (spec §11.4), written and loaded by the sheep through `EpochMembers`.
 #[test]
 fn get_epoch_answer() {
     let mut g = node_127_0_0_1_7000().to_vec();
@@ -783,4 +786,69 @@ fn get_epoch_answer() {
             len: 87
         })
     );
+}
+
+/// FETCH_PEER answer (0xF2): the u32 version of the copy, little-endian, then its bytes
+/// (none when the request had no room for them).
+#[test]
+fn fetch_peer_answer() {
+    let g = [0x07, 0x01, 0, 0, b'a', b'b', b'c'];
+    let typed = PeerCopy {
+        version: 263,
+        data: bytes::Bytes::from_static(b"abc"),
+    };
+    assert_eq!(VERSION_SIZE, 4);
+    assert_eq!(PeerCopy::size(3), 7);
+    assert_eq!(typed.encode(), g);
+    let filled = PeerCopy::encode_with(263, 3, |buf| {
+        buf.copy_from_slice(b"abc");
+        Ok::<(), ()>(())
+    });
+    assert_eq!(filled.unwrap(), g);
+    assert_eq!(PeerCopy::encode_with(1, 2, |_| Err("eio")), Err("eio"));
+    assert_eq!(
+        PeerCopy::decode(bytes::Bytes::copy_from_slice(&g)).unwrap(),
+        typed
+    );
+    // The version alone: the request had no room for the data.
+    let version_only = PeerCopy::decode(bytes::Bytes::copy_from_slice(&g[..4])).unwrap();
+    assert_eq!((version_only.version, version_only.data.len()), (263, 0));
+    assert_eq!(
+        PeerCopy::decode(bytes::Bytes::copy_from_slice(&g[..3])),
+        Err(sd_proto::DecodeError::Truncated)
+    );
+    // Room for the data: its size plus the version.
+    assert!(PeerCopy::fits(7, 3));
+    assert!(!PeerCopy::fits(6, 3));
+    assert!(PeerCopy::fits(4, 0));
+    assert!(!PeerCopy::fits(u32::MAX, u64::MAX));
+}
+
+/// FETCH_PEER decoding shares the answer's buffer: the data is not copied.
+#[test]
+fn fetch_peer_data_is_not_copied() {
+    let answer = bytes::Bytes::from(vec![1, 0, 0, 0, 9, 9, 9, 9]);
+    let copy = PeerCopy::decode(answer.clone()).unwrap();
+    assert_eq!(copy.data.as_ptr(), answer[4..].as_ptr());
+}
+
+/// GET_STORE_LIST answer (spec §6.2): each driver name followed by a space, then a NUL.
+#[test]
+fn store_list_answer() {
+    let ours = StoreList {
+        names: vec![b"plain".to_vec()],
+    };
+    assert_eq!(ours.encode(), b"plain \0");
+    assert_eq!(StoreList::decode(b"plain \0"), ours);
+    let c_sheep = StoreList {
+        names: vec![b"plain".to_vec(), b"tree".to_vec()],
+    };
+    assert_eq!(c_sheep.encode(), b"plain tree \0");
+    assert_eq!(StoreList::decode(b"plain tree \0"), c_sheep);
+    // What follows the NUL (the rest of a fixed buffer) is not text; a missing NUL ends
+    // the text at the end of the answer.
+    assert_eq!(StoreList::decode(b"plain \0junk"), ours);
+    assert_eq!(StoreList::decode(b"plain"), ours);
+    assert_eq!(StoreList::default().encode(), b"\0");
+    assert_eq!(StoreList::decode(b""), StoreList::default());
 }

@@ -8,10 +8,12 @@ use sd_proto::inode::{
 };
 use sd_proto::node::{NodeId, SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::oid_list::{OID_SIZE, OidList};
+use sd_proto::peer_copy::{PeerCopy, VERSION_SIZE};
 use sd_proto::stat::{
     LOGLEVEL_SIZE, LogLevel, RECOVERY_STATE_SIZE, RecoveryPhase, RecoveryState,
     WRITEBACK_STAT_SIZE, WritebackStat,
 };
+use sd_proto::store_list::StoreList;
 use sd_proto::{
     ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader,
     SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
@@ -522,6 +524,35 @@ proptest! {
         let b = e.encode();
         prop_assert_eq!(b.len(), EpochMembers::size(e.nodes.len()));
         prop_assert_eq!(EpochMembers::decode(&b).unwrap(), e);
+    }
+
+    #[test]
+    fn peer_copy_round_trips(
+        version in any::<u32>(),
+        data in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let copy = PeerCopy { version, data: data.clone().into() };
+        let b = copy.encode();
+        prop_assert_eq!(b.len(), PeerCopy::size(data.len()));
+        let filled = PeerCopy::encode_with(version, data.len(), |buf| {
+            buf.copy_from_slice(&data);
+            Ok::<(), ()>(())
+        });
+        prop_assert_eq!(filled.unwrap(), b.clone());
+        prop_assert_eq!(PeerCopy::decode(b.into()).unwrap(), copy);
+    }
+
+    #[test]
+    fn peer_copy_bytes_round_trip(b in prop::collection::vec(any::<u8>(), VERSION_SIZE..64)) {
+        prop_assert_eq!(PeerCopy::decode(b.clone().into()).unwrap().encode(), b);
+    }
+
+    #[test]
+    fn store_list_round_trips(names in prop::collection::vec("[a-z0-9_]{1,15}", 0..4)) {
+        let list = StoreList { names: names.into_iter().map(String::into_bytes).collect() };
+        let b = list.encode();
+        prop_assert_eq!(b.last(), Some(&0));
+        prop_assert_eq!(StoreList::decode(&b), list);
     }
 
     #[test]

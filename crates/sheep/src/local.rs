@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use sd_proto::peer_copy::PeerCopy;
 use sd_proto::{Epoch, ObjectKind, Oid, SdResult};
 use sd_store::{CreateSpec, StoreError};
 
@@ -170,15 +171,15 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     let data = blocking(move || {
         let version = store.version(oid)?;
         let size = store.object_size(oid)?;
-        let mut out = version.to_le_bytes().to_vec();
-        if u64::from(room) >= size + 4 {
-            let len = usize::try_from(size).unwrap_or(0);
-            out.resize(4 + len, 0);
-            if let Some(buf) = out.get_mut(4..) {
-                store.read(oid, 0, buf)?;
+        if !PeerCopy::fits(room, size) {
+            return Ok(PeerCopy {
+                version,
+                data: Bytes::new(),
             }
+            .encode());
         }
-        Ok(out)
+        let len = usize::try_from(size).unwrap_or(0);
+        PeerCopy::encode_with(version, len, |buf| store.read(oid, 0, buf))
     })
     .await?;
     Ok(Bytes::from(data))

@@ -15,6 +15,8 @@ use sd_cluster::ClusterDriver;
 use sd_cluster::log::LogEntry;
 use sd_cluster::placement::Ring;
 use sd_proto::node::NodeId;
+use sd_proto::oid_list::OidList;
+use sd_proto::peer_copy::PeerCopy;
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use sd_store::CreateSpec;
 use tokio::sync::Semaphore;
@@ -232,7 +234,7 @@ async fn fetch_peer(
     oid: Oid,
     epoch: Epoch,
     room: u32,
-) -> Result<Bytes, SdResult> {
+) -> Result<PeerCopy, SdResult> {
     let mut h = RequestHeader::new(Opcode::FetchPeer).with_obj(ObjArgs {
         oid,
         tgt_epoch: epoch,
@@ -241,8 +243,10 @@ async fn fetch_peer(
     h.epoch = epoch;
     h.data_length = room;
     match leaf_call(sheep, epoch, nid, h).await {
-        Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() >= 4 => Ok(data),
-        Ok((rsp, _)) if rsp.result == SdResult::Success => Err(SdResult::Eio),
+        // An answer too short to hold the version is an I/O error.
+        Ok((rsp, data)) if rsp.result == SdResult::Success => {
+            PeerCopy::decode(data).map_err(|_| SdResult::Eio)
+        }
         Ok((rsp, _)) => Err(rsp.result),
         Err(e) => {
             tracing::debug!(%oid, node = %nid, error = %e, "FETCH_PEER failed");
@@ -303,12 +307,6 @@ async fn leaf_call(
     }
 }
 
-fn version_of(data: &[u8]) -> u32 {
-    data.get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
 /// Brings the local copy of `oid` up to the newest copy a live node holds.
 ///
 /// Every copy carries the epoch of its last write (`sd_store::Store::version`); every write
@@ -337,7 +335,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let probes = futures::future::join_all(members.iter().map(|n| async move {
         match fetch_peer(sheep, *n, oid, epoch, 4).await {
-            Ok(d) => Probe::Version(version_of(&d)),
+            Ok(copy) => Probe::Version(copy.version),
             Err(SdResult::NoObj) => Probe::Missing,
             Err(SdResult::InvalidParms) => Probe::Unsupported,
             Err(_) => Probe::Busy,
@@ -391,9 +389,8 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         .map(|(n, _)| *n);
     for nid in newest {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
-            Ok(data) if data.len() > 4 => {
-                let version = version_of(&data);
-                store_copy(sheep, oid, data.slice(4..), version).await?;
+            Ok(PeerCopy { version, data }) if !data.is_empty() => {
+                store_copy(sheep, oid, data, version).await?;
                 tracing::debug!(%oid, from = %nid, version, "recovered object");
                 return Ok(());
             }
@@ -533,13 +530,15 @@ async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid
             let mut h = RequestHeader::new(Opcode::GetObjList);
             h.data_length = buf_len;
             let refused = match leaf_request(sheep, epoch, nid, h).await {
+                // A list that is not whole oids is malformed: like a list not had.
                 Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                    for c in data.chunks_exact(8) {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(c);
-                        all.insert(Oid::new(u64::from_le_bytes(a)));
+                    match OidList::decode(&data) {
+                        Ok(list) => {
+                            all.extend(list.oids);
+                            break;
+                        }
+                        Err(e) => e.to_string(),
                     }
-                    break;
                 }
                 Ok((rsp, _)) if rsp.result == SdResult::BufferSmall && buf_len < (1 << 30) => {
                     buf_len *= 4;

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sd_cluster::log::Saved;
 use sd_cluster::placement::Ring;
 use sd_cluster::{ClusterDriver, EpochEntry, VdiTable};
-use sd_proto::cluster::{NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
-use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::cluster::{EpochMembers, NodeStatus, SD_FORMAT_VERSION, SheepdogConfig};
+use sd_proto::node::{NodeId, SdNode};
 use sd_proto::{Epoch, Oid, Vid};
 use sd_store::{Store, StoreConfig, meta};
 use tokio::sync::watch;
@@ -386,10 +386,14 @@ pub fn write_config(dir: &Path, c: &SheepdogConfig) -> Result<(), sd_store::Stor
     meta::write_file_atomic(dir, "config", &c.encode())
 }
 
-/// Persists one epoch file: the members followed by the 8-byte start time.
+/// Persists one epoch file: the members followed by the 8-byte start time (the layout of
+/// [`EpochMembers`], the GET_EPOCH answer).
 pub fn write_epoch(dir: &Path, e: &EpochEntry) -> Result<(), sd_store::StoreError> {
-    let mut buf = SdNode::encode_list(&e.members);
-    buf.extend_from_slice(&e.time.to_le_bytes());
+    let buf = EpochMembers {
+        nodes: e.members.clone(),
+        time: e.time,
+    }
+    .encode();
     meta::write_file_atomic(dir, &epoch_file(e.epoch), &buf)
 }
 
@@ -433,18 +437,91 @@ fn load_epochs(dir: &Path) -> Result<Vec<EpochEntry>, StartError> {
             path: d.join(format!("{n:08}")).display().to_string(),
         };
         let bytes = meta::read_file(dir, &epoch_file(epoch))?.ok_or_else(corrupt)?;
-        let body = bytes.len().checked_sub(8).ok_or_else(corrupt)?;
-        if body % SD_NODE_SIZE != 0 {
-            return Err(corrupt());
-        }
-        let members = SdNode::decode_list(&bytes, body / SD_NODE_SIZE).map_err(|_| corrupt())?;
-        let mut t = [0u8; 8];
-        t.copy_from_slice(bytes.get(body..).ok_or_else(corrupt)?);
+        let EpochMembers { nodes, time } = EpochMembers::decode(&bytes).map_err(|_| corrupt())?;
         out.push(EpochEntry {
             epoch,
-            time: u64::from_le_bytes(t),
-            members,
+            time,
+            members: nodes,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    /// `epoch/%08u` (spec §11.4) of epoch 3 with one member, 127.0.0.1:7000 (128 vnodes,
+    /// 1 GiB), begun at 3 000 000 000: the sd_node, then the u64 time.
+    fn golden() -> Vec<u8> {
+        let mut g = vec![0u8; 88];
+        g[36..40].copy_from_slice(&[127, 0, 0, 1]); // IPv4 in the last 4 address bytes
+        g[40..42].copy_from_slice(&[0x58, 0x1b]); // port 7000
+        g[64..66].copy_from_slice(&[0x80, 0x00]); // nr_vnodes 128
+        g[68..72].copy_from_slice(&[0x7f, 0x00, 0x00, 0x01]); // zone
+        g[72..80].copy_from_slice(&[0, 0, 0, 0x40, 0, 0, 0, 0]); // space 1 GiB
+        g[80..88].copy_from_slice(&[0x00, 0x5e, 0xd0, 0xb2, 0, 0, 0, 0]); // time
+        g
+    }
+
+    fn entry() -> EpochEntry {
+        let nid = NodeId::from_socket("127.0.0.1:7000".parse().unwrap());
+        EpochEntry {
+            epoch: Epoch(3),
+            time: 3_000_000_000,
+            members: vec![SdNode {
+                nid,
+                io_addr: [0; 16],
+                io_port: 0,
+                nr_vnodes: 128,
+                zone: nid.default_zone(),
+                space: 1 << 30,
+            }],
+        }
+    }
+
+    #[test]
+    fn epoch_file_bytes_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        write_epoch(dir.path(), &entry()).unwrap();
+        let bytes = std::fs::read(dir.path().join("epoch/00000003")).unwrap();
+        assert_eq!(bytes, golden());
+    }
+
+    #[test]
+    fn epoch_files_of_existing_stores_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("epoch")).unwrap();
+        std::fs::write(dir.path().join("epoch/00000003"), golden()).unwrap();
+        // No members (a file of the time alone) loads too.
+        std::fs::write(dir.path().join("epoch/00000004"), 7u64.to_le_bytes()).unwrap();
+        let loaded = load_epochs(dir.path()).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0], entry());
+        assert_eq!((loaded[1].epoch, loaded[1].time), (Epoch(4), 7));
+        assert!(loaded[1].members.is_empty());
+    }
+
+    #[test]
+    fn cut_epoch_files_are_corrupt() {
+        for len in [0, 7, 87, 89] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("epoch")).unwrap();
+            let mut g = golden();
+            g.resize(len, 0);
+            std::fs::write(dir.path().join("epoch/00000003"), g).unwrap();
+            assert!(
+                matches!(
+                    load_epochs(dir.path()),
+                    Err(StartError::Corrupt {
+                        what: "epoch file",
+                        ..
+                    })
+                ),
+                "{len} bytes"
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@ use sd_proto::cluster::{
 use sd_proto::inode::SD_DEFAULT_BLOCK_SIZE_SHIFT;
 use sd_proto::node::SdNode;
 use sd_proto::stat::{LogLevel, RecoveryPhase, RecoveryState};
+use sd_proto::store_list::StoreList;
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
@@ -85,11 +86,12 @@ pub(super) async fn handle(
             cluster_default: Some(sheep.sys().defaults()),
             ..Reply::default()
         }),
-        Opcode::GetStoreList => {
-            let mut list = STORE_NAME.to_vec();
-            list.extend_from_slice(b" \0");
-            Ok(Reply::data(list))
-        }
+        Opcode::GetStoreList => Ok(Reply::data(
+            StoreList {
+                names: vec![STORE_NAME.to_vec()],
+            }
+            .encode(),
+        )),
         Opcode::Exist => {
             let store = sheep.store.clone();
             let oid = req.obj().oid;
