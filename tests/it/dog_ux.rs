@@ -197,6 +197,15 @@ fn cluster_info_names_the_nodes_a_waiting_cluster_waits_for() {
         raw.starts_with("Waiting for other nodes to join cluster\n\n") && !raw.contains("Hint"),
         "{raw}"
     );
+    // --json: the awaited nodes as addresses.
+    let out = c.dog(0, &["cluster", "info", "--json"], None).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "waiting_for_join", "{doc}");
+    assert_eq!(
+        doc["waiting_for"],
+        serde_json::json!([{"addr": format!("127.0.0.1:{p1}"), "ip": "127.0.0.1", "port": p1}]),
+        "{doc}"
+    );
 
     // The inode read fails after the header (which Sheepdog reports and skips).
     let (code, list) = dog_merged_at(p0, &["vdi", "list"]);
@@ -224,4 +233,7 @@ fn cluster_info_names_the_nodes_a_waiting_cluster_waits_for() {
         !running.contains("Waiting for nodes") && !running.contains("Hint"),
         "{running}"
     );
+    let out = c.dog(0, &["cluster", "info", "--json"], None).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["waiting_for"], serde_json::json!([]), "{doc}");
 }

@@ -50,7 +50,7 @@ pub async fn info(ctx: &mut Ctx) -> CmdResult {
         }
     };
     if ctx.opts.json {
-        ctx.put_json(&info_json(stat.result, &records));
+        ctx.put_json(&info_json(stat.result, &records, &ctx.nodes));
         return Ok(EXIT_SUCCESS);
     }
     let view = ClusterInfoView {
@@ -104,20 +104,15 @@ const DEFAULT_LOCAL_PATH: &str = "/tmp/sheepdog-rs-local";
 /// joins whatever cluster an earlier run left in the host's shared state).
 fn wait_for_join_text(records: &[EpochLogRecord], current: &[SdNode]) -> String {
     let mut s = String::new();
-    if let Some(last) = records.first() {
-        let missing: Vec<String> = last
-            .nodes
-            .iter()
-            .filter(|n| !current.iter().any(|c| c.nid == n.nid))
-            .map(|n| n.nid.to_string())
-            .collect();
-        if !missing.is_empty() {
-            s.push_str(&format!(
-                "Waiting for nodes of epoch {} to join: {}\n",
-                last.epoch.get(),
-                missing.join(", ")
-            ));
-        }
+    let missing: Vec<String> = awaited(records, current)
+        .map(|n| n.nid.to_string())
+        .collect();
+    if let Some(last) = records.first().filter(|_| !missing.is_empty()) {
+        s.push_str(&format!(
+            "Waiting for nodes of epoch {} to join: {}\n",
+            last.epoch.get(),
+            missing.join(", ")
+        ));
     }
     s.push_str(&format!(
         "Hint: sheep started with the default '-c local' share the cluster state in \
@@ -127,8 +122,30 @@ fn wait_for_join_text(records: &[EpochLogRecord], current: &[SdNode]) -> String 
     s
 }
 
-/// The `cluster info --json` document; `records` are newest first.
-fn info_json(result: SdResult, records: &[EpochLogRecord]) -> json::ClusterInfo {
+/// The members of the latest epoch (`records` are newest first) missing from `current`.
+fn awaited<'a>(
+    records: &'a [EpochLogRecord],
+    current: &'a [SdNode],
+) -> impl Iterator<Item = &'a SdNode> {
+    records
+        .first()
+        .into_iter()
+        .flat_map(|last| last.nodes.iter())
+        .filter(|n| !current.iter().any(|c| c.nid == n.nid))
+}
+
+/// The `cluster info --json` document; `records` are newest first, `current` the members
+/// now.
+fn info_json(
+    result: SdResult,
+    records: &[EpochLogRecord],
+    current: &[SdNode],
+) -> json::ClusterInfo {
+    let waiting_for = if result == SdResult::WaitForJoin {
+        awaited(records, current).map(json::Addr::of).collect()
+    } else {
+        Vec::new()
+    };
     let first = records.first().filter(|_| result.is_success());
     let auto_recovery = first.map(|r| r.disable_recovery == 0);
     let status_message = if result.is_success() {
@@ -183,6 +200,7 @@ fn info_json(result: SdResult, records: &[EpochLogRecord]) -> json::ClusterInfo 
             }
         }),
         epochs,
+        waiting_for,
     }
 }
 

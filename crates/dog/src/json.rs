@@ -347,6 +347,9 @@ pub struct ClusterInfo {
     pub vnode_mode: Option<&'static str>,
     /// Epochs, newest first.
     pub epochs: Vec<ClusterEpoch>,
+    /// While the cluster waits for nodes to join: the members of the newest epoch not in
+    /// the cluster now (empty otherwise).
+    pub waiting_for: Vec<Addr>,
 }
 
 /// One epoch of `cluster info`.
