@@ -143,12 +143,14 @@ impl Membership {
         usize::from(self.config.copies.max(1))
     }
 
-    /// The members of the current epoch (of the history: the fold's members may have
-    /// changed since without a new epoch).
-    fn last_members(&self) -> BTreeSet<NodeId> {
-        self.history
+    /// Waits for every member of the current epoch (of the history: the fold's members may
+    /// have changed since without a new epoch), none of them missing.
+    fn wait_for_last_epoch(&mut self) {
+        let nodes = self
+            .history
             .last()
-            .map_or_else(BTreeSet::new, |e| e.members.iter().map(|n| n.nid).collect())
+            .map_or_else(BTreeSet::new, |e| e.members.iter().map(|n| n.nid).collect());
+        self.wait = Some(Wait { nodes, tolerate: 0 });
     }
 
     /// `nodes` hold complete copies of every object (`stable`).
@@ -264,10 +266,7 @@ impl Membership {
                         // copies (each earlier leave kept fewer than `stable_copies` of the
                         // stable view lost, so at least one holder of every object stayed to
                         // the end), and the cluster must wait for all of them.
-                        self.wait = Some(Wait {
-                            nodes: self.last_members(),
-                            tolerate: 0,
-                        });
+                        self.wait_for_last_epoch();
                         self.set_status(Status::WaitJoin, &mut out);
                     } else if lost >= self.stable_copies {
                         // Every copy of some object may be gone: serve nothing until enough
@@ -296,10 +295,7 @@ impl Membership {
             LogEntry::Shutdown => {
                 if self.status == Status::Ok {
                     // When it starts again, the cluster waits for every node of this epoch.
-                    self.wait = Some(Wait {
-                        nodes: self.last_members(),
-                        tolerate: 0,
-                    });
+                    self.wait_for_last_epoch();
                 }
                 // Waiting for nodes already (or unformatted): the same wait holds later.
                 self.set_status(Status::Shutdown, &mut out);
