@@ -452,19 +452,20 @@ fn restart_and_agree(c: &mut Cluster, what: &str) {
             .unwrap_or_else(|e| panic!("{what}: node {i} does not start: {e:#}"));
     }
     let epoch = c.wait_members(c.len()).unwrap();
+    let mut last = Vec::new();
     let info = c
         .poll_until(
             SETTLE_TIMEOUT,
             "every node to print the same cluster info",
             |c| {
                 let infos: Vec<String> = (0..c.len()).map(|i| cluster_info(c, i)).collect();
-                Ok(infos
-                    .windows(2)
-                    .all(|w| w[0] == w[1])
-                    .then(|| infos[0].clone()))
+                let agreed = infos.windows(2).all(|w| w[0] == w[1]);
+                let first = infos[0].clone();
+                last = infos;
+                Ok(agreed.then_some(first))
             },
         )
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{what}: {e:#}; the last infos:\n{}", last.join("\n---\n")));
     let status = info.lines().next().unwrap_or_default();
     eprintln!("{what}: every node back at epoch {}: {status}", epoch.0);
 }
