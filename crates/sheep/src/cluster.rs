@@ -6,82 +6,19 @@
 //! Records before our own join are history: they are folded (so we learn members, epochs
 //! and VDIs exactly as everyone else did) but trigger no side effects on our store.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sd_cluster::log::{LogEntry, Record};
 use sd_cluster::placement::Ring;
-use sd_cluster::{Applied, ClusterDriver, ClusterMsg, Membership, Outcome, Status, VdiTable};
+use sd_cluster::{ClusterMsg, Membership, Outcome, Status, VdiTable};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
 use sd_proto::{Oid, SdResult};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
-use crate::sys::{Sheep, remove_epochs, write_config, write_epoch};
-
-/// Cluster operations of this node waiting for their record.
-#[derive(Debug, Default)]
-pub struct Pending {
-    next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Applied, SdResult>>>>,
-}
-
-impl Pending {
-    fn register(&self) -> (u64, oneshot::Receiver<Result<Applied, SdResult>>) {
-        let token = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token, tx);
-        (token, rx)
-    }
-
-    fn complete(&self, token: u64, r: Result<Applied, SdResult>) {
-        let tx = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&token);
-        if let Some(tx) = tx {
-            let _ = tx.send(r);
-        }
-    }
-}
-
-/// Appends a VDI operation built by `make(token)` and waits until every member applies it
-/// (we observe it in log order like everyone else).
-pub async fn submit(sheep: &Sheep, make: impl FnOnce(u64) -> ClusterMsg) -> SheepResult<Applied> {
-    let (token, rx) = sheep.pending.register();
-    let msg = make(token);
-    sheep
-        .driver
-        .append(LogEntry::Notify {
-            from: sheep.me.nid,
-            msg: msg.encode(),
-        })
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cluster notification failed");
-            SheepError::Result(SdResult::ClusterError)
-        })?;
-    tokio::select! {
-        r = rx => match r {
-            Ok(r) => r.map_err(SheepError::Result),
-            Err(_) => Err(SdResult::ClusterError.into()),
-        },
-        // A stopping node no longer follows the log: nobody would answer.
-        () = sheep.cancel.cancelled() => Err(SdResult::Shutdown.into()),
-    }
-}
-
-/// Waits until this node has applied every record appended before now.
-pub async fn barrier(sheep: &Sheep) -> SheepResult<()> {
-    submit(sheep, |token| ClusterMsg::Barrier { token })
-        .await
-        .map(|_| ())
-}
+use crate::node::Sheep;
+use crate::sys::{remove_epochs, write_config, write_epoch};
 
 fn node_status(s: Status) -> NodeStatus {
     match s {
@@ -145,12 +82,6 @@ fn sync_sys(sheep: &Sheep, fold: &Membership) {
     }
     drop(sys);
     sheep.epoch_tx.send_replace(fold.epoch());
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, sd_store::StoreError> + Send + 'static,
-) -> Result<T, SheepError> {
-    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 /// Our store belongs to another format of the cluster (or to none): start empty.

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::error::{SheepError, SheepResult};
 use crate::local;
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 /// How long a request keeps retrying while the cluster changes under it.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);

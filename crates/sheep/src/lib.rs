@@ -1,32 +1,37 @@
 //! The `sheep` daemon as a library: [`run`] serves a bound listener until cancelled, so
 //! tests can start nodes on port 0 in-process and the binary stays a thin shell.
 
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod drain;
+mod disk;
+mod drain;
 pub mod driver;
-pub mod error;
+mod error;
 pub mod failpoint;
-pub mod gateway;
-pub mod local;
+mod gateway;
+mod lifecycle;
+mod local;
 pub mod logging;
-pub mod metrics;
-pub mod nbd;
-pub mod ops;
-pub mod peer;
-pub mod reclaim;
-pub mod reconcile;
-pub mod recovery;
-pub mod server;
-pub mod sys;
-pub mod vdi;
-pub mod writeback;
+mod metrics;
+mod nbd;
+mod node;
+mod ops;
+mod peer;
+mod propose;
+mod reclaim;
+mod reconcile;
+mod recovery;
+mod sampler;
+mod server;
+mod sys;
+mod vdi;
+mod writeback;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use sys::{Sheep, StartError};
+pub use sys::StartError;
 
 /// Starts a node on `listener` and serves until `cancel` fires or a SHUTDOWN request
 /// arrives.
@@ -52,7 +57,7 @@ pub async fn run_with_nbd(
 /// stops at once, waits at most this for a flush in progress).
 const STOPPER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// [`run_with_nbd`], stopping cleanly ([`drain::stop`]) once `stop` fires; `cancel` still
+/// [`run_with_nbd`], stopping cleanly ([`lifecycle::stop`]) once `stop` fires; `cancel` still
 /// stops at once.
 pub async fn run_until_stopped(
     listener: TcpListener,
@@ -69,12 +74,12 @@ pub async fn run_until_stopped(
         })
     })?;
     let metrics = cfg.metrics;
-    let sheep = Sheep::start(cfg, addr, cancel.clone()).await?;
+    let sheep = lifecycle::start(cfg, addr, cancel.clone()).await?;
     tracing::info!(%addr, "sheep listening");
     if let Some(m) = metrics {
         metrics::install(m)?;
         tracing::info!(addr = %m, "serving metrics");
-        tokio::spawn(metrics::run_sampler(sheep.clone()));
+        tokio::spawn(sampler::run_sampler(sheep.clone()));
     }
     if let Some(nbd) = nbd {
         let exports = std::sync::Arc::new(nbd::VdiExports::new(sheep.clone()));
@@ -97,7 +102,7 @@ pub async fn run_until_stopped(
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = stop.cancelled() => drain::stop(&sheep).await,
+                () = stop.cancelled() => lifecycle::stop(&sheep).await,
             }
         })
     };

@@ -10,9 +10,9 @@ use sd_proto::peer_copy::PeerCopy;
 use sd_proto::{Epoch, ObjectKind, Oid, SdResult};
 use sd_store::{CreateSpec, StoreError};
 
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
-use crate::ops::blocking;
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 /// How long a replica waits to learn a VDI another gateway just created.
 const VDI_WAIT: Duration = Duration::from_secs(5);
@@ -67,19 +67,19 @@ pub async fn read(
         if for_recovery {
             return Err(SdResult::NoObj.into());
         }
-        sheep.recovery.recover_now(sheep, oid).await?;
+        crate::recovery::object::recover_now(sheep, oid).await?;
     }
     match read_store(sheep, oid, offset, len).await {
         // Missing here although asked for: perhaps placed here by a new epoch and not
         // recovered yet. Fetch it, then serve.
         Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
-            sheep.recovery.recover_missing(sheep, oid).await?;
+            crate::recovery::object::recover_missing(sheep, oid).await?;
             read_store(sheep, oid, offset, len).await
         }
         // The copy is bad: answer EIO (the gateway reads another replica) and replace it.
         Err(e @ SheepError::Store(StoreError::Unreadable { .. })) => {
             tracing::error!(%oid, error = %e, "local copy unreadable");
-            sheep.recovery.repair_unreadable(sheep, oid);
+            crate::recovery::object::repair_unreadable(sheep, oid);
             Err(e)
         }
         other => other,
@@ -123,7 +123,7 @@ pub async fn write(
         crate::writeback::throttle(sheep).await?;
     }
     if sheep.recovery.needs(oid) {
-        sheep.recovery.recover_now(sheep, oid).await?;
+        crate::recovery::object::recover_now(sheep, oid).await?;
     }
     let put = |data: Bytes| {
         let store = sheep.store.clone();
@@ -139,7 +139,7 @@ pub async fn write(
     match put(data.clone()).await {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {
-            sheep.recovery.recover_missing(sheep, oid).await?;
+            crate::recovery::object::recover_missing(sheep, oid).await?;
             put(data).await
         }
         other => other,

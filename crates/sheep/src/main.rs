@@ -380,7 +380,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
         let mut hup = signal(SignalKind::hangup()).context("catching SIGHUP")?;
-        // SIGTERM or ^C: a clean stop (sheep::drain); a second one: at once.
+        // SIGTERM or ^C: a clean stop (sheep::run_until_stopped); a second one: at once.
         tokio::spawn(async move {
             let mut stopping = false;
             loop {

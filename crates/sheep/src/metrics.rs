@@ -2,19 +2,15 @@
 //!
 //! Recording goes through the `metrics` facade: without `--metrics` no recorder is
 //! installed and every call below is a no-op. With it, `metrics-exporter-prometheus`
-//! serves the text format over HTTP on ADDR:PORT (any path), and [`run_sampler`] sets the
-//! gauges that describe state rather than events (epoch, dirty bytes, recovery, objects,
-//! disk) every [`SAMPLE_INTERVAL`].
+//! serves the text format over HTTP on ADDR:PORT (any path), and `sampler` sets the gauges
+//! that describe state rather than events (epoch, dirty bytes, recovery, objects, disk).
 //!
 //! Every name is listed in docs/operations.md ("Metrics"); they are part of the interface.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
-
-use crate::sys::Sheep;
 
 /// Requests served, by `protocol` (`sheepdog`, `nbd`), `op` and `result` (`ok`, `error`).
 pub const REQUESTS: &str = "sheep_requests_total";
@@ -50,13 +46,6 @@ pub const OBJECTS: &str = "sheep_objects";
 pub const DISK_USED: &str = "sheep_disk_used_bytes";
 /// Bytes still available on the store's file system.
 pub const DISK_FREE: &str = "sheep_disk_free_bytes";
-
-/// How often [`run_sampler`] refreshes the gauges.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
-/// The store is walked for its object count and disk usage (a stat per object file) at
-/// most once per this many times the last walk took, so that on a large store the walk
-/// costs at most about 1% of one core.
-const SPACE_WALK_SPACING: u32 = 100;
 
 /// Latency buckets, 50 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -129,58 +118,4 @@ pub fn peer_flush(started: Instant) {
 /// Records one object recovered.
 pub fn recovered() {
     metrics::counter!(RECOVERED).increment(1);
-}
-
-/// Refreshes the state gauges every [`SAMPLE_INTERVAL`] until the daemon stops.
-pub async fn run_sampler(sheep: Arc<Sheep>) {
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<(Instant, u64)> = None;
-    let mut next_walk = Instant::now();
-    loop {
-        tokio::select! {
-            () = sheep.cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (epoch, nodes) = {
-            let sys = sheep.sys();
-            (sys.epoch.0, sys.nodes.len())
-        };
-        metrics::gauge!(EPOCH).set(f64::from(epoch));
-        metrics::gauge!(NODES).set(nodes as f64);
-        metrics::gauge!(DIRTY_BYTES).set(sheep.store.dirty_bytes() as f64);
-        let p = sheep.recovery.progress();
-        let left = if p.active {
-            p.total.saturating_sub(p.done)
-        } else {
-            0
-        };
-        metrics::gauge!(RECOVERY_DONE).set(p.done as f64);
-        metrics::gauge!(RECOVERY_LEFT).set(left as f64);
-        let now = Instant::now();
-        let rate = match last {
-            Some((t, done)) if p.done >= done => {
-                (p.done - done) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
-            }
-            _ => 0.0,
-        };
-        last = Some((now, p.done));
-        metrics::gauge!(RECOVERY_RATE).set(rate);
-        if now < next_walk {
-            continue;
-        }
-        let store = sheep.store.clone();
-        let walk = Instant::now();
-        let space = tokio::task::spawn_blocking(move || store.space()).await;
-        next_walk = Instant::now() + walk.elapsed() * SPACE_WALK_SPACING;
-        match space {
-            Ok(Ok(space)) => {
-                metrics::gauge!(OBJECTS).set(space.objects as f64);
-                metrics::gauge!(DISK_USED).set(space.used as f64);
-                metrics::gauge!(DISK_FREE).set(space.free as f64);
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "sampling store space failed"),
-            Err(_) => {}
-        }
-    }
 }

@@ -19,7 +19,7 @@ use sd_proto::{SdResult, Vid};
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
 use crate::metrics::Protocol;
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 fn block_err(e: SheepError) -> BlockError {
     match e.result() {

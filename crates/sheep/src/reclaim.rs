@@ -23,7 +23,7 @@ use sd_proto::{Oid, SdResult, Vid};
 
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 /// Reads the header of `vid`'s inode.
 pub async fn read_header(sheep: &Sheep, vid: Vid) -> SheepResult<InodeHeader> {

@@ -15,9 +15,9 @@ use sd_cluster::ClusterMsg;
 use sd_proto::{SdResult, Vid};
 
 use crate::error::SheepResult;
+use crate::node::Sheep;
 use crate::ops::vdi::{mark_snapshot_header, write_new_inode};
 use crate::reclaim::{finish_delete, read_header};
-use crate::sys::Sheep;
 
 /// How long a gateway waits between attempts to finish its own failed work.
 const RETRY: Duration = Duration::from_secs(1);
@@ -55,7 +55,9 @@ pub async fn repair(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
 
 /// Appends the `Settled` record of `vid`.
 async fn settle(sheep: &Sheep, vid: Vid) {
-    if let Err(e) = crate::cluster::submit(sheep, |token| ClusterMsg::Settled { token, vid }).await
+    if let Err(e) = sheep
+        .submit(|token| ClusterMsg::Settled { token, vid })
+        .await
     {
         tracing::warn!(%vid, error = %e, "recording finished VDI work failed");
     }

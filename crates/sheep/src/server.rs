@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
+use crate::node::Sheep;
 use crate::ops::{self, After};
-use crate::sys::Sheep;
 
 /// Read buffer a connection starts with, and returns to once it is empty.
 const INITIAL_BUF: usize = 4 << 10;

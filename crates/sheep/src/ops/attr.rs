@@ -28,7 +28,7 @@ use sd_proto::{Flags, Oid, RequestHeader, SdResult, VdiRsp, Vid};
 use super::{Reply, expect_payload};
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 /// What the request asks for when the attribute exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +150,7 @@ async fn lookup(sheep: &Sheep, a: &VdiAttr, snapid: u32) -> SheepResult<Vid> {
     match found {
         Ok(f) => Ok(f.vid),
         Err(_) => {
-            crate::cluster::barrier(sheep).await?;
+            sheep.barrier().await?;
             let found = sheep.vdis().lookup(&a.name, &a.tag, snapid);
             found.map(|f| f.vid).map_err(|m| m.result.into())
         }

@@ -18,9 +18,11 @@ use std::time::Duration;
 use sd_cluster::ClusterDriver;
 use sd_cluster::log::LogEntry;
 
-use super::{After, Reply, blocking, expect_payload};
+use super::{After, Reply, expect_payload};
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
-use crate::sys::{Sheep, write_config};
+use crate::node::Sheep;
+use crate::sys::write_config;
 
 /// How long MAKE_FS waits for its record to be applied.
 const FORMAT_WAIT: Duration = Duration::from_secs(30);

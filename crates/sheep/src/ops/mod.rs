@@ -11,7 +11,7 @@ use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, ResponseHeader, SdResult, 
 
 use crate::error::{SheepError, SheepResult};
 use crate::metrics::Protocol;
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 /// How an operation is served (spec §6 "Type").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,15 +291,6 @@ async fn dispatch(
             _ => cluster::handle(sheep, req, payload).await,
         },
     }
-}
-
-/// Runs a blocking store call off the async threads.
-pub(crate) async fn blocking<T, F>(f: F) -> SheepResult<T>
-where
-    F: FnOnce() -> Result<T, sd_store::StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 /// The payload must be exactly `len` bytes with the WRITE flag (else INVALID_PARMS).

@@ -7,11 +7,12 @@ use sd_proto::inode::{SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_ind
 use sd_proto::oid_list::OidList;
 use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
-use super::{OpKind, Reply, blocking};
+use super::{OpKind, Reply};
+use crate::disk::blocking;
 use crate::error::SheepResult;
 use crate::gateway::{self, Mutation};
 use crate::local;
-use crate::sys::Sheep;
+use crate::node::Sheep;
 
 pub(super) async fn handle(
     sheep: &Sheep,
@@ -104,7 +105,9 @@ pub(super) async fn handle(
             crate::writeback::serve_flush_peer(sheep, oid.vid()).await?;
             Ok(Reply::ok())
         }
-        O::StatWriteback => Ok(Reply::data(sheep.writeback.stat(sheep, oid.vid()).encode())),
+        O::StatWriteback => Ok(Reply::data(
+            sheep.writeback.stat(&sheep.store, oid.vid()).encode(),
+        )),
         #[cfg(feature = "failpoints")]
         O::InjectSyncFailure => {
             tracing::warn!(%oid, "test hook: the next fdatasync of this object fails");
@@ -123,7 +126,7 @@ async fn check_known_vdi(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     if sheep.vdi_shift(oid.vid()).is_some() {
         return Ok(());
     }
-    crate::cluster::barrier(sheep).await?;
+    sheep.barrier().await?;
     match sheep.vdi_shift(oid.vid()) {
         Some(_) => Ok(()),
         None => Err(SdResult::NoVdi.into()),

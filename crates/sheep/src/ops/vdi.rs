@@ -3,8 +3,8 @@
 use super::{Reply, expect_payload};
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
+use crate::node::Sheep;
 use crate::reclaim;
-use crate::sys::Sheep;
 use bytes::Bytes;
 use sd_cluster::{ClusterMsg, VdiEntry};
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
@@ -49,7 +49,7 @@ pub(super) async fn handle(
         }
         O::GetVdiCopies => {
             // Answer with every lock taken before the request, through any gateway.
-            crate::cluster::barrier(sheep).await?;
+            sheep.barrier().await?;
             let cap = usize::try_from(req.data_length).unwrap_or(0);
             let out = vdi_states(sheep);
             if out.len() > cap {
@@ -76,14 +76,16 @@ pub(super) async fn handle(
 
 /// Writer `holder` of this node takes the lock of `vid` (VDI_LOCKED if another holds it).
 pub(crate) async fn lock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
-    crate::cluster::submit(sheep, |token| ClusterMsg::Lock { token, vid, holder })
+    sheep
+        .submit(|token| ClusterMsg::Lock { token, vid, holder })
         .await
         .map(|_| ())
 }
 
 /// Releases `vid`'s lock held by writer `holder` of this node (0: whoever holds it).
 pub(crate) async fn unlock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
-    crate::cluster::submit(sheep, |token| ClusterMsg::Unlock { token, vid, holder })
+    sheep
+        .submit(|token| ClusterMsg::Unlock { token, vid, holder })
         .await
         .map(|_| ())
 }
@@ -248,17 +250,18 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
 
     // Every member allocates the vid in log order from identical tables, so two gateways
     // never hand out the same one.
-    let applied = crate::cluster::submit(sheep, |token| ClusterMsg::NewVdi {
-        token,
-        name: name.clone(),
-        size,
-        copies,
-        shift,
-        base: source,
-        snapshot_of,
-        tag,
-    })
-    .await?;
+    let applied = sheep
+        .submit(|token| ClusterMsg::NewVdi {
+            token,
+            name: name.clone(),
+            size,
+            copies,
+            shift,
+            base: source,
+            snapshot_of,
+            tag,
+        })
+        .await?;
     let vid = applied.vid;
     crate::failpoint::crash_point("new_vdi:after_log");
     let work = async {
@@ -330,7 +333,9 @@ const SNAP_CTIME_OFFSET: u64 = 520;
 async fn del_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepResult<Reply> {
     let (name, tag) = name_and_tag(req, &payload)?;
     let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
-    crate::cluster::submit(sheep, |token| ClusterMsg::DelVdi { token, vid }).await?;
+    sheep
+        .submit(|token| ClusterMsg::DelVdi { token, vid })
+        .await?;
     crate::failpoint::crash_point("del_vdi:after_log");
     let r = reclaim::finish_delete(sheep, vid).await;
     crate::reconcile::conclude(sheep, vid, r.is_ok());

@@ -1,0 +1,203 @@
+//! A running node: [`Sheep`] holds the handles every layer above shares (the store, the
+//! cluster view, the VDI table, the peer pools, and the state of recovery, writeback and the
+//! clean stop). Its fields are state types defined below this module; the logic that acts
+//! on them lives in the layers above, which take `&Sheep`. Nothing here imports those
+//! layers, so the hub cannot tie them into a loop.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use sd_cluster::{Applied, ClusterDriver, ClusterMsg, VdiTable};
+use sd_proto::node::SdNode;
+use sd_proto::{Epoch, Oid, Vid};
+use sd_store::Store;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::drain::Drain;
+use crate::driver::Driver;
+use crate::error::SheepResult;
+use crate::peer::PeerPool;
+use crate::propose::Pending;
+use crate::recovery::state::Recovery;
+use crate::sys::SysState;
+use crate::writeback::state::Writeback;
+
+/// A running node: the state every request handler shares.
+#[derive(Debug)]
+pub struct Sheep {
+    /// This node as the cluster sees it.
+    pub me: SdNode,
+    /// Unique to this run of the process (recognises our own join in the log).
+    pub incarnation: u64,
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Configuration.
+    pub cfg: Config,
+    sys: RwLock<SysState>,
+    vdis: RwLock<VdiTable>,
+    /// The membership service.
+    pub driver: Driver,
+    /// Cluster operations waiting for their notification to be applied.
+    pub pending: Pending,
+    /// The current epoch, for waiters.
+    pub epoch_tx: watch::Sender<Epoch>,
+    /// Bumped whenever the VDI table changes, for waiters.
+    pub vdi_version: watch::Sender<u64>,
+    /// Connections to the other sheep.
+    pub peers: PeerPool,
+    /// Connections to the other sheep for leaf requests (`server::Class::Leaf`: recovery
+    /// reads, object lists, peer flushes), apart from `peers` so that a peer's
+    /// per-connection limits never queue them behind peer requests waiting on them.
+    pub leaf_peers: PeerPool,
+    /// Object recovery.
+    pub recovery: Recovery,
+    /// Writeback bookkeeping.
+    pub writeback: Writeback,
+    /// Client work in flight, refused once the node stops (`drain`).
+    pub drain: Drain,
+    /// This node's own `Arc`, for work it spawns.
+    this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
+    /// Serialises inode index updates that drop object references.
+    pub index_ops: tokio::sync::Mutex<()>,
+    /// The last lock holder id this node handed out (see [`Sheep::new_lock_holder`]).
+    lock_holders: std::sync::atomic::AtomicU64,
+    /// Serialises this gateway's GET_VDI_ATTR probes (`ops::attr`).
+    pub attr_ops: tokio::sync::Mutex<()>,
+    /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
+    pub shutdown_requested: AtomicBool,
+    /// Cancelled to stop the daemon.
+    pub cancel: CancellationToken,
+}
+
+impl Sheep {
+    /// A node in `sys`'s state, before it follows the cluster (the start-up in
+    /// `lifecycle` then spawns the tasks that do).
+    pub fn new(
+        me: SdNode,
+        incarnation: u64,
+        store: Store,
+        cfg: Config,
+        sys: SysState,
+        driver: Driver,
+        cancel: CancellationToken,
+    ) -> Arc<Sheep> {
+        let sheep = Arc::new(Sheep {
+            me,
+            incarnation,
+            store: Arc::new(store),
+            cfg,
+            sys: RwLock::new(sys),
+            vdis: RwLock::new(VdiTable::default()),
+            driver,
+            pending: Pending::default(),
+            epoch_tx: watch::channel(Epoch(0)).0,
+            vdi_version: watch::channel(0).0,
+            peers: PeerPool::default(),
+            leaf_peers: PeerPool::default(),
+            recovery: Recovery::default(),
+            writeback: Writeback::default(),
+            drain: Drain::default(),
+            this: std::sync::OnceLock::new(),
+            index_ops: tokio::sync::Mutex::new(()),
+            lock_holders: std::sync::atomic::AtomicU64::new(0),
+            attr_ops: tokio::sync::Mutex::new(()),
+            shutdown_requested: AtomicBool::new(false),
+            cancel,
+        });
+        let _ = sheep.this.set(Arc::downgrade(&sheep));
+        sheep
+    }
+
+    /// Appends a VDI operation built by `make(token)` to the cluster log and waits until
+    /// this node applies it (see [`Pending::submit`]).
+    pub async fn submit(&self, make: impl FnOnce(u64) -> ClusterMsg) -> SheepResult<Applied> {
+        self.pending
+            .submit(&self.driver, self.me.nid, &self.cancel, make)
+            .await
+    }
+
+    /// Waits until this node has applied every record appended before now.
+    pub async fn barrier(&self) -> SheepResult<()> {
+        self.submit(|token| ClusterMsg::Barrier { token })
+            .await
+            .map(|_| ())
+    }
+
+    /// A fresh id for a writer taking a VDI lock through this node (never 0, which
+    /// means "any holder").
+    pub fn new_lock_holder(&self) -> u64 {
+        self.lock_holders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1)
+    }
+
+    /// This node's `Arc` (for spawning work from a `&Sheep`); `None` once it is gone.
+    pub fn self_ref(&self) -> Option<Arc<Sheep>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// True once the membership driver can no longer vouch that our view of the cluster
+    /// is current ([`ClusterDriver::current_until`] passed): the node then acknowledges no
+    /// write and serves no read, as a client gateway or as a peer, until it is again.
+    pub fn fenced(&self) -> bool {
+        self.driver
+            .current_until()
+            .is_some_and(|t| std::time::Instant::now() >= t)
+    }
+
+    /// Resolves once [`Sheep::fenced`] holds (never with a driver that cannot fence). Sleeps
+    /// until the current fence instant, which moves forward while the driver renews it.
+    pub async fn until_fenced(&self) {
+        loop {
+            let Some(t) = self.driver.current_until() else {
+                return std::future::pending().await;
+            };
+            if std::time::Instant::now() >= t {
+                return;
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
+        }
+    }
+
+    /// A snapshot of the cluster state.
+    pub fn sys(&self) -> RwLockReadGuard<'_, SysState> {
+        self.sys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mutable cluster state (hold briefly; never across an await).
+    pub fn sys_mut(&self) -> RwLockWriteGuard<'_, SysState> {
+        self.sys.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The VDI table.
+    pub fn vdis(&self) -> RwLockReadGuard<'_, VdiTable> {
+        self.vdis.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mutable VDI table (hold briefly; never across an await).
+    pub fn vdis_mut(&self) -> RwLockWriteGuard<'_, VdiTable> {
+        self.vdis.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The block size shift of `vid`'s objects, if the VDI is known.
+    pub fn vdi_shift(&self, vid: Vid) -> Option<u8> {
+        self.vdis().get(vid).map(|e| e.block_size_shift)
+    }
+
+    /// Redundancy of `oid`: `requested` if non-zero, else its VDI's, else the cluster's.
+    pub fn copies_of(&self, oid: Oid, requested: u8) -> usize {
+        let c = if requested != 0 {
+            requested
+        } else {
+            self.vdis()
+                .get(oid.vid())
+                .map(|e| e.nr_copies)
+                .filter(|c| *c != 0)
+                .unwrap_or_else(|| self.sys().config.copies)
+        };
+        usize::from(c.max(1))
+    }
+}

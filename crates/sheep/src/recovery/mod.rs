@@ -1,0 +1,279 @@
+//! Object recovery after an epoch change: each node works out which objects it must hold
+//! in the new epoch and fetches those it lacks from nodes that held them in earlier epochs.
+//!
+//! Local copies are not trusted after this node (re)joins: they may have missed writes while
+//! it was away. Such copies are *unverified* and are refetched before they are served.
+//! Objects the node no longer needs are removed only once every member has recovered the
+//! epoch (`Outcome::Stable`). Client I/O to an object still pending recovers it first.
+
+pub mod object;
+pub mod state;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_cluster::ClusterDriver;
+use sd_cluster::log::LogEntry;
+use sd_proto::oid_list::OidList;
+use sd_proto::{Epoch, Oid, Opcode, RequestHeader, SdResult};
+use tokio::sync::Semaphore;
+
+use crate::error::{SheepError, SheepResult};
+use crate::node::Sheep;
+use object::{SOURCE_ATTEMPTS, SOURCE_BACKOFF, Unanswered, leaf_request};
+/// Passes over the objects that could not be recovered yet, before giving up on the epoch.
+const PASSES: u32 = 240;
+/// Pause between passes.
+const PASS_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Leaves out copies of deleted VDIs' objects that nothing references any more: a node
+/// that was away when they were deleted still lists them, but they are dead data (swept
+/// later), and the only copy left may be that node's distrusted one, so trying to
+/// recover them would never finish.
+async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
+    let candidates = crate::reclaim::dead_candidates(sheep, &todo);
+    if candidates.is_empty() {
+        return todo;
+    }
+    let dead: HashSet<Oid> = match crate::reclaim::unreferenced(sheep, &candidates).await {
+        Ok(d) => d.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "checking copies of deleted VDIs failed; recovering them");
+            return todo;
+        }
+    };
+    sheep
+        .recovery
+        .forget(&dead.iter().copied().collect::<Vec<_>>());
+    tracing::info!(
+        skipped = dead.len(),
+        "not recovering copies of deleted VDIs"
+    );
+    todo.into_iter().filter(|o| !dead.contains(o)).collect()
+}
+
+/// Every object some live member stores (ours included), for the recovery of `epoch`;
+/// AGAIN if a member's list is unavailable or the cluster leaves `epoch` first.
+async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid>> {
+    let store = sheep.store.clone();
+    let mut all: HashSet<Oid> = tokio::task::spawn_blocking(move || store.list())
+        .await??
+        .into_iter()
+        .collect();
+    let others: Vec<_> = sheep
+        .sys()
+        .nodes
+        .iter()
+        .map(|n| n.nid)
+        .filter(|n| *n != sheep.me.nid)
+        .collect();
+    for nid in others {
+        let mut buf_len: u32 = 1 << 20;
+        let mut attempts = 0u32;
+        loop {
+            let mut h = RequestHeader::new(Opcode::GetObjList);
+            h.data_length = buf_len;
+            let refused = match leaf_request(sheep, epoch, nid, h).await {
+                // A list that is not whole oids is malformed: like a list not had.
+                Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                    match OidList::decode(&data) {
+                        Ok(list) => {
+                            all.extend(list.oids);
+                            break;
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Ok((rsp, _)) if rsp.result == SdResult::BufferSmall && buf_len < (1 << 30) => {
+                    buf_len *= 4;
+                    continue;
+                }
+                Ok((rsp, _)) => rsp.result.to_string(),
+                // A newer epoch's recovery takes over.
+                Err(Unanswered::EpochMoved(_)) => return Err(SdResult::Again.into()),
+                Err(e) => e.to_string(),
+            };
+            // Without this member's list we cannot know what to recover: never announce
+            // completion on a partial view. A member still applying the epoch catches up
+            // in moments; a dead one is about to leave, which starts a new pass anyway.
+            attempts += 1;
+            if attempts >= SOURCE_ATTEMPTS {
+                tracing::warn!(node = %nid, reason = %refused, "object list unavailable");
+                return Err(SdResult::Again.into());
+            }
+            tokio::time::sleep(SOURCE_BACKOFF).await;
+        }
+    }
+    Ok(all)
+}
+
+/// The first wait before an incomplete recovery is tried again within its epoch.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between such retries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The background recovery task. An epoch's recovery that could not finish (an object with
+/// no live copy yet, a peer not answering) is tried again, with a growing delay, until it
+/// finishes or a new epoch starts another: what blocked it may clear without any
+/// membership change (e.g. the interrupted delete of the objects it could not find is
+/// completed, so they need no recovery).
+pub async fn run(sheep: Arc<Sheep>) {
+    let mut retry: Option<Duration> = None;
+    loop {
+        let wait = async {
+            match retry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let kicked = tokio::select! {
+            () = sheep.cancel.cancelled() => return,
+            () = sheep.recovery.kicked() => true,
+            () = wait => false,
+        };
+        let finished = match recover_epoch(&sheep).await {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::warn!(error = %e, "recovery pass failed; will retry");
+                false
+            }
+        };
+        retry = match (finished, retry) {
+            (true, _) => None,
+            (false, Some(d)) if !kicked => Some((d * 2).min(RETRY_MAX)),
+            (false, _) => Some(RETRY_FIRST),
+        };
+    }
+}
+
+/// One recovery pass over the current epoch; whether nothing is left to retry (finished,
+/// or superseded by a newer epoch).
+async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
+    let rec = &sheep.recovery;
+    let (epoch, generation) = rec.current();
+    let all = match cluster_objects(sheep, epoch).await {
+        Ok(all) => all,
+        // Superseded: the new epoch's recovery was kicked.
+        Err(_) if rec.superseded(generation) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let ring = sheep.sys().ring.clone();
+    let me = sheep.me.nid;
+    let mut todo = Vec::new();
+    for oid in all {
+        let copies = sheep.copies_of(oid, 0);
+        if ring.replicas(oid, copies).iter().any(|n| n.nid == me)
+            && rec.must_recover(oid, sheep.store.exists(oid))
+        {
+            todo.push(oid);
+        }
+    }
+    let mut todo = skip_dead(sheep, todo).await;
+    if !rec.begin_pass(generation, todo.len()) {
+        return Ok(true);
+    }
+    tracing::info!(%epoch, objects = todo.len(), "recovery started");
+    let mut failed = 0usize;
+    for pass in 0..PASSES {
+        if pass > 0 {
+            tokio::time::sleep(PASS_BACKOFF).await;
+        }
+        let throttle = sheep.cfg.recovery;
+        let sem = Arc::new(Semaphore::new(throttle.max.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut window = (tokio::time::Instant::now(), 0usize);
+        for oid in std::mem::take(&mut todo) {
+            if rec.superseded(generation) {
+                return Ok(true);
+            }
+            // Rate limit: at most `max` objects started per `interval`.
+            if !throttle.interval.is_zero() {
+                if window.1 >= throttle.max {
+                    tokio::time::sleep_until(window.0 + throttle.interval).await;
+                    window = (tokio::time::Instant::now(), 0);
+                }
+                window.1 += 1;
+            }
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            let sheep = sheep.clone();
+            tasks.spawn(async move {
+                let r = object::recover_now(&sheep, oid).await;
+                drop(permit);
+                (oid, r)
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok((oid, Err(e))) = r {
+                if e.result() == SdResult::Again {
+                    todo.push(oid);
+                } else {
+                    failed += 1;
+                    tracing::warn!(%oid, error = %e, "object not recovered");
+                }
+            }
+        }
+        if todo.is_empty() {
+            break;
+        }
+    }
+    if !todo.is_empty() || failed > 0 {
+        // Not announcing completion keeps every other copy in place.
+        tracing::warn!(%epoch, failed, waiting = todo.len(), "recovery incomplete; will retry");
+        return Ok(false);
+    }
+    if !rec.finish(generation) {
+        return Ok(true);
+    }
+    tracing::info!(%epoch, "recovery finished");
+    sheep
+        .driver
+        .append(LogEntry::RecoveryDone { nid: me, epoch })
+        .await
+        .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
+    Ok(true)
+}
+
+/// Every member recovered `epoch`: drop the copies this node no longer holds.
+pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
+    if sheep.sys().epoch != epoch {
+        return Ok(());
+    }
+    let ring = sheep.sys().ring.clone();
+    let store = sheep.store.clone();
+    let list = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.list()
+    })
+    .await??;
+    let mut stale = Vec::new();
+    for oid in list {
+        let copies = sheep.copies_of(oid, 0);
+        if !ring
+            .replicas(oid, copies)
+            .iter()
+            .any(|n| n.nid == sheep.me.nid)
+        {
+            stale.push(oid);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    sheep.recovery.forget(&stale);
+    let n = stale.len();
+    tokio::task::spawn_blocking(move || {
+        for oid in stale {
+            match store.remove(oid) {
+                Ok(()) | Err(sd_store::StoreError::NoObject(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await??;
+    tracing::info!(%epoch, removed = n, "removed copies no longer placed here");
+    Ok(())
+}

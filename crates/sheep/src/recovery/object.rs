@@ -1,0 +1,349 @@
+//! Recovery of one object: bring the local copy up to the newest copy a live member
+//! holds (asked for by client I/O that reached an object before the epoch's pass did, by
+//! that pass, or to replace a copy that could not be read or that a failed sync lost).
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use sd_cluster::placement::Ring;
+use sd_proto::node::NodeId;
+use sd_proto::peer_copy::PeerCopy;
+use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
+use sd_store::CreateSpec;
+
+use crate::error::{SheepError, SheepResult};
+use crate::node::Sheep;
+
+/// Attempts per source that is still catching up with the epoch.
+pub(super) const SOURCE_ATTEMPTS: u32 = 50;
+/// Pause between those attempts.
+pub(super) const SOURCE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `oid` is missing here although this node is asked for it: it may be an object the
+/// new epoch placed here that recovery has not reached yet. Fetch it from its earlier
+/// holders; NO_OBJ if no live node has it.
+pub async fn recover_missing(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    let lock = sheep.recovery.lock_for(oid);
+    let _g = lock.lock().await;
+    if sheep.store.exists(oid) {
+        return Ok(());
+    }
+    let epoch = sheep.sys().epoch;
+    recover_one(sheep, oid, epoch).await?;
+    sheep.recovery.settle(oid);
+    Ok(())
+}
+
+/// The local copy of `oid` could not be read (EIO): move it aside and fetch a good one
+/// from the other holders, as for a copy a failed writeback sync lost. Runs in the
+/// background; a repair of `oid` already under way covers later failures.
+pub fn repair_unreadable(sheep: &Sheep, oid: Oid) {
+    let Some(sheep) = sheep.self_ref() else {
+        return;
+    };
+    if !sheep.recovery.begin_repair(oid) {
+        return;
+    }
+    tokio::spawn(async move {
+        let r = repair(&sheep, oid).await;
+        sheep.recovery.end_repair(oid);
+        match r {
+            Ok(()) => tracing::info!(%oid, "unreadable copy replaced"),
+            Err(e) => tracing::error!(%oid, error = %e, "replacing an unreadable copy failed"),
+        }
+    });
+}
+
+async fn repair(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    let lock = sheep.recovery.lock_for(oid);
+    let _g = lock.lock().await;
+    let store = sheep.store.clone();
+    match tokio::task::spawn_blocking(move || store.quarantine(oid)).await? {
+        Ok(()) => tracing::warn!(%oid, "unreadable copy moved aside"),
+        // Already gone (removed, or replaced by a create that moved it).
+        Err(sd_store::StoreError::NoObject(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let epoch = sheep.sys().epoch;
+    recover_one(sheep, oid, epoch).await?;
+    sheep.recovery.settle(oid);
+    Ok(())
+}
+
+/// Recovers `oid` now (client I/O reached it before the background task did).
+pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    let lock = sheep.recovery.lock_for(oid);
+    let _g = lock.lock().await;
+    if !sheep.recovery.needs(oid) {
+        return Ok(());
+    }
+    let epoch = sheep.recovery.epoch();
+    recover_one(sheep, oid, epoch).await?;
+    sheep.recovery.settle(oid);
+    Ok(())
+}
+
+/// What a live node said of its copy of an object (FETCH_PEER without room for data).
+enum Probe {
+    /// It has one, last written in this epoch (0: unknown).
+    Version(u32),
+    /// It has none.
+    Missing,
+    /// It could not answer now.
+    Busy,
+    /// It does not know FETCH_PEER (a sheep of an older version, during a rolling upgrade).
+    Unsupported,
+}
+
+/// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
+async fn fetch_peer(
+    sheep: &Sheep,
+    nid: NodeId,
+    oid: Oid,
+    epoch: Epoch,
+    room: u32,
+) -> Result<PeerCopy, SdResult> {
+    let mut h = RequestHeader::new(Opcode::FetchPeer).with_obj(ObjArgs {
+        oid,
+        tgt_epoch: epoch,
+        ..ObjArgs::default()
+    });
+    h.epoch = epoch;
+    h.data_length = room;
+    match leaf_call(sheep, epoch, nid, h).await {
+        // An answer too short to hold the version is an I/O error.
+        Ok((rsp, data)) if rsp.result == SdResult::Success => {
+            PeerCopy::decode(data).map_err(|_| SdResult::Eio)
+        }
+        Ok((rsp, _)) => Err(rsp.result),
+        Err(e) => {
+            tracing::debug!(%oid, node = %nid, error = %e, "FETCH_PEER failed");
+            Err(SdResult::NetworkError)
+        }
+    }
+}
+
+/// Why a recovery request to a peer got no answer to act on.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unanswered {
+    /// The peer could not be reached or did not answer in time.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    /// The cluster left the epoch being recovered before the peer answered.
+    #[error("the cluster left epoch {0}")]
+    EpochMoved(Epoch),
+}
+
+/// One request to `nid` for the recovery of `epoch`, over the leaf connections (never
+/// queued behind replica writes that wait on this recovery). Abandoned as soon as the
+/// cluster leaves `epoch`: the answer no longer matters, and a member cut off by a
+/// partition (its connection silent: packets dropped, no reset) would otherwise hold the
+/// recovery, and the object lock of a replica write waiting on it, for the whole peer
+/// timeout, long after the membership dropped that member.
+pub(super) async fn leaf_request(
+    sheep: &Sheep,
+    epoch: Epoch,
+    nid: NodeId,
+    h: RequestHeader,
+) -> Result<(sd_proto::ResponseHeader, Bytes), Unanswered> {
+    let mut rx = sheep.epoch_tx.subscribe();
+    tokio::select! {
+        biased;
+        r = sheep.leaf_peers.call(nid, h, Bytes::new()) => Ok(r?),
+        Ok(_) = rx.wait_for(|e| *e != epoch) => Err(Unanswered::EpochMoved(epoch)),
+    }
+}
+
+/// [`leaf_request`], resent while `nid` still applies the epoch (NEW_NODE_VER, up to
+/// [`SOURCE_ATTEMPTS`] times); the last answer.
+async fn leaf_call(
+    sheep: &Sheep,
+    epoch: Epoch,
+    nid: NodeId,
+    h: RequestHeader,
+) -> Result<(sd_proto::ResponseHeader, Bytes), Unanswered> {
+    let mut attempt = 1;
+    loop {
+        let r = leaf_request(sheep, epoch, nid, h).await;
+        match &r {
+            Ok((rsp, _)) if rsp.result == SdResult::NewNodeVer && attempt < SOURCE_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(SOURCE_BACKOFF).await;
+            }
+            _ => return r,
+        }
+    }
+}
+
+/// Brings the local copy of `oid` up to the newest copy a live node holds.
+///
+/// Every copy carries the epoch of its last write (`sd_store::Store::version`); every write
+/// acknowledged in an epoch reached all of that epoch's holders, so the copy with the
+/// highest version holds every acknowledged write the others do. Each live member is asked
+/// for its version (whether or not it trusts its copy yet: a node that restarted still
+/// knows when its copy was last written), ours counts too (kept on a tie), and the newest
+/// is fetched. A member that cannot answer might hold the newest: then this waits
+/// (`AGAIN`). Copies without versions (a file system without user extended attributes),
+/// or a member that predates FETCH_PEER, fall back to [`recover_by_placement`].
+async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
+    let me = sheep.me.nid;
+    let (members, size) = {
+        let sys = sheep.sys();
+        let shift = sheep
+            .vdi_shift(oid.vid())
+            .unwrap_or(sys.config.block_size_shift);
+        let members: Vec<NodeId> = sys
+            .nodes
+            .iter()
+            .map(|n| n.nid)
+            .filter(|n| *n != me)
+            .collect();
+        (members, oid.object_size(shift))
+    };
+    let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let probes = futures::future::join_all(members.iter().map(|n| async move {
+        match fetch_peer(sheep, *n, oid, epoch, 4).await {
+            Ok(copy) => Probe::Version(copy.version),
+            Err(SdResult::NoObj) => Probe::Missing,
+            Err(SdResult::InvalidParms) => Probe::Unsupported,
+            Err(_) => Probe::Busy,
+        }
+    }))
+    .await;
+    let store = sheep.store.clone();
+    let mine = tokio::task::spawn_blocking(move || match store.version(oid) {
+        Ok(v) => Ok(Some(v)),
+        Err(sd_store::StoreError::NoObject(_)) => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await??;
+    if probes.iter().any(|p| matches!(p, Probe::Unsupported)) {
+        return recover_by_placement(sheep, oid, epoch).await;
+    }
+    let busy = probes.iter().any(|p| matches!(p, Probe::Busy));
+    let best = probes
+        .iter()
+        .filter_map(|p| match *p {
+            Probe::Version(v) => Some(v),
+            _ => None,
+        })
+        .max();
+    let Some(best) = best else {
+        if busy {
+            return Err(SdResult::Again.into());
+        }
+        if mine.is_some() {
+            tracing::warn!(%oid, "no other live copy; keeping the local one");
+            return Ok(());
+        }
+        tracing::error!(%oid, "no live copy of the object found");
+        return Err(SdResult::NoObj.into());
+    };
+    if best == 0 && mine.unwrap_or(0) == 0 {
+        return recover_by_placement(sheep, oid, epoch).await;
+    }
+    if busy {
+        // A member that did not answer may hold a newer copy than any we saw.
+        return Err(SdResult::Again.into());
+    }
+    if mine.is_some_and(|v| v >= best) {
+        tracing::debug!(%oid, version = best, "the local copy is the newest");
+        return Ok(());
+    }
+    let newest = members
+        .iter()
+        .zip(&probes)
+        .filter(|&(_, p)| matches!(*p, Probe::Version(v) if v == best))
+        .map(|(n, _)| *n);
+    for nid in newest {
+        match fetch_peer(sheep, nid, oid, epoch, room).await {
+            Ok(PeerCopy { version, data }) if !data.is_empty() => {
+                store_copy(sheep, oid, data, version).await?;
+                tracing::debug!(%oid, from = %nid, version, "recovered object");
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(r) => tracing::debug!(%oid, from = %nid, result = %r, "newest copy not fetched"),
+        }
+    }
+    Err(SdResult::Again.into())
+}
+
+/// Fetches `oid` from the most recent epoch's holders that are still alive and stores it:
+/// the order when copies carry no version (see [`recover_one`]).
+async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
+    let copies = sheep.copies_of(oid, 0);
+    let (sources, size) = {
+        let sys = sheep.sys();
+        let alive: HashSet<_> = sys.nodes.iter().map(|n| n.nid).collect();
+        let mut sources = Vec::new();
+        for h in sys.epochs.iter().rev().filter(|h| h.epoch < epoch) {
+            for n in Ring::new(&h.members).replicas(oid, copies) {
+                if n.nid != sheep.me.nid && alive.contains(&n.nid) && !sources.contains(&n.nid) {
+                    sources.push(n.nid);
+                }
+            }
+        }
+        // Last resort: current holders (they may have recovered it already).
+        for n in sys.ring.replicas(oid, copies) {
+            if n.nid != sheep.me.nid && !sources.contains(&n.nid) {
+                sources.push(n.nid);
+            }
+        }
+        let shift = sheep
+            .vdi_shift(oid.vid())
+            .unwrap_or(sys.config.block_size_shift);
+        (sources, oid.object_size(shift))
+    };
+    let len = u32::try_from(size).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let mut busy = false;
+    for nid in sources {
+        let mut h = RequestHeader::new(Opcode::ReadPeer).with_obj(ObjArgs {
+            oid,
+            tgt_epoch: epoch,
+            ..ObjArgs::default()
+        });
+        h.flags = Flags::RECOVERY;
+        h.epoch = epoch;
+        h.data_length = len;
+        match leaf_call(sheep, epoch, nid, h).await {
+            Ok((rsp, data)) if rsp.result == SdResult::Success => {
+                store_copy(sheep, oid, data, 0).await?;
+                tracing::debug!(%oid, from = %nid, "recovered object");
+                return Ok(());
+            }
+            Ok((rsp, _)) => {
+                busy |= matches!(rsp.result, SdResult::NewNodeVer | SdResult::OldNodeVer);
+                tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve");
+            }
+            Err(e) => {
+                busy = true;
+                tracing::debug!(%oid, from = %nid, error = %e, "source unreachable");
+            }
+        }
+    }
+    if busy {
+        // Some source could not answer yet: try again later rather than give up.
+        return Err(SdResult::Again.into());
+    }
+    if sheep.store.exists(oid) {
+        tracing::warn!(%oid, "no other live copy; keeping the local one");
+        return Ok(());
+    }
+    tracing::error!(%oid, "no live copy of the object found");
+    Err(SdResult::NoObj.into())
+}
+
+/// Stores a recovered copy, keeping its source's `version`.
+async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> SheepResult<()> {
+    let store = sheep.store.clone();
+    let spec = CreateSpec {
+        size: data.len() as u64,
+        sparse: oid.is_sparse(),
+    };
+    // Atomic and durable in both store modes: the old holder may drop its copy later.
+    Ok(
+        tokio::task::spawn_blocking(move || store.create_versioned(oid, spec, 0, &data, version))
+            .await??,
+    )
+}

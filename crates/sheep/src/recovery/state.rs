@@ -1,0 +1,203 @@
+//! Recovery's shared state: which objects this node must fetch or re-verify before
+//! serving them, the progress of the current epoch's recovery, and the per-object locks
+//! that keep a recovery and a whole-object replace of the same object apart. Pure
+//! bookkeeping: the work itself is in `recovery::object` (one object) and `recovery`
+//! (an epoch's pass).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sd_proto::{Epoch, Oid};
+
+use crate::error::SheepResult;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Epoch being recovered.
+    epoch: Epoch,
+    /// Bumped whenever recovery restarts; running work notices and stops.
+    generation: u64,
+    /// Objects this node must fetch before serving them.
+    pending: HashSet<Oid>,
+    /// Local copies not validated since this node (re)joined.
+    unverified: HashSet<Oid>,
+    /// Objects recovered / to recover in this epoch.
+    done: u64,
+    total: u64,
+    active: bool,
+    locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
+    /// Unreadable local copies being replaced.
+    repairing: HashSet<Oid>,
+}
+
+/// Recovery state shared by the background task and the I/O path.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    state: Mutex<State>,
+    kick: tokio::sync::Notify,
+}
+
+/// Progress for STAT_RECOVERY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Recovery is running.
+    pub active: bool,
+    /// Objects done.
+    pub done: u64,
+    /// Objects to do.
+    pub total: u64,
+}
+
+impl Recovery {
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new epoch began: recover it (a rejoining node has already distrusted its copies,
+    /// see [`Recovery::distrust`]).
+    pub fn start_epoch(&self, epoch: Epoch) {
+        let mut st = self.st();
+        st.epoch = epoch;
+        st.generation += 1;
+        st.active = true;
+        drop(st);
+        self.kick.notify_one();
+    }
+
+    /// The cluster was formatted: nothing is pending any more.
+    pub fn reset(&self) {
+        let mut st = self.st();
+        st.generation += 1;
+        st.pending.clear();
+        st.unverified.clear();
+        st.active = false;
+        st.done = 0;
+        st.total = 0;
+    }
+
+    /// Whether `oid`'s local copy must be recovered before it is served.
+    pub fn needs(&self, oid: Oid) -> bool {
+        let st = self.st();
+        st.pending.contains(&oid) || st.unverified.contains(&oid)
+    }
+
+    /// Progress of the current epoch.
+    pub fn progress(&self) -> Progress {
+        let st = self.st();
+        Progress {
+            active: st.active,
+            done: st.done,
+            total: st.total,
+        }
+    }
+
+    pub(super) fn lock_for(&self, oid: Oid) -> Arc<tokio::sync::Mutex<()>> {
+        self.st().locks.entry(oid).or_default().clone()
+    }
+
+    pub(super) fn settle(&self, oid: Oid) {
+        let mut st = self.st();
+        let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
+        if was {
+            st.done += 1;
+            crate::metrics::recovered();
+        }
+        st.locks.remove(&oid);
+    }
+
+    /// Runs `op`, which replaces or removes the whole local copy of `oid`, excluding any
+    /// recovery of that object; afterwards an older copy no longer matters.
+    pub async fn replace<F>(&self, oid: Oid, op: F) -> SheepResult<()>
+    where
+        F: std::future::Future<Output = SheepResult<()>>,
+    {
+        if !self.needs(oid) {
+            return op.await;
+        }
+        let lock = self.lock_for(oid);
+        let _g = lock.lock().await;
+        op.await?;
+        self.settle(oid);
+        Ok(())
+    }
+
+    /// This node just (re)joined: none of `local` may be served before it is checked
+    /// against the other copies.
+    pub fn distrust(&self, local: Vec<Oid>) {
+        let mut st = self.st();
+        st.unverified.extend(local);
+    }
+
+    /// The epoch being recovered.
+    pub fn epoch(&self) -> Epoch {
+        self.st().epoch
+    }
+
+    /// The epoch being recovered and the generation of its recovery (bumped by every
+    /// restart, so a pass can tell it was superseded).
+    pub fn current(&self) -> (Epoch, u64) {
+        let st = self.st();
+        (st.epoch, st.generation)
+    }
+
+    /// Whether recovery restarted since `generation`.
+    pub fn superseded(&self, generation: u64) -> bool {
+        self.st().generation != generation
+    }
+
+    /// Waits until recovery is (re)started.
+    pub async fn kicked(&self) {
+        self.kick.notified().await;
+    }
+
+    /// `oid` is placed on this node in the epoch being recovered, and the store has a copy
+    /// (`have`) or not: whether it must be recovered (missing, or not trusted yet).
+    pub fn must_recover(&self, oid: Oid, have: bool) -> bool {
+        let mut st = self.st();
+        if !have {
+            st.pending.insert(oid);
+        }
+        st.pending.contains(&oid) || st.unverified.contains(&oid)
+    }
+
+    /// A pass of `generation` starts with `total` objects to recover; false if recovery
+    /// restarted meanwhile (the pass is superseded).
+    pub fn begin_pass(&self, generation: u64, total: usize) -> bool {
+        let mut st = self.st();
+        if st.generation != generation {
+            return false;
+        }
+        st.done = 0;
+        st.total = total as u64;
+        true
+    }
+
+    /// The recovery of `generation` finished; false if it was superseded.
+    pub fn finish(&self, generation: u64) -> bool {
+        let mut st = self.st();
+        let current = st.generation == generation;
+        if current {
+            st.active = false;
+        }
+        current
+    }
+
+    /// `oids` need no recovery any more (dead data, or no longer placed here).
+    pub fn forget(&self, oids: &[Oid]) {
+        let mut st = self.st();
+        for oid in oids {
+            st.unverified.remove(oid);
+            st.pending.remove(oid);
+        }
+    }
+
+    /// Marks a repair of `oid`'s unreadable copy under way; false if one already is.
+    pub fn begin_repair(&self, oid: Oid) -> bool {
+        self.st().repairing.insert(oid)
+    }
+
+    /// The repair of `oid` ended.
+    pub fn end_repair(&self, oid: Oid) {
+        self.st().repairing.remove(&oid);
+    }
+}
