@@ -10,6 +10,7 @@
 pub mod log;
 pub mod membership;
 pub mod placement;
+pub mod recovery;
 mod spec;
 pub mod vdi_fold;
 pub mod vdi_log;
