@@ -9,6 +9,7 @@ pub mod driver;
 mod error;
 pub mod failpoint;
 mod gateway;
+mod inode;
 mod lifecycle;
 mod local;
 pub mod logging;
@@ -25,6 +26,7 @@ mod sampler;
 mod server;
 mod sys;
 mod vdi;
+mod volume;
 mod writeback;
 
 use tokio::net::TcpListener;

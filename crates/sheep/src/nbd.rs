@@ -68,12 +68,12 @@ struct DevState {
 
 /// Reads `vid`'s header and index.
 async fn load_inode(sheep: &Sheep, vid: Vid) -> SheepResult<(InodeHeader, Vec<u32>)> {
-    let hdr = crate::reclaim::read_header(sheep, vid).await?;
+    let hdr = crate::inode::read_header(sheep, vid).await?;
     let n = hdr.data_objects();
     if n > sd_proto::inode::SD_INODE_DATA_INDEX as u64 {
         return Err(SdResult::NoSupport.into());
     }
-    let mut index = crate::reclaim::read_index(sheep, vid, n).await?;
+    let mut index = crate::inode::read_index(sheep, vid, n).await?;
     index.resize(usize::try_from(n).unwrap_or(0), 0);
     Ok((hdr, index))
 }
@@ -104,7 +104,7 @@ impl VdiDev {
             return Ok(());
         }
         let vid = self.vid();
-        if let Err(e) = crate::ops::vdi::lock(&self.sheep, vid, self.holder).await {
+        if let Err(e) = crate::volume::lock(&self.sheep, vid, self.holder).await {
             if e.result() == SdResult::VdiLocked {
                 tracing::warn!(%vid, "NBD write refused: another writer holds the VDI's lock");
             }
@@ -121,7 +121,7 @@ impl VdiDev {
             return;
         }
         let vid = self.vid();
-        match crate::ops::vdi::unlock(&self.sheep, vid, self.holder).await {
+        match crate::volume::unlock(&self.sheep, vid, self.holder).await {
             Ok(()) => *locked = false,
             Err(e) => tracing::warn!(%vid, error = %e, "releasing the NBD export's lock failed"),
         }
@@ -243,7 +243,7 @@ impl VdiDev {
             let src = Vid::from_masked(owner).data_oid(idx32);
             (
                 0,
-                crate::ops::obj::copy_on_write(&self.sheep, oid, src, inner, data).await?,
+                crate::volume::copy_on_write(&self.sheep, oid, src, inner, data).await?,
             )
         };
         gateway::mutate(
@@ -255,7 +255,7 @@ impl VdiDev {
         .await?;
         // The data object exists on every replica before the inode points at it.
         let entry = Bytes::copy_from_slice(&vid.get().to_le_bytes());
-        crate::ops::obj::write_inode_index(
+        crate::volume::write_inode_index(
             &self.sheep,
             vid.inode_oid(),
             data_index_offset(idx32),
@@ -308,7 +308,7 @@ impl VdiDev {
             if inner == 0 && n == self.obj_size && owner == vid.get() {
                 let _alloc = self.alloc.lock().await;
                 let zero = Bytes::from_static(&[0; 4]);
-                crate::ops::obj::write_inode_index(
+                crate::volume::write_inode_index(
                     &self.sheep,
                     vid.inode_oid(),
                     data_index_offset(idx32),

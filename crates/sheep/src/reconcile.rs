@@ -15,9 +15,10 @@ use sd_cluster::ClusterMsg;
 use sd_proto::{SdResult, Vid};
 
 use crate::error::SheepResult;
+use crate::inode::read_header;
 use crate::node::Sheep;
-use crate::ops::vdi::{mark_snapshot_header, write_new_inode};
-use crate::reclaim::{finish_delete, read_header};
+use crate::reclaim::finish_delete;
+use crate::volume::{mark_snapshot_header, write_new_inode};
 
 /// How long a gateway waits between attempts to finish its own failed work.
 const RETRY: Duration = Duration::from_secs(1);

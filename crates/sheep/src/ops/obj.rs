@@ -2,8 +2,7 @@
 //! replicating gateway, their peer counterparts on this node's store, FLUSH_VDI,
 //! DISCARD_OBJ and GET_OBJ_LIST.
 
-use bytes::{Bytes, BytesMut};
-use sd_proto::inode::{SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_index};
+use bytes::Bytes;
 use sd_proto::oid_list::OidList;
 use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
@@ -11,8 +10,8 @@ use super::{OpKind, Reply};
 use crate::disk::blocking;
 use crate::error::SheepResult;
 use crate::gateway::{self, Mutation};
-use crate::local;
 use crate::node::Sheep;
+use crate::{local, volume};
 
 pub(super) async fn handle(
     sheep: &Sheep,
@@ -32,9 +31,9 @@ pub(super) async fn handle(
         O::WriteObj => {
             super::expect_payload(req, &payload)?;
             check_writable(sheep, oid)?;
-            if oid.is_inode() && touches_index(args.offset, payload.len()) {
+            if oid.is_inode() && volume::touches_index(args.offset, payload.len()) {
                 check_index_writable(sheep, oid, &payload)?;
-                write_inode_index(sheep, oid, args.offset, payload, copies).await?;
+                volume::write_inode_index(sheep, oid, args.offset, payload, copies).await?;
             } else {
                 let m = Mutation::Write {
                     offset: args.offset,
@@ -52,7 +51,7 @@ pub(super) async fn handle(
             let (offset, data) = match cow {
                 Some(src) => (
                     0,
-                    copy_on_write(sheep, oid, src, args.offset, payload).await?,
+                    volume::copy_on_write(sheep, oid, src, args.offset, payload).await?,
                 ),
                 None => (args.offset, payload),
             };
@@ -149,76 +148,6 @@ fn check_index_writable(sheep: &Sheep, oid: Oid, payload: &[u8]) -> SheepResult<
     let snapshot = sheep.vdis().get(oid.vid()).is_some_and(|e| e.snapshot);
     if snapshot && payload.iter().any(|b| *b != 0) {
         return Err(SdResult::Readonly.into());
-    }
-    Ok(())
-}
-
-/// The whole new object of a copy-on-write create: the source object with `data` laid
-/// over it at `offset`.
-pub(crate) async fn copy_on_write(
-    sheep: &Sheep,
-    oid: Oid,
-    src: Oid,
-    offset: u64,
-    data: Bytes,
-) -> SheepResult<Bytes> {
-    let shift = sheep.vdi_shift(oid.vid()).ok_or(SdResult::NoVdi)?;
-    let size = oid.object_size(shift);
-    let len = u32::try_from(size)
-        .map_err(|_| crate::error::SheepError::Result(SdResult::InvalidParms))?;
-    if offset == 0 && data.len() as u64 == size {
-        return Ok(data);
-    }
-    let base = gateway::read(sheep, src, 0, len, sheep.copies_of(src, 0)).await?;
-    let mut buf = BytesMut::from(base.as_ref());
-    let start = usize::try_from(offset).ok();
-    let dst = start.and_then(|s| buf.get_mut(s..s.checked_add(data.len())?));
-    let Some(dst) = dst else {
-        return Err(SdResult::InvalidParms.into());
-    };
-    dst.copy_from_slice(&data);
-    Ok(buf.freeze())
-}
-
-const INDEX_START: u64 = SD_INODE_HEADER_SIZE as u64;
-const INDEX_END: u64 = INDEX_START + SD_INODE_DATA_INDEX_SIZE as u64;
-
-fn touches_index(offset: u64, len: usize) -> bool {
-    let end = offset.saturating_add(len as u64);
-    offset < INDEX_END && end > INDEX_START
-}
-
-/// A write into an inode's `data_vdi_id[]`: objects its old entries named are freed once
-/// no live VDI references them (see [`crate::reclaim`]). This is what Sheepdog's `dog vdi
-/// delete` and QEMU's discard rely on.
-pub(crate) async fn write_inode_index(
-    sheep: &Sheep,
-    oid: Oid,
-    offset: u64,
-    data: Bytes,
-    copies: usize,
-) -> SheepResult<()> {
-    let _serial = sheep.index_ops.lock().await;
-    let end = offset.saturating_add(data.len() as u64);
-    // Whole entries overlapped by the write.
-    let first = (offset.max(INDEX_START) - INDEX_START) / 4;
-    let last = (end.min(INDEX_END) - INDEX_START).div_ceil(4);
-    let span = u32::try_from((last - first) * 4).unwrap_or(0);
-    let at = INDEX_START + first * 4;
-    let before = gateway::read(sheep, oid, at, span, copies).await?;
-    crate::failpoint::crash_point("index:before_write");
-    gateway::mutate(sheep, oid, copies, Mutation::Write { offset, data }).await?;
-    let after = gateway::read(sheep, oid, at, span, copies).await?;
-    let candidates: Vec<(u32, u32)> = decode_index(&before)
-        .into_iter()
-        .zip(decode_index(&after))
-        .enumerate()
-        .filter(|(_, (old, new))| *old != 0 && old != new)
-        .filter_map(|(i, (old, _))| Some((old, u32::try_from(first + i as u64).ok()?)))
-        .collect();
-    if !candidates.is_empty() {
-        let freed = crate::reclaim::free_unreferenced(sheep, &candidates).await?;
-        tracing::debug!(vid = %oid.vid(), dropped = candidates.len(), freed, "index entries dropped");
     }
     Ok(())
 }

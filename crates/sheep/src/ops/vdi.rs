@@ -2,13 +2,12 @@
 
 use super::{Reply, expect_payload};
 use crate::error::{SheepError, SheepResult};
-use crate::gateway::{self, Mutation};
 use crate::node::Sheep;
-use crate::reclaim;
+use crate::{inode, reclaim, volume};
 use bytes::Bytes;
-use sd_cluster::{ClusterMsg, VdiEntry};
+use sd_cluster::ClusterMsg;
 use sd_proto::cluster::SD_VDI_BITMAP_SIZE;
-use sd_proto::inode::{InodeHeader, SD_MAX_VDI_LEN};
+use sd_proto::inode::SD_MAX_VDI_LEN;
 use sd_proto::{RequestHeader, SdResult, VdiRsp, Vid, c_str};
 
 /// Smallest and largest block size shift this node serves. The upper bound keeps every
@@ -35,7 +34,7 @@ pub(super) async fn handle(
             let vid = lookup(sheep, &name, &tag, req.vdi().snapid)?;
             // A snapshot is read-only: any number of readers may open it.
             if !sheep.vdis().get(vid).is_some_and(|e| e.snapshot) {
-                lock(sheep, vid, sheep.new_lock_holder()).await?;
+                volume::lock(sheep, vid, sheep.new_lock_holder()).await?;
             }
             Ok(vdi_reply(sheep, vid))
         }
@@ -43,7 +42,7 @@ pub(super) async fn handle(
         // Always SUCCESS, as in Sheepdog (QEMU tolerates VDI_NOT_LOCKED anyway).
         O::ReleaseVdi => {
             if let Some(vid) = Vid::nonzero(req.vdi().base_vdi_id) {
-                unlock(sheep, vid, 0).await?;
+                volume::unlock(sheep, vid, 0).await?;
             }
             Ok(Reply::ok())
         }
@@ -72,22 +71,6 @@ pub(super) async fn handle(
         }
         _ => Err(SdResult::InvalidParms.into()),
     }
-}
-
-/// Writer `holder` of this node takes the lock of `vid` (VDI_LOCKED if another holds it).
-pub(crate) async fn lock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
-    sheep
-        .submit(|token| ClusterMsg::Lock { token, vid, holder })
-        .await
-        .map(|_| ())
-}
-
-/// Releases `vid`'s lock held by writer `holder` of this node (0: whoever holds it).
-pub(crate) async fn unlock(sheep: &Sheep, vid: Vid, holder: u64) -> SheepResult<()> {
-    sheep
-        .submit(|token| ClusterMsg::Unlock { token, vid, holder })
-        .await
-        .map(|_| ())
 }
 
 /// GET_VDI_COPIES: a `vdi_state` record per live VDI, ascending vid.
@@ -200,7 +183,7 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
             if !sheep.vdis().is_live(v) {
                 return Err(SdResult::NoVdi.into());
             }
-            let h = reclaim::read_header(sheep, v)
+            let h = inode::read_header(sheep, v)
                 .await
                 .map_err(|_| SheepError::Result(SdResult::BaseVdiRead))?;
             Some(h)
@@ -244,7 +227,7 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     let tag = match (snapshot_of, &source_hdr) {
         // The tag `dog vdi snapshot -s` (or QEMU's savevm) wrote into the header.
         (Some(w), Some(h)) if source == Some(w) => h.tag.clone(),
-        (Some(w), _) => reclaim::read_header(sheep, w).await?.tag,
+        (Some(w), _) => inode::read_header(sheep, w).await?.tag,
         _ => Vec::new(),
     };
 
@@ -266,10 +249,10 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     crate::failpoint::crash_point("new_vdi:after_log");
     let work = async {
         let entry = sheep.vdis().get(vid).cloned().ok_or(SdResult::NoVdi)?;
-        write_new_inode(sheep, vid, &entry).await?;
+        volume::write_new_inode(sheep, vid, &entry).await?;
         crate::failpoint::crash_point("new_vdi:after_inode");
         if let Some(w) = snapshot_of {
-            mark_snapshot_header(sheep, w, entry.create_time).await?;
+            volume::mark_snapshot_header(sheep, w, entry.create_time).await?;
         }
         SheepResult::Ok(())
     };
@@ -279,53 +262,6 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     tracing::info!(%vid, size, copies, base = ?source, snapshot_of = ?snapshot_of, "created VDI");
     Ok(vdi_reply(sheep, vid))
 }
-
-/// Writes the inode of `vid` as the log's record of it says: a fresh one, or a copy of
-/// its parent's index (the parent is a snapshot by now, so its index no longer changes).
-pub(crate) async fn write_new_inode(sheep: &Sheep, vid: Vid, e: &VdiEntry) -> SheepResult<()> {
-    let header = InodeHeader {
-        name: e.name.clone(),
-        create_time: e.create_time,
-        vdi_size: e.vdi_size,
-        nr_copies: e.nr_copies,
-        block_size_shift: e.block_size_shift,
-        snap_id: e.snap_id,
-        vdi_id: vid.get(),
-        parent_vdi_id: e.parent.map_or(0, Vid::get),
-        ..InodeHeader::default()
-    };
-    let index = match e.parent {
-        Some(p) => {
-            let n = header.data_objects();
-            let mut index = reclaim::read_index(sheep, p, n).await?;
-            index.resize(usize::try_from(n).unwrap_or(0), 0);
-            index
-        }
-        None => Vec::new(),
-    };
-    let data = reclaim::inode_bytes(&header, &index);
-    gateway::mutate(
-        sheep,
-        vid.inode_oid(),
-        usize::from(e.nr_copies),
-        Mutation::Create { offset: 0, data },
-    )
-    .await
-}
-
-/// Sets `snap_ctime` in the header of `vid`, now a snapshot.
-pub(crate) async fn mark_snapshot_header(sheep: &Sheep, vid: Vid, when: u64) -> SheepResult<()> {
-    let oid = vid.inode_oid();
-    let data = Bytes::copy_from_slice(&when.max(1).to_le_bytes());
-    let m = Mutation::Write {
-        offset: SNAP_CTIME_OFFSET,
-        data,
-    };
-    gateway::mutate(sheep, oid, sheep.copies_of(oid, 0), m).await
-}
-
-/// Offset of `snap_ctime` in the inode (spec §9.1).
-const SNAP_CTIME_OFFSET: u64 = 520;
 
 /// DEL_VDI: the cluster log marks the VDI deleted first (it disappears from every
 /// lookup at once); then its objects that nothing else references are freed and its inode

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use sd_cluster::placement::Ring;
+use sd_cluster::recovery::{
+    Fallback, KeepReason, Probe, SourceChoice, SourceFailure, choose_source, placement_fallback,
+    placement_sources,
+};
 use sd_proto::node::NodeId;
 use sd_proto::peer_copy::PeerCopy;
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
@@ -81,18 +84,6 @@ pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     recover_one(sheep, oid, epoch).await?;
     sheep.recovery.settle(oid);
     Ok(())
-}
-
-/// What a live node said of its copy of an object (FETCH_PEER without room for data).
-enum Probe {
-    /// It has one, last written in this epoch (0: unknown).
-    Version(u32),
-    /// It has none.
-    Missing,
-    /// It could not answer now.
-    Busy,
-    /// It does not know FETCH_PEER (a sheep of an older version, during a rolling upgrade).
-    Unsupported,
 }
 
 /// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
@@ -201,15 +192,12 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         (members, oid.object_size(shift))
     };
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let probes = futures::future::join_all(members.iter().map(|n| async move {
-        match fetch_peer(sheep, *n, oid, epoch, 4).await {
-            Ok(copy) => Probe::Version(copy.version),
-            Err(SdResult::NoObj) => Probe::Missing,
-            Err(SdResult::InvalidParms) => Probe::Unsupported,
-            Err(_) => Probe::Busy,
-        }
-    }))
-    .await;
+    let answers: Vec<(NodeId, Probe)> =
+        futures::future::join_all(members.iter().map(|n| async move {
+            let answer = fetch_peer(sheep, *n, oid, epoch, 4).await;
+            (*n, Probe::from_answer(answer.map(|copy| copy.version)))
+        }))
+        .await;
     let store = sheep.store.clone();
     let mine = tokio::task::spawn_blocking(move || match store.version(oid) {
         Ok(v) => Ok(Some(v)),
@@ -217,45 +205,24 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         Err(e) => Err(e),
     })
     .await??;
-    if probes.iter().any(|p| matches!(p, Probe::Unsupported)) {
-        return recover_by_placement(sheep, oid, epoch).await;
-    }
-    let busy = probes.iter().any(|p| matches!(p, Probe::Busy));
-    let best = probes
-        .iter()
-        .filter_map(|p| match *p {
-            Probe::Version(v) => Some(v),
-            _ => None,
-        })
-        .max();
-    let Some(best) = best else {
-        if busy {
-            return Err(SdResult::Again.into());
+    let (version, from) = match choose_source(&answers, mine) {
+        SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
+        SourceChoice::Again => return Err(SdResult::Again.into()),
+        SourceChoice::Lost => {
+            tracing::error!(%oid, "no live copy of the object found");
+            return Err(SdResult::NoObj.into());
         }
-        if mine.is_some() {
+        SourceChoice::KeepLocal(KeepReason::OnlyLiveCopy) => {
             tracing::warn!(%oid, "no other live copy; keeping the local one");
             return Ok(());
         }
-        tracing::error!(%oid, "no live copy of the object found");
-        return Err(SdResult::NoObj.into());
+        SourceChoice::KeepLocal(KeepReason::Newest { newest }) => {
+            tracing::debug!(%oid, version = newest, "the local copy is the newest");
+            return Ok(());
+        }
+        SourceChoice::Fetch { version, from } => (version, from),
     };
-    if best == 0 && mine.unwrap_or(0) == 0 {
-        return recover_by_placement(sheep, oid, epoch).await;
-    }
-    if busy {
-        // A member that did not answer may hold a newer copy than any we saw.
-        return Err(SdResult::Again.into());
-    }
-    if mine.is_some_and(|v| v >= best) {
-        tracing::debug!(%oid, version = best, "the local copy is the newest");
-        return Ok(());
-    }
-    let newest = members
-        .iter()
-        .zip(&probes)
-        .filter(|&(_, p)| matches!(*p, Probe::Version(v) if v == best))
-        .map(|(n, _)| *n);
-    for nid in newest {
+    for nid in from {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
             Ok(PeerCopy { version, data }) if !data.is_empty() => {
                 store_copy(sheep, oid, data, version).await?;
@@ -263,7 +230,9 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
                 return Ok(());
             }
             Ok(_) => {}
-            Err(r) => tracing::debug!(%oid, from = %nid, result = %r, "newest copy not fetched"),
+            Err(r) => {
+                tracing::debug!(%oid, from = %nid, result = %r, wanted = version, "newest copy not fetched")
+            }
         }
     }
     Err(SdResult::Again.into())
@@ -276,27 +245,22 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
     let (sources, size) = {
         let sys = sheep.sys();
         let alive: HashSet<_> = sys.nodes.iter().map(|n| n.nid).collect();
-        let mut sources = Vec::new();
-        for h in sys.epochs.iter().rev().filter(|h| h.epoch < epoch) {
-            for n in Ring::new(&h.members).replicas(oid, copies) {
-                if n.nid != sheep.me.nid && alive.contains(&n.nid) && !sources.contains(&n.nid) {
-                    sources.push(n.nid);
-                }
-            }
-        }
-        // Last resort: current holders (they may have recovered it already).
-        for n in sys.ring.replicas(oid, copies) {
-            if n.nid != sheep.me.nid && !sources.contains(&n.nid) {
-                sources.push(n.nid);
-            }
-        }
+        let sources = placement_sources(
+            sheep.me.nid,
+            &alive,
+            &sys.epochs,
+            &sys.ring,
+            epoch,
+            oid,
+            copies,
+        );
         let shift = sheep
             .vdi_shift(oid.vid())
             .unwrap_or(sys.config.block_size_shift);
         (sources, oid.object_size(shift))
     };
     let len = u32::try_from(size).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let mut busy = false;
+    let mut failures = Vec::new();
     for nid in sources {
         let mut h = RequestHeader::new(Opcode::ReadPeer).with_obj(ObjArgs {
             oid,
@@ -313,25 +277,27 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
                 return Ok(());
             }
             Ok((rsp, _)) => {
-                busy |= matches!(rsp.result, SdResult::NewNodeVer | SdResult::OldNodeVer);
+                failures.push(SourceFailure::Refused(rsp.result));
                 tracing::debug!(%oid, from = %nid, result = %rsp.result, "source cannot serve");
             }
             Err(e) => {
-                busy = true;
+                failures.push(SourceFailure::Unreachable);
                 tracing::debug!(%oid, from = %nid, error = %e, "source unreachable");
             }
         }
     }
-    if busy {
+    match placement_fallback(&failures, sheep.store.exists(oid)) {
         // Some source could not answer yet: try again later rather than give up.
-        return Err(SdResult::Again.into());
+        Fallback::Again => Err(SdResult::Again.into()),
+        Fallback::KeepLocal => {
+            tracing::warn!(%oid, "no other live copy; keeping the local one");
+            Ok(())
+        }
+        Fallback::Lost => {
+            tracing::error!(%oid, "no live copy of the object found");
+            Err(SdResult::NoObj.into())
+        }
     }
-    if sheep.store.exists(oid) {
-        tracing::warn!(%oid, "no other live copy; keeping the local one");
-        return Ok(());
-    }
-    tracing::error!(%oid, "no live copy of the object found");
-    Err(SdResult::NoObj.into())
 }
 
 /// Stores a recovered copy, keeping its source's `version`.
