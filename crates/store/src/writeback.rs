@@ -50,6 +50,7 @@ pub(crate) struct Dirty {
     vdis: Mutex<HashMap<u32, VdiDirty>>,
     done: Condvar,
     /// Injected sync failures (tests): the next sync of these objects fails with EIO.
+    #[cfg(feature = "failpoints")]
     fail_next_sync: Mutex<HashSet<Oid>>,
 }
 
@@ -118,7 +119,9 @@ impl Store {
         out.into_iter().map(|(_, vid)| vid).collect()
     }
 
-    /// Makes one more sync of `oid` fail with EIO (fault injection for tests).
+    /// Makes one more sync of `oid` fail with EIO (fault injection for tests; only with
+    /// the `failpoints` feature, never in a production build).
+    #[cfg(feature = "failpoints")]
     pub fn inject_sync_failure(&self, oid: Oid) {
         self.dirty
             .fail_next_sync
@@ -269,12 +272,15 @@ impl Store {
     }
 
     fn sync_one(&self, oid: Oid) -> Result<(), StoreError> {
+        #[cfg(feature = "failpoints")]
         let injected = self
             .dirty
             .fail_next_sync
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&oid);
+        #[cfg(not(feature = "failpoints"))]
+        let injected = false;
         let file = self.cached_object(oid)?.file;
         if injected {
             return Err(StoreError::io(

@@ -6,11 +6,14 @@
 //! Records before our own join are history: they are folded (so we learn members, epochs
 //! and VDIs exactly as everyone else did) but trigger no side effects on our store.
 
-use std::sync::Arc;
+mod plan;
 
-use sd_cluster::log::{LogEntry, Record};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sd_cluster::log::Record;
 use sd_cluster::placement::Ring;
-use sd_cluster::{ClusterMsg, Membership, Outcome, Status, VdiTable};
+use sd_cluster::{Membership, Status, VdiTable};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
 use sd_proto::{Oid, SdResult};
 use tokio::sync::{mpsc, watch};
@@ -19,6 +22,7 @@ use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
 use crate::node::Sheep;
 use crate::sys::{remove_epochs, write_config, write_epoch};
+use plan::{Context, Effect, plan};
 
 fn node_status(s: Status) -> NodeStatus {
     match s {
@@ -139,57 +143,101 @@ pub async fn run(
                 }
             },
         };
-        let gone = match &rec.entry {
-            LogEntry::Join { node, .. } => Some(node.nid),
-            LogEntry::Leave { nid } => Some(*nid),
-            _ => None,
+        let was_formatted = fold.config().ctime != 0;
+        let outcomes = fold.apply(&rec);
+        let cx = Context {
+            me: sheep.me.nid,
+            incarnation: sheep.incarnation,
+            live,
+            shutdown_requested: sheep.shutdown_requested.load(Ordering::SeqCst),
+            was_formatted,
+            formatted: fold.config().ctime != 0,
+            status: fold.status(),
         };
-        if let Some(nid) = gone {
-            // Whatever VDI work that node was doing died with its previous run.
+        for effect in plan(&rec, outcomes, &cx) {
+            let what = format!("{effect:?}");
+            if let Err(e) = execute(&sheep, &fold, &rec, effect, &live_tx).await {
+                tracing::error!(error = %e, effect = %what, "applying a cluster record failed; stopping");
+                sheep.cancel.cancel();
+                return;
+            }
+        }
+        live = live || plan::own_join(&rec, &cx);
+    }
+}
+
+/// Carries out one effect of the record `rec`, after the fold applied it.
+async fn execute(
+    sheep: &Arc<Sheep>,
+    fold: &Membership,
+    rec: &Record,
+    effect: Effect,
+    live_tx: &watch::Sender<bool>,
+) -> SheepResult<()> {
+    match effect {
+        Effect::Gone(nid) => {
             sheep.vdis_mut().orphan(&nid);
-            // So did our connections to it: after a partition they may be silent rather
-            // than closed, and the next request would wait out the peer timeout on them.
             sheep.peers.forget(&nid);
             sheep.leaf_peers.forget(&nid);
         }
-        let was_formatted = fold.config().ctime != 0;
-        let outcomes = fold.apply(&rec);
-        if !was_formatted
-            && fold.config().ctime != 0
-            && !outcomes.iter().any(|o| matches!(o, Outcome::Formatted(_)))
-        {
-            // The cluster adopted the state a restarted node brought: VDIs created before the
-            // log began are known from the inodes on disk.
-            // FIXME(issue 4): merge the VDI bitmaps of every member, not only ours.
+        Effect::LoadLocalVdis => {
             let store = sheep.store.clone();
             match tokio::task::spawn_blocking(move || crate::vdi::load_local(&store)).await {
                 Ok(Ok(t)) => *sheep.vdis_mut() = t,
                 other => tracing::error!(?other, "loading local inodes failed"),
             }
         }
-        if let Err(e) = apply_outcomes(&sheep, &fold, &rec, outcomes, live).await {
-            tracing::error!(error = %e, "applying a cluster record failed; stopping");
+        Effect::ResetVdis => *sheep.vdis_mut() = VdiTable::default(),
+        Effect::AdoptFormat(config) => {
+            tracing::info!(copies = config.copies, "cluster formatted");
+            adopt_config(sheep, config).await?;
+            sheep.sys_mut().epochs.clear();
+            sheep.recovery.reset();
+            crate::failpoint::delay_point("format:before_running").await;
+        }
+        Effect::NewEpoch(e) => {
+            tracing::info!(epoch = %e.epoch, members = e.members.len(), "new epoch");
+            let dir = sheep.cfg.dir.clone();
+            let epoch = e.epoch;
+            blocking(move || write_epoch(&dir, &e)).await?;
+            distrust_regained(sheep, fold).await?;
+            sync_sys(sheep, fold);
+            if fold.status() == Status::Ok {
+                sheep.recovery.start_epoch(epoch);
+            }
+        }
+        Effect::Stable(epoch) => {
+            let sheep = Arc::clone(sheep);
+            tokio::spawn(async move {
+                if let Err(e) = crate::recovery::cleanup(&sheep, epoch).await {
+                    tracing::warn!(error = %e, "removing stale copies failed");
+                }
+                crate::reconcile::at_stable(&sheep).await;
+            });
+        }
+        Effect::StatusChanged(s) => tracing::info!(status = ?s, "cluster status"),
+        Effect::Stop => {
+            sheep.sys_mut().status = NodeStatus::Shutdown;
             sheep.cancel.cancel();
-            return;
         }
-        let own_join = matches!(&rec.entry, LogEntry::Join { node, incarnation, .. }
-            if node.nid == sheep.me.nid && *incarnation == sheep.incarnation);
-        if !live && own_join {
-            live = true;
-            if let Err(e) = go_live(&sheep, &fold).await {
-                tracing::error!(error = %e, "joining failed");
-                sheep.cancel.cancel();
-                return;
+        Effect::Vdi { from, msg, reply } => {
+            let r = sd_cluster::vdi_fold::apply(&mut sheep.vdis_mut(), &msg, from, rec.time);
+            sheep.vdi_version.send_modify(|v| *v += 1);
+            if reply {
+                sheep.pending.complete(msg.token(), r);
             }
         }
-        if live {
-            sync_sys(&sheep, &fold);
+        Effect::Malformed { from, error } => {
+            tracing::warn!(%from, %error, "ignoring a malformed cluster notification");
+        }
+        Effect::GoLive => go_live(sheep, fold).await?,
+        Effect::SyncView => {
+            sync_sys(sheep, fold);
             let _ = live_tx.send(true);
-            if gone.is_some() && fold.status() == Status::WaitJoin {
-                log_wait(&sheep, &fold);
-            }
         }
+        Effect::LogWait => log_wait(sheep, fold),
     }
+    Ok(())
 }
 
 /// Says which nodes the cluster waits for, and where its state lives (a sheep may have
@@ -222,81 +270,6 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
     sync_sys(sheep, fold);
     if fold.status() == Status::Ok {
         sheep.recovery.start_epoch(fold.epoch());
-    }
-    Ok(())
-}
-
-async fn apply_outcomes(
-    sheep: &Arc<Sheep>,
-    fold: &Membership,
-    rec: &Record,
-    outcomes: Vec<Outcome>,
-    live: bool,
-) -> SheepResult<()> {
-    for o in outcomes {
-        match o {
-            Outcome::Formatted(config) => {
-                *sheep.vdis_mut() = VdiTable::default();
-                if live {
-                    tracing::info!(copies = config.copies, "cluster formatted");
-                    adopt_config(sheep, config).await?;
-                    sheep.sys_mut().epochs.clear();
-                    sheep.recovery.reset();
-                    crate::failpoint::delay_point("format:before_running").await;
-                }
-            }
-            Outcome::NewEpoch(e) => {
-                if live {
-                    tracing::info!(epoch = %e.epoch, members = e.members.len(), "new epoch");
-                    let dir = sheep.cfg.dir.clone();
-                    let entry = e.clone();
-                    blocking(move || write_epoch(&dir, &entry)).await?;
-                    distrust_regained(sheep, fold).await?;
-                    sync_sys(sheep, fold);
-                    if fold.status() == Status::Ok {
-                        sheep.recovery.start_epoch(e.epoch);
-                    }
-                }
-            }
-            Outcome::Stable(epoch) => {
-                if live {
-                    let sheep = Arc::clone(sheep);
-                    tokio::spawn(async move {
-                        if let Err(e) = crate::recovery::cleanup(&sheep, epoch).await {
-                            tracing::warn!(error = %e, "removing stale copies failed");
-                        }
-                        crate::reconcile::at_stable(&sheep).await;
-                    });
-                }
-            }
-            Outcome::Status(s) => {
-                if live {
-                    tracing::info!(status = ?s, "cluster status");
-                    if s == Status::Shutdown
-                        && !sheep
-                            .shutdown_requested
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                    {
-                        sheep.sys_mut().status = NodeStatus::Shutdown;
-                        sheep.cancel.cancel();
-                    }
-                }
-            }
-            Outcome::Notify { from, msg } => {
-                let m = match ClusterMsg::decode(&msg) {
-                    Ok(m) => m,
-                    Err(error) => {
-                        tracing::warn!(%from, %error, "ignoring a malformed cluster notification");
-                        continue;
-                    }
-                };
-                let r = sd_cluster::vdi_fold::apply(&mut sheep.vdis_mut(), &m, from, rec.time);
-                sheep.vdi_version.send_modify(|v| *v += 1);
-                if live && from == sheep.me.nid {
-                    sheep.pending.complete(m.token(), r);
-                }
-            }
-        }
     }
     Ok(())
 }
