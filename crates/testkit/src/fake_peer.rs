@@ -14,8 +14,8 @@
 //!   the last write). Anything else is INVALID_PARMS.
 //! - **Scripts** ([`FakePeer::on`], [`FakePeer::on_times`], [`FakePeer::on_oid`]): the newest
 //!   matching rule decides what happens to a request: [`Script::Answer`] a result code
-//!   without touching the store, [`Script::Stall`] until [`FakePeer::release`],
-//!   [`Script::Delay`], or [`Script::Die`].
+//!   (or [`Script::Reply`] arbitrary bytes) without touching the store, [`Script::Stall`]
+//!   until [`FakePeer::release`], [`Script::Delay`], or [`Script::Die`].
 //! - **Dying** ([`FakePeer::die`], or a [`Script::Die`] rule): the liveness lock is released
 //!   and the listener and every connection are closed; the real sheep then append its
 //!   `Leave`. A dropped `FakePeer` dies too.
@@ -65,6 +65,9 @@ pub enum Script {
     Serve,
     /// Answer this result code at once (no payload), leaving the store untouched.
     Answer(SdResult),
+    /// Answer SUCCESS at once with exactly these bytes, whatever was asked (a misbehaving
+    /// peer: a short or overlong read), leaving the store untouched.
+    Reply(Bytes),
     /// Hold it unanswered until [`FakePeer::release`] (then serve it), or until the fake
     /// dies (then it is never answered).
     Stall,
@@ -426,6 +429,11 @@ impl Shared {
         match self.receive(&h, &payload) {
             Script::Serve => {}
             Script::Answer(r) => return Some((self.reply(&h, r), Bytes::new())),
+            Script::Reply(data) => {
+                let mut rsp = self.reply(&h, SdResult::Success);
+                rsp.data_length = u32::try_from(data.len()).unwrap_or(0);
+                return Some((rsp, data));
+            }
             Script::Stall => {
                 let mut rx = self.released.subscribe();
                 rx.borrow_and_update();
