@@ -12,7 +12,8 @@
 //!   FETCH_PEER (epoch-checked like a sheep: OLD_NODE_VER / NEW_NODE_VER), GET_OBJ_LIST and
 //!   FLUSH_PEER, against an in-memory store of whole objects with versions (the epoch of
 //!   the last write). Anything else is INVALID_PARMS.
-//! - **Scripts** ([`FakePeer::on`], [`FakePeer::on_times`], [`FakePeer::on_oid`]): the newest
+//! - **Scripts** ([`FakePeer::on`], [`FakePeer::on_times`], [`FakePeer::on_oid`],
+//!   [`FakePeer::on_if`]): the newest
 //!   matching rule decides what happens to a request: [`Script::Answer`] a result code
 //!   (or [`Script::Reply`] arbitrary bytes) without touching the store, [`Script::Stall`]
 //!   until [`FakePeer::release`], [`Script::Delay`], or [`Script::Die`].
@@ -127,13 +128,25 @@ struct Copy {
     version: u32,
 }
 
-#[derive(Debug)]
+/// Which requests a rule applies to, besides its opcode.
+type Predicate = Box<dyn Fn(&Received) -> bool + Send + Sync>;
+
 struct Rule {
     opcode: Opcode,
-    oid: Option<Oid>,
+    when: Predicate,
     /// Requests it still applies to (`None`: all).
     left: Option<usize>,
     script: Script,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("opcode", &self.opcode)
+            .field("left", &self.left)
+            .field("script", &self.script)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -234,7 +247,7 @@ impl FakePeer {
     pub fn on(&self, opcode: Opcode, script: Script) {
         self.shared.add_rule(Rule {
             opcode,
-            oid: None,
+            when: Box::new(|_| true),
             left: None,
             script,
         });
@@ -244,7 +257,7 @@ impl FakePeer {
     pub fn on_times(&self, opcode: Opcode, times: usize, script: Script) {
         self.shared.add_rule(Rule {
             opcode,
-            oid: None,
+            when: Box::new(|_| true),
             left: Some(times),
             script,
         });
@@ -252,9 +265,20 @@ impl FakePeer {
 
     /// From now on, every `opcode` request for `oid` is handled by `script`.
     pub fn on_oid(&self, opcode: Opcode, oid: Oid, script: Script) {
+        self.on_if(opcode, move |r| r.oid == oid, script);
+    }
+
+    /// From now on, every `opcode` request for which `when` holds is handled by `script`
+    /// (e.g. only FETCH_PEER requests with room for the data: `|r| r.data_length > 4`).
+    pub fn on_if(
+        &self,
+        opcode: Opcode,
+        when: impl Fn(&Received) -> bool + Send + Sync + 'static,
+        script: Script,
+    ) {
         self.shared.add_rule(Rule {
             opcode,
-            oid: Some(oid),
+            when: Box::new(when),
             left: None,
             script,
         });
@@ -295,7 +319,7 @@ impl FakePeer {
         timeout: Duration,
     ) -> anyhow::Result<Vec<Received>> {
         let what = format!("{n} {} for {oid} at {}", opcode.name(), self.nid());
-        self.wait_for(timeout, &what, || {
+        self.wait_until(timeout, &what, || {
             let got: Vec<Received> = self
                 .received(opcode)
                 .into_iter()
@@ -309,16 +333,16 @@ impl FakePeer {
     /// Waits until its view of the epoch is at least `epoch`; returns it.
     pub async fn wait_epoch(&self, epoch: Epoch, timeout: Duration) -> anyhow::Result<Epoch> {
         let what = format!("epoch {epoch} at {}", self.nid());
-        self.wait_for(timeout, &what, || {
+        self.wait_until(timeout, &what, || {
             let e = self.epoch();
             (e >= epoch).then_some(e)
         })
         .await
     }
 
-    /// Calls `probe` whenever the fake received a request or applied a log record, until
-    /// it returns `Some` or `timeout` passes.
-    async fn wait_for<T>(
+    /// Calls `probe` whenever the fake received a request or applied a log record (and
+    /// once at first), until it returns `Some` or `timeout` passes (an error naming `what`).
+    pub async fn wait_until<T>(
         &self,
         timeout: Duration,
         what: &str,
@@ -395,8 +419,7 @@ impl Shared {
     /// Records `h` and picks its script: the newest matching rule's (used up when counted).
     fn receive(&self, h: &RequestHeader, payload: &Bytes) -> Script {
         let args = h.obj();
-        let mut st = self.lock();
-        st.received.push(Received {
+        let received = Received {
             opcode: h.opcode,
             epoch: h.epoch,
             oid: args.oid,
@@ -404,12 +427,12 @@ impl Shared {
             flags: h.flags,
             data_length: h.data_length,
             payload: payload.clone(),
-        });
-        let matching = st.rules.iter_mut().rev().find(|r| {
-            r.opcode == h.opcode
-                && r.oid.is_none_or(|o| o == args.oid)
-                && r.left.is_none_or(|n| n > 0)
-        });
+        };
+        let mut st = self.lock();
+        let matching =
+            st.rules.iter_mut().rev().find(|r| {
+                r.opcode == h.opcode && r.left.is_none_or(|n| n > 0) && (r.when)(&received)
+            });
         let script = match matching {
             Some(rule) => {
                 if let Some(n) = rule.left.as_mut() {
@@ -419,6 +442,7 @@ impl Shared {
             }
             None => Script::Serve,
         };
+        st.received.push(received);
         drop(st);
         self.changed.send_modify(|n| *n += 1);
         script
