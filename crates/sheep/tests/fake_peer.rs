@@ -18,7 +18,7 @@ use sd_proto::{
     ClusterArgs, Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, ResponseDecoder,
     ResponseHeader, SdResult, VdiArgs, Vid,
 };
-use sd_testkit::fake_peer::{FakePeer, Script};
+use sd_testkit::fake_peer::{FakePeer, Received, Script};
 use sd_testkit::{assert_same_bytes, pattern};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -543,5 +543,76 @@ async fn a_stalled_first_replica_holds_a_read() {
     assert_eq!((rsp.id, rsp.result), (id, SdResult::Success));
     assert_same_bytes(&back, &data, "read from the released primary");
     assert!(secondary.received(Opcode::ReadPeer).is_empty());
+    node.stop().await;
+}
+
+/// A replica's death moves an object it held onto the real node, which recovers it from
+/// the surviving replica (FETCH_PEER: a version probe, then the copy). A short copy in
+/// that answer is stored as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_stores_a_short_copy_as_it_came() {
+    let (node, peers, mut c, oid, data, (p, s)) = on_fakes_only().await;
+    let (primary, secondary) = (&peers[p], &peers[s]);
+    // The version probe is served; the fetch of the copy gets 100 bytes of data.
+    let mut short = secondary.epoch().get().to_le_bytes().to_vec();
+    short.extend_from_slice(&data[..100]);
+    let room = |r: &Received| r.data_length > 4;
+    secondary.on_if(Opcode::FetchPeer, room, Script::Reply(Bytes::from(short)));
+    primary.die();
+    let epoch = c.wait_members(2).await;
+    let fetch = secondary
+        .wait_until(BOUND, "FETCH_PEER with room for the copy", || {
+            secondary.received(Opcode::FetchPeer).into_iter().find(room)
+        })
+        .await
+        .unwrap();
+    assert_eq!((fetch.oid, fetch.epoch), (oid, epoch));
+    assert_eq!(fetch.data_length as usize, OBJ_SIZE + 4);
+    // Version probes came first (repeated while the fake had not applied the epoch yet).
+    let fetches = secondary.received(Opcode::FetchPeer);
+    assert!(
+        fetches.len() >= 2 && fetches[0].data_length == 4,
+        "{fetches:?}"
+    );
+    // FIXME: recovery should refuse a copy whose size is not the object's (4 MiB) and try
+    // again; it stores the 100 bytes. Reads then fail INVALID_PARMS on this node's copy,
+    // and INVALID_PARMS ends a read round at once, so the client cannot read the object
+    // although the other replica holds all of it.
+    let (r, _) = c.read(oid, 0, 4096).await;
+    assert_eq!(r, SdResult::InvalidParms);
+    assert_eq!(node.object(oid).map(|o| o.len()), Some(100));
+    assert!(secondary.received(Opcode::ReadPeer).is_empty());
+    node.stop().await;
+}
+
+/// A remove reaches every replica; one that has no copy (NO_OBJ) does not fail it, but
+/// a remove that finds no copy anywhere answers NO_OBJ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remove_needs_a_copy_on_some_replica() {
+    let (node, peers, mut c, vid) = cluster(1, 2).await;
+    let fake = &peers[0];
+    let oid = vid.data_oid(6);
+    let data = pattern(15, 0, 4096);
+    assert_eq!(
+        c.obj(Opcode::CreateAndWriteObj, oid, 0, &data).await.result,
+        SdResult::Success
+    );
+    fake.on_oid(Opcode::RemovePeer, oid, Script::Answer(SdResult::NoObj));
+    let rsp = c.obj(Opcode::RemoveObj, oid, 0, &[]).await;
+    assert_eq!(rsp.result, SdResult::Success);
+    let got = fake.received(Opcode::RemovePeer);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].oid, got[0].epoch), (oid, rsp.epoch));
+    assert!(node.object(oid).is_none());
+
+    // Unscripted, the fake removes the copy it kept; a third remove finds none: NO_OBJ.
+    fake.clear_scripts();
+    assert!(fake.object(oid).is_some());
+    let rsp = c.obj(Opcode::RemoveObj, oid, 0, &[]).await;
+    assert_eq!(rsp.result, SdResult::Success, "the fake still had its copy");
+    assert!(fake.object(oid).is_none());
+    let rsp = c.obj(Opcode::RemoveObj, oid, 0, &[]).await;
+    assert_eq!(rsp.result, SdResult::NoObj);
+    assert_eq!(fake.received(Opcode::RemovePeer).len(), 3);
     node.stop().await;
 }
