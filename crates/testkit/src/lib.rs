@@ -8,6 +8,8 @@
 //! [`FaultFs`] puts a node's base directory on a `faultfs` mount whose power a test can cut
 //! ([`Cluster::start_on_faultfs`], [`Cluster::power_cut`]). [`netns::Net`] runs sheep and
 //! ZooKeeper in network namespaces whose links a test cuts ([`Cluster::start_on_net`]).
+//! For in-process tests, [`fake_peer::FakePeer`] is a scripted member of a `-c local`
+//! cluster that speaks the peer protocol (answers, stalls, errs or dies on command).
 //!
 //! Every wait in here polls against a deadline ([`poll_until`]); nothing sleeps for a fixed
 //! time, and nothing can block forever: sockets carry read/write timeouts and child
@@ -21,6 +23,7 @@
 mod bins;
 mod cluster;
 mod dog;
+pub mod fake_peer;
 mod faultfs;
 mod figure;
 mod fsutil;
