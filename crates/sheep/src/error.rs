@@ -27,6 +27,22 @@ pub enum SheepError {
     /// over on the new vid.
     #[error("the export moved to a new vid")]
     Retargeted,
+    /// A peer answered SUCCESS with data that cannot be what was asked (a read of the
+    /// wrong length, a recovered copy of the wrong size): that replica is treated as
+    /// failed, and another is asked.
+    #[error("{node} answered {got} bytes where {want} were asked")]
+    BadAnswer {
+        /// The peer.
+        node: sd_proto::node::NodeId,
+        /// Bytes it sent.
+        got: usize,
+        /// Bytes it had to send.
+        want: u64,
+    },
+    /// Recovery of an object cannot finish now (a member that may hold the newest copy
+    /// did not answer, or the newest copy could not be fetched): try again later.
+    #[error("recovery must wait for a member")]
+    RecoverLater,
     /// A blocking store task panicked or was cancelled.
     #[error("store task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -51,6 +67,8 @@ impl SheepError {
             SheepError::Fenced => SdResult::ClusterError,
             SheepError::Peer(_) | SheepError::Unsettled(_) => SdResult::NetworkError,
             SheepError::Retargeted => SdResult::Readonly,
+            SheepError::BadAnswer { .. } => SdResult::Eio,
+            SheepError::RecoverLater => SdResult::Again,
         }
     }
 }
@@ -79,6 +97,15 @@ mod tests {
         );
         check(SheepError::Unsettled(Epoch(3)), SdResult::NetworkError);
         check(SheepError::Retargeted, SdResult::Readonly);
+        check(SheepError::RecoverLater, SdResult::Again);
+        check(
+            SheepError::BadAnswer {
+                node: NodeId::default(),
+                got: 5,
+                want: 4096,
+            },
+            SdResult::Eio,
+        );
         check(
             StoreError::InvalidName { name: "x".into() }.into(),
             SdResult::Eio,

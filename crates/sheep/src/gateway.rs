@@ -393,7 +393,19 @@ pub async fn read(
                 } else {
                     let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
                     h.data_length = len;
-                    peer_call(sheep, nid, h, Bytes::new()).await
+                    let data = peer_call(sheep, nid, h, Bytes::new()).await?;
+                    // A successful read is exactly as long as asked (the replica checks the
+                    // range against the object): anything else is a broken replica, and a
+                    // client told SUCCESS would take the wrong bytes for its data.
+                    if data.len() != len as usize {
+                        tracing::warn!(%oid, node = %nid, got = data.len(), want = len, "read answer of the wrong length");
+                        return Err(SheepError::BadAnswer {
+                            node: nid,
+                            got: data.len(),
+                            want: u64::from(len),
+                        });
+                    }
+                    Ok(data)
                 }
             };
             let answer = match guarded(sheep, epoch, call).await {

@@ -15,7 +15,8 @@ use crate::node::Sheep;
 /// Reads the header of `vid`'s inode.
 pub async fn read_header(sheep: &Sheep, vid: Vid) -> SheepResult<InodeHeader> {
     let copies = sheep.copies_of(vid.inode_oid(), 0);
-    let len = u32::try_from(SD_INODE_HEADER_SIZE).unwrap_or(0);
+    let len = u32::try_from(SD_INODE_HEADER_SIZE)
+        .map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let head = gateway::read(sheep, vid.inode_oid(), 0, len, copies).await?;
     InodeHeader::decode(&head).map_err(|_| SheepError::Result(SdResult::VdiRead))
 }

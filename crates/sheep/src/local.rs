@@ -92,15 +92,16 @@ async fn read_store(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResu
     let data = blocking(move || {
         // Bound the allocation by the object, not by what the client claims.
         let size = store.object_size(oid)?;
+        let out_of_bounds = StoreError::OutOfBounds {
+            oid,
+            offset,
+            len,
+            size,
+        };
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::OutOfBounds {
-                oid,
-                offset,
-                len,
-                size,
-            });
+            return Err(out_of_bounds);
         }
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| out_of_bounds)?];
         store.read(oid, offset, &mut buf)?;
         Ok(buf)
     })

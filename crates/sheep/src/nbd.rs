@@ -33,6 +33,17 @@ fn block_err(e: SheepError) -> BlockError {
     }
 }
 
+/// The piece of one data object a byte range of the VDI covers.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// The object's index in the VDI.
+    idx: u32,
+    /// Offset in the object.
+    inner: u64,
+    /// Bytes (at most one object).
+    len: u32,
+}
+
 /// One VDI as a block device.
 ///
 /// An export of a working VDI follows it across snapshots: `dog vdi snapshot` gives the
@@ -74,7 +85,7 @@ async fn load_inode(sheep: &Sheep, vid: Vid) -> SheepResult<(InodeHeader, Vec<u3
         return Err(SdResult::NoSupport.into());
     }
     let mut index = crate::inode::read_index(sheep, vid, n).await?;
-    index.resize(usize::try_from(n).unwrap_or(0), 0);
+    index.resize(usize::try_from(n).map_err(|_| SdResult::NoSupport)?, 0);
     Ok((hdr, index))
 }
 
@@ -169,54 +180,54 @@ impl VdiDev {
         self.retarget(to).await
     }
 
-    fn owner(&self, idx: u64) -> u32 {
-        let st = self.state();
-        usize::try_from(idx)
-            .ok()
-            .and_then(|i| st.index.get(i).copied())
-            .unwrap_or(0)
+    /// The VDI owning data object `idx` (0: not allocated).
+    fn owner(&self, idx: u32) -> u32 {
+        self.state().index.get(idx as usize).copied().unwrap_or(0)
     }
 
-    fn set_owner(&self, idx: u64, vid: u32) {
-        let mut st = self.state();
-        if let Some(e) = usize::try_from(idx).ok().and_then(|i| st.index.get_mut(i)) {
+    fn set_owner(&self, idx: u32, vid: u32) {
+        if let Some(e) = self.state().index.get_mut(idx as usize) {
             *e = vid;
         }
     }
 
-    /// Splits `[offset, offset+len)` into (object index, offset in object, length).
-    fn chunks(&self, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
+    /// Splits `[offset, offset+len)` into the pieces of the objects it covers; an object
+    /// index past what an inode can name is INVALID_PARMS (the export's size keeps ranges
+    /// below it, so this is a bug caught, not a value clamped).
+    fn chunks(&self, offset: u64, len: u64) -> SheepResult<Vec<Chunk>> {
+        let bad = |_| SheepError::Result(SdResult::InvalidParms);
         let mut out = Vec::new();
         let (mut pos, end) = (offset, offset.saturating_add(len));
         while pos < end {
-            let idx = pos / self.obj_size;
             let inner = pos % self.obj_size;
             let n = (self.obj_size - inner).min(end - pos);
-            out.push((idx, inner, n));
+            out.push(Chunk {
+                idx: u32::try_from(pos / self.obj_size).map_err(bad)?,
+                inner,
+                len: u32::try_from(n).map_err(bad)?,
+            });
             pos += n;
         }
-        out
+        Ok(out)
     }
 
     async fn read_range(&self, offset: u64, len: u32) -> SheepResult<Bytes> {
-        let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-        for (idx, inner, n) in self.chunks(offset, u64::from(len)) {
+        let mut out = BytesMut::with_capacity(len as usize);
+        for Chunk { idx, inner, len } in self.chunks(offset, u64::from(len))? {
             let owner = self.owner(idx);
-            let n32 = u32::try_from(n).unwrap_or(0);
             if owner == 0 {
-                out.resize(out.len() + usize::try_from(n).unwrap_or(0), 0);
+                out.resize(out.len() + len as usize, 0);
                 continue;
             }
-            let oid = Vid::from_masked(owner).data_oid(u32::try_from(idx).unwrap_or(u32::MAX));
-            out.extend_from_slice(&gateway::read(&self.sheep, oid, inner, n32, self.copies).await?);
+            let oid = Vid::from_masked(owner).data_oid(idx);
+            out.extend_from_slice(&gateway::read(&self.sheep, oid, inner, len, self.copies).await?);
         }
         Ok(out.freeze())
     }
 
-    async fn write_chunk(&self, idx: u64, inner: u64, data: Bytes) -> SheepResult<()> {
-        let idx32 = u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    async fn write_chunk(&self, idx: u32, inner: u64, data: Bytes) -> SheepResult<()> {
         let vid = self.vid();
-        let oid = vid.data_oid(idx32);
+        let oid = vid.data_oid(idx);
         let overwrite = |data| {
             let m = Mutation::Write {
                 offset: inner,
@@ -240,7 +251,7 @@ impl VdiDev {
             (inner, data)
         } else {
             // Owned by an ancestor (snapshot or clone source): copy on write.
-            let src = Vid::from_masked(owner).data_oid(idx32);
+            let src = Vid::from_masked(owner).data_oid(idx);
             (
                 0,
                 crate::volume::copy_on_write(&self.sheep, oid, src, inner, data).await?,
@@ -258,7 +269,7 @@ impl VdiDev {
         crate::volume::write_inode_index(
             &self.sheep,
             vid.inode_oid(),
-            data_index_offset(idx32),
+            data_index_offset(idx),
             entry,
             self.copies,
         )
@@ -283,8 +294,8 @@ impl VdiDev {
 
     async fn write_range_once(&self, offset: u64, data: Bytes) -> SheepResult<()> {
         let mut pos = 0usize;
-        for (idx, inner, n) in self.chunks(offset, data.len() as u64) {
-            let n = usize::try_from(n).unwrap_or(0);
+        for Chunk { idx, inner, len } in self.chunks(offset, data.len() as u64)? {
+            let n = len as usize;
             self.write_chunk(idx, inner, data.slice(pos..pos + n))
                 .await?;
             pos += n;
@@ -297,21 +308,19 @@ impl VdiDev {
     async fn zero_range(&self, offset: u64, len: u64) -> SheepResult<()> {
         self.follow_working().await?;
         self.ensure_locked().await?;
-        for (idx, inner, n) in self.chunks(offset, len) {
+        for Chunk { idx, inner, len } in self.chunks(offset, len)? {
             let owner = self.owner(idx);
             if owner == 0 {
                 continue;
             }
-            let idx32 =
-                u32::try_from(idx).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
             let vid = self.vid();
-            if inner == 0 && n == self.obj_size && owner == vid.get() {
+            if inner == 0 && u64::from(len) == self.obj_size && owner == vid.get() {
                 let _alloc = self.alloc.lock().await;
                 let zero = Bytes::from_static(&[0; 4]);
                 crate::volume::write_inode_index(
                     &self.sheep,
                     vid.inode_oid(),
-                    data_index_offset(idx32),
+                    data_index_offset(idx),
                     zero,
                     self.copies,
                 )
@@ -319,7 +328,7 @@ impl VdiDev {
                 self.set_owner(idx, 0);
                 continue;
             }
-            let zeros = Bytes::from(vec![0u8; usize::try_from(n).unwrap_or(0)]);
+            let zeros = Bytes::from(vec![0u8; len as usize]);
             self.write_chunk(idx, inner, zeros).await?;
         }
         Ok(())

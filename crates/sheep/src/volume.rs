@@ -9,7 +9,7 @@ use sd_cluster::{ClusterMsg, VdiEntry};
 use sd_proto::inode::{InodeHeader, SD_INODE_DATA_INDEX_SIZE, SD_INODE_HEADER_SIZE, decode_index};
 use sd_proto::{Oid, SdResult, Vid};
 
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
 use crate::inode;
 use crate::node::Sheep;
@@ -48,7 +48,10 @@ pub async fn write_new_inode(sheep: &Sheep, vid: Vid, e: &VdiEntry) -> SheepResu
         Some(p) => {
             let n = header.data_objects();
             let mut index = inode::read_index(sheep, p, n).await?;
-            index.resize(usize::try_from(n).unwrap_or(0), 0);
+            index.resize(
+                usize::try_from(n).map_err(|_| SheepError::Result(SdResult::InvalidParms))?,
+                0,
+            );
             index
         }
         None => Vec::new(),
@@ -127,7 +130,8 @@ pub async fn write_inode_index(
     // Whole entries overlapped by the write.
     let first = (offset.max(INDEX_START) - INDEX_START) / 4;
     let last = (end.min(INDEX_END) - INDEX_START).div_ceil(4);
-    let span = u32::try_from((last - first) * 4).unwrap_or(0);
+    let span = u32::try_from((last - first) * 4)
+        .map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let at = INDEX_START + first * 4;
     let before = gateway::read(sheep, oid, at, span, copies).await?;
     crate::failpoint::crash_point("index:before_write");

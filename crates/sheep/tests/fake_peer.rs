@@ -490,9 +490,10 @@ async fn the_fake_peer_is_a_member_the_real_node_recovers_with() {
     node.stop().await;
 }
 
-/// A replica's read answer of the wrong length. Longer than asked: the peer connection
-/// rejects it as a framing error, resends once on a new connection, and the gateway reads
-/// the next replica. Shorter than asked: passed on to the client as a success.
+/// A replica's read answer of the wrong length is a failed replica: the gateway reads the
+/// next one. Longer than asked: the peer connection rejects it as a framing error and
+/// resends once on a new connection first. Shorter than asked: the gateway refuses it
+/// (a client told SUCCESS takes `data_length` bytes for its data, as QEMU does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_answer_of_the_wrong_length() {
     let (node, peers, mut c, oid, data, (p, s)) = on_fakes_only().await;
@@ -509,14 +510,9 @@ async fn a_read_answer_of_the_wrong_length() {
         Script::Reply(Bytes::from_static(b"short")),
     );
     let (rsp, back) = c.call(obj(Opcode::ReadObj, oid, 0, 4096), &[]).await;
-    // FIXME: a read answered SUCCESS must carry the 4096 bytes asked for (QEMU copies
-    // `data_length` bytes into the guest's buffer); the gateway should treat a short peer
-    // answer as a failed replica (EIO) and read the next one. Today it forwards 5 bytes.
-    assert_eq!(
-        (rsp.result, rsp.data_length, &back[..]),
-        (SdResult::Success, 5, &b"short"[..])
-    );
-    assert_eq!(secondary.received(Opcode::ReadPeer).len(), 1);
+    assert_eq!((rsp.result, rsp.data_length), (SdResult::Success, 4096));
+    assert_same_bytes(&back, &data, "read from the secondary after a short answer");
+    assert_eq!(secondary.received(Opcode::ReadPeer).len(), 2);
     node.stop().await;
 }
 
@@ -547,10 +543,11 @@ async fn a_stalled_first_replica_holds_a_read() {
 }
 
 /// A replica's death moves an object it held onto the real node, which recovers it from
-/// the surviving replica (FETCH_PEER: a version probe, then the copy). A short copy in
-/// that answer is stored as it came.
+/// the surviving replica (FETCH_PEER: a version probe, then the copy). A copy of the wrong
+/// size in that answer is refused, never stored: recovery waits and asks again, and
+/// meanwhile a client's read is served by the replica holding the whole object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn recovery_stores_a_short_copy_as_it_came() {
+async fn recovery_refuses_a_short_copy() {
     let (node, peers, mut c, oid, data, (p, s)) = on_fakes_only().await;
     let (primary, secondary) = (&peers[p], &peers[s]);
     // The version probes are served; the fetch of the copy gets 100 bytes of data.
@@ -577,14 +574,37 @@ async fn recovery_stores_a_short_copy_as_it_came() {
         .collect();
     assert!(fetches.len() >= 2, "{fetches:?}");
     assert_eq!(fetches[0].data_length, 4, "{fetches:?}");
-    // FIXME: recovery should refuse a copy whose size is not the object's (4 MiB) and try
-    // again; it stores the 100 bytes. Reads then fail INVALID_PARMS on this node's copy,
-    // and INVALID_PARMS ends a read round at once, so the client cannot read the object
-    // although the other replica holds all of it.
-    let (r, _) = c.read(oid, 0, 4096).await;
-    assert_eq!(r, SdResult::InvalidParms);
-    assert_eq!(node.object(oid).map(|o| o.len()), Some(100));
-    assert!(secondary.received(Opcode::ReadPeer).is_empty());
+    // Refused, so asked again (recovery retries while the copy cannot be had).
+    secondary
+        .wait_until(BOUND, "a second FETCH_PEER with room for the copy", || {
+            let n = secondary
+                .received(Opcode::FetchPeer)
+                .into_iter()
+                .filter(room)
+                .count();
+            (n >= 2).then_some(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(node.object(oid), None, "a short copy was stored");
+    // Served whole, by recovering through the next fetch.
+    secondary.clear_scripts();
+    let (r, back) = c.read(oid, 0, 4096).await;
+    assert_eq!(r, SdResult::Success);
+    assert_same_bytes(&back, &data, "read after the short copy was refused");
+    // And recovery stores the whole copy once it is served.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let copy = loop {
+        if let Some(o) = node.object(oid).filter(|o| o.len() == OBJ_SIZE) {
+            break o;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the whole copy was not recovered on the real node"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_same_bytes(&copy[..4096], &data, "the recovered copy");
     node.stop().await;
 }
 

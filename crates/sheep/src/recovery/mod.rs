@@ -91,7 +91,7 @@ async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid
                 }
                 Ok((rsp, _)) => rsp.result.to_string(),
                 // A newer epoch's recovery takes over.
-                Err(Unanswered::EpochMoved(_)) => return Err(SdResult::Again.into()),
+                Err(Unanswered::EpochMoved(_)) => return Err(SheepError::RecoverLater),
                 Err(e) => e.to_string(),
             };
             // Without this member's list we cannot know what to recover: never announce
@@ -100,7 +100,7 @@ async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid
             attempts += 1;
             if attempts >= SOURCE_ATTEMPTS {
                 tracing::warn!(node = %nid, reason = %refused, "object list unavailable");
-                return Err(SdResult::Again.into());
+                return Err(SheepError::RecoverLater);
             }
             tokio::time::sleep(SOURCE_BACKOFF).await;
         }
@@ -207,7 +207,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
         }
         while let Some(r) = tasks.join_next().await {
             if let Ok((oid, Err(e))) = r {
-                if e.result() == SdResult::Again {
+                if matches!(e, SheepError::RecoverLater) {
                     todo.push(oid);
                 } else {
                     failed += 1;

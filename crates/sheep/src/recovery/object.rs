@@ -207,7 +207,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     .await??;
     let (version, from) = match choose_source(&answers, mine) {
         SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
-        SourceChoice::Again => return Err(SdResult::Again.into()),
+        SourceChoice::Again => return Err(SheepError::RecoverLater),
         SourceChoice::Lost => {
             tracing::error!(%oid, "no live copy of the object found");
             return Err(SdResult::NoObj.into());
@@ -224,18 +224,21 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     };
     for nid in from {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
-            Ok(PeerCopy { version, data }) if !data.is_empty() => {
+            // A copy of the wrong size is not the object (a broken peer): never store it.
+            Ok(PeerCopy { data, .. }) if data.len() as u64 != size => {
+                tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
+            }
+            Ok(PeerCopy { version, data }) => {
                 store_copy(sheep, oid, data, version).await?;
                 tracing::debug!(%oid, from = %nid, version, "recovered object");
                 return Ok(());
             }
-            Ok(_) => {}
             Err(r) => {
                 tracing::debug!(%oid, from = %nid, result = %r, wanted = version, "newest copy not fetched")
             }
         }
     }
-    Err(SdResult::Again.into())
+    Err(SheepError::RecoverLater)
 }
 
 /// Fetches `oid` from the most recent epoch's holders that are still alive and stores it:
@@ -271,6 +274,12 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
         h.epoch = epoch;
         h.data_length = len;
         match leaf_call(sheep, epoch, nid, h).await {
+            // A copy of the wrong size is not the object (a broken peer): no answer to act
+            // on, so recovery waits rather than keep a stale copy or call it lost.
+            Ok((rsp, data)) if rsp.result == SdResult::Success && data.len() as u64 != size => {
+                failures.push(SourceFailure::Unreachable);
+                tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
+            }
             Ok((rsp, data)) if rsp.result == SdResult::Success => {
                 store_copy(sheep, oid, data, 0).await?;
                 tracing::debug!(%oid, from = %nid, "recovered object");
@@ -288,7 +297,7 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
     }
     match placement_fallback(&failures, sheep.store.exists(oid)) {
         // Some source could not answer yet: try again later rather than give up.
-        Fallback::Again => Err(SdResult::Again.into()),
+        Fallback::Again => Err(SheepError::RecoverLater),
         Fallback::KeepLocal => {
             tracing::warn!(%oid, "no other live copy; keeping the local one");
             Ok(())
