@@ -1,6 +1,7 @@
 //! Where the async daemon meets the disk: store calls block their thread (file I/O,
-//! fdatasync), so every one runs here, on tokio's blocking pool, off the threads that
-//! serve sockets.
+//! fdatasync), so every store call of a running node runs through here, on tokio's blocking
+//! pool, off the threads that serve sockets (start-up's loading, and the local cluster
+//! driver's own files, block before any socket is served or in the driver).
 
 use crate::error::SheepResult;
 

@@ -24,8 +24,8 @@ use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use tokio::time::Instant;
 
 use crate::error::{SheepError, SheepResult};
-use crate::local;
 use crate::node::Sheep;
+use crate::replica;
 
 /// How long a request keeps retrying while the cluster changes under it.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -225,7 +225,7 @@ async fn settle(sheep: &Sheep, epoch: Epoch, wait: Wait, deadline: Instant) -> S
         tracing::warn!(%epoch, "cluster did not settle in time");
         return Err(SheepError::Unsettled(epoch));
     };
-    let mut rx = sheep.epoch_tx.subscribe();
+    let mut rx = sheep.watch_epoch();
     let _ = tokio::time::timeout(limit, rx.wait_for(|e| *e != epoch)).await;
     Ok(())
 }
@@ -241,7 +241,7 @@ enum Cut {
 /// Awaits `fut` (replica answers of `epoch`) unless this node is fenced or the epoch moves
 /// on first.
 async fn guarded<T>(sheep: &Sheep, epoch: Epoch, fut: impl Future<Output = T>) -> Result<T, Cut> {
-    let mut rx = sheep.epoch_tx.subscribe();
+    let mut rx = sheep.watch_epoch();
     tokio::select! {
         biased;
         t = fut => Ok(t),
@@ -289,12 +289,12 @@ async fn mutate_one(
     if nid == sheep.me.nid {
         return match m {
             Mutation::Create { offset, data } => {
-                local::create(sheep, oid, *offset, data.clone(), epoch).await
+                replica::create(sheep, oid, *offset, data.clone(), epoch).await
             }
             Mutation::Write { offset, data } => {
-                local::write(sheep, oid, *offset, data.clone(), durable, epoch).await
+                replica::write(sheep, oid, *offset, data.clone(), durable, epoch).await
             }
-            Mutation::Remove => local::remove(sheep, oid).await,
+            Mutation::Remove => replica::remove(sheep, oid).await,
         }
         .map(|()| Bytes::new());
     }
@@ -389,7 +389,7 @@ pub async fn read(
         for nid in nodes {
             let call = async {
                 if nid == sheep.me.nid {
-                    local::read(sheep, oid, offset, len, false).await
+                    replica::read(sheep, oid, offset, len, false).await
                 } else {
                     let mut h = peer_header(Opcode::ReadPeer, epoch, oid, copies, offset);
                     h.data_length = len;

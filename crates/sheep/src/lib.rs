@@ -1,17 +1,16 @@
 //! The `sheep` daemon as a library: [`run`] serves a bound listener until cancelled, so
 //! tests can start nodes on port 0 in-process and the binary stays a thin shell.
 
-mod cluster;
 pub mod config;
 mod disk;
 mod drain;
 pub mod driver;
 mod error;
 pub mod failpoint;
+mod follower;
 mod gateway;
 mod inode;
 mod lifecycle;
-mod local;
 pub mod logging;
 mod metrics;
 mod nbd;
@@ -22,6 +21,7 @@ mod propose;
 mod reclaim;
 mod reconcile;
 mod recovery;
+mod replica;
 mod sampler;
 mod server;
 mod sys;

@@ -116,7 +116,7 @@ pub async fn start(
     };
     let sheep = Sheep::new(me, incarnation, loaded.store, cfg, sys, driver, cancel);
     let (live_tx, mut live_rx) = watch::channel(false);
-    tokio::spawn(crate::cluster::run(sheep.clone(), records, live_tx));
+    tokio::spawn(crate::follower::run(sheep.clone(), records, live_tx));
     tokio::spawn(crate::recovery::run(sheep.clone()));
     tokio::spawn(crate::writeback::run_flusher(sheep.clone()));
     tokio::select! {
@@ -161,7 +161,7 @@ pub async fn stop(sheep: &Arc<Sheep>) {
         );
     }
     let me = sheep.me.nid;
-    let mut rx = sheep.epoch_tx.subscribe();
+    let mut rx = sheep.watch_epoch();
     match sheep.driver.append(LogEntry::Leave { nid: me }).await {
         Ok(()) => {
             let gone = |_: &sd_proto::Epoch| !sheep.sys().nodes.iter().any(|n| n.nid == me);

@@ -40,11 +40,11 @@ pub struct Sheep {
     /// The membership service.
     pub driver: Driver,
     /// Cluster operations waiting for their notification to be applied.
-    pub pending: Pending,
+    pending: Pending,
     /// The current epoch, for waiters.
-    pub epoch_tx: watch::Sender<Epoch>,
+    epoch_tx: watch::Sender<Epoch>,
     /// Bumped whenever the VDI table changes, for waiters.
-    pub vdi_version: watch::Sender<u64>,
+    vdi_version: watch::Sender<u64>,
     /// Connections to the other sheep.
     pub peers: PeerPool,
     /// Connections to the other sheep for leaf requests (`server::Class::Leaf`: recovery
@@ -60,13 +60,13 @@ pub struct Sheep {
     /// This node's own `Arc`, for work it spawns.
     this: std::sync::OnceLock<std::sync::Weak<Sheep>>,
     /// Serialises inode index updates that drop object references.
-    pub index_ops: tokio::sync::Mutex<()>,
+    index_ops: tokio::sync::Mutex<()>,
     /// The last lock holder id this node handed out (see [`Sheep::new_lock_holder`]).
     lock_holders: std::sync::atomic::AtomicU64,
     /// Serialises this gateway's GET_VDI_ATTR probes (`ops::attr`).
-    pub attr_ops: tokio::sync::Mutex<()>,
+    attr_ops: tokio::sync::Mutex<()>,
     /// Set by the node that asked for SHUTDOWN: it stops after answering its client.
-    pub shutdown_requested: AtomicBool,
+    shutdown_requested: AtomicBool,
     /// Cancelled to stop the daemon.
     pub cancel: CancellationToken,
 }
@@ -123,6 +123,55 @@ impl Sheep {
         self.submit(|token| ClusterMsg::Barrier { token })
             .await
             .map(|_| ())
+    }
+
+    /// The current epoch, to wait for it to change.
+    pub fn watch_epoch(&self) -> watch::Receiver<Epoch> {
+        self.epoch_tx.subscribe()
+    }
+
+    /// The membership task moved to epoch `e`.
+    pub fn publish_epoch(&self, e: Epoch) {
+        self.epoch_tx.send_replace(e);
+    }
+
+    /// Changes whenever the VDI table changes.
+    pub fn watch_vdis(&self) -> watch::Receiver<u64> {
+        self.vdi_version.subscribe()
+    }
+
+    /// The membership task changed the VDI table.
+    pub fn vdis_changed(&self) {
+        self.vdi_version.send_modify(|v| *v += 1);
+    }
+
+    /// The record of our proposal `token` was applied with outcome `r`.
+    pub fn complete_proposal(&self, token: u64, r: Result<Applied, sd_proto::SdResult>) {
+        self.pending.complete(token, r);
+    }
+
+    /// Held while an inode index update that drops object references runs: one at a time
+    /// on this node, so reclaim never races an update's before/after reads.
+    pub async fn index_update(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.index_ops.lock().await
+    }
+
+    /// Held while this gateway probes for a VDI attribute (GET_VDI_ATTR): one at a time.
+    pub async fn attr_probe(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.attr_ops.lock().await
+    }
+
+    /// This node asked the cluster to shut down: it stops after answering its client,
+    /// not when it reads the shutdown.
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this node asked for the shutdown.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A fresh id for a writer taking a VDI lock through this node (never 0, which

@@ -1,6 +1,6 @@
 //! Cluster operations this node proposes: a VDI record appended to the ordered log, and the
 //! wait until this node applies it in log order, as every member does. The membership task
-//! (`cluster`) completes the wait with the record's outcome.
+//! (`follower`) completes the wait with the record's outcome.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

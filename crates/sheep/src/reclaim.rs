@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use sd_proto::{Oid, SdResult, Vid};
 
-use crate::error::{SheepError, SheepResult};
+use crate::disk::blocking;
+use crate::error::SheepResult;
 use crate::gateway::{self, Mutation};
 use crate::inode::{read_header, read_index};
 use crate::node::Sheep;
@@ -88,7 +89,7 @@ pub async fn free_unreferenced(sheep: &Sheep, candidates: &[(u32, u32)]) -> Shee
 /// what only it referenced, then wipes its inode (name cleared, index dropped; the header
 /// stays so the chain of parents remains walkable). Idempotent.
 pub async fn finish_delete(sheep: &Sheep, vid: Vid) -> SheepResult<usize> {
-    let _serial = sheep.index_ops.lock().await;
+    let _serial = sheep.index_update().await;
     let mut hdr = match read_header(sheep, vid).await {
         Ok(h) => h,
         Err(e) if e.result() == SdResult::NoObj => return Ok(0),
@@ -135,16 +136,14 @@ pub(crate) fn dead_candidates(sheep: &Sheep, oids: &[Oid]) -> Vec<(u32, u32)> {
 /// progress is never raced. Returns how many copies were removed.
 pub async fn sweep_local(sheep: &Sheep) -> SheepResult<usize> {
     let store = sheep.store.clone();
-    let list = tokio::task::spawn_blocking(move || store.list())
-        .await
-        .map_err(|_| SheepError::Result(SdResult::SystemError))??;
+    let list = blocking(move || store.list()).await?;
     let candidates = dead_candidates(sheep, &list);
     if candidates.is_empty() {
         return Ok(0);
     }
     let free = unreferenced(sheep, &candidates).await?;
     for oid in &free {
-        crate::local::remove(sheep, *oid).await?;
+        crate::replica::remove(sheep, *oid).await?;
     }
     Ok(free.len())
 }

@@ -55,7 +55,7 @@ pub async fn repair(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
 }
 
 /// Appends the `Settled` record of `vid`.
-async fn settle(sheep: &Sheep, vid: Vid) {
+async fn confirm(sheep: &Sheep, vid: Vid) {
     if let Err(e) = sheep
         .submit(|token| ClusterMsg::Settled { token, vid })
         .await
@@ -80,7 +80,7 @@ pub fn conclude(sheep: &Sheep, vid: Vid, done: bool) {
                 }
             }
         }
-        settle(&sheep, vid).await;
+        confirm(&sheep, vid).await;
     });
 }
 
@@ -100,7 +100,7 @@ pub async fn at_stable(sheep: &Arc<Sheep>) {
     let orphaned = sheep.vdis().orphaned();
     for vid in orphaned {
         match repair(sheep, vid).await {
-            Ok(()) => settle(sheep, vid).await,
+            Ok(()) => confirm(sheep, vid).await,
             Err(e) => tracing::warn!(%vid, error = %e, "finishing interrupted VDI work failed"),
         }
     }

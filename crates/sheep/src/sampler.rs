@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::disk::blocking;
 use crate::metrics::{
     DIRTY_BYTES, DISK_FREE, DISK_USED, EPOCH, NODES, OBJECTS, RECOVERY_DONE, RECOVERY_LEFT,
     RECOVERY_RATE,
@@ -57,16 +58,15 @@ pub async fn run_sampler(sheep: Arc<Sheep>) {
         }
         let store = sheep.store.clone();
         let walk = Instant::now();
-        let space = tokio::task::spawn_blocking(move || store.space()).await;
+        let space = blocking(move || store.space()).await;
         next_walk = Instant::now() + walk.elapsed() * SPACE_WALK_SPACING;
         match space {
-            Ok(Ok(space)) => {
+            Ok(space) => {
                 metrics::gauge!(OBJECTS).set(space.objects as f64);
                 metrics::gauge!(DISK_USED).set(space.used as f64);
                 metrics::gauge!(DISK_FREE).set(space.free as f64);
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "sampling store space failed"),
-            Err(_) => {}
+            Err(e) => tracing::debug!(error = %e, "sampling store space failed"),
         }
     }
 }

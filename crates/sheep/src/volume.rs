@@ -125,7 +125,7 @@ pub async fn write_inode_index(
     data: Bytes,
     copies: usize,
 ) -> SheepResult<()> {
-    let _serial = sheep.index_ops.lock().await;
+    let _serial = sheep.index_update().await;
     let end = offset.saturating_add(data.len() as u64);
     // Whole entries overlapped by the write.
     let first = (offset.max(INDEX_START) - INDEX_START) / 4;

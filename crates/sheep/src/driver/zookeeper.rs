@@ -39,7 +39,7 @@
 //! **Losing the session**: when ZooKeeper expires or closes our session, or we stay
 //! disconnected for the session timeout (by then the others count us dead), or the log says
 //! we left or another process took our address, the driver stops and closes the record
-//! stream; the daemon then stops (`crate::cluster::run`). It never goes on with a dead
+//! stream; the daemon then stops (`crate::follower::run`). It never goes on with a dead
 //! session.
 //!
 //! **The fence** (`ClusterDriver::current_until`): every round of the reader that reads the

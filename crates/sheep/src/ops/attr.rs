@@ -114,7 +114,7 @@ pub(super) async fn handle(
     let start = attr_id(&record).map_err(|_| invalid())?;
     let copies = sheep.copies_of(hashed.attr_oid(start), 0);
 
-    let _serial = sheep.attr_ops.lock().await;
+    let _serial = sheep.attr_probe().await;
     let id = probe(
         sheep,
         Probe {

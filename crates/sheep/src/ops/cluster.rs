@@ -12,7 +12,6 @@ use sd_proto::store_list::StoreList;
 use sd_proto::{Epoch, NodeRsp, Opcode, RequestHeader, SD_SHEEP_PROTO_VER, SdResult, c_str};
 
 use super::vdi::{MAX_SHIFT, MIN_SHIFT};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sd_cluster::ClusterDriver;
@@ -249,7 +248,7 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
 
     // Every member formats when it applies this record, in log order.
     let ctime = config.ctime;
-    let mut rx = sheep.epoch_tx.subscribe();
+    let mut rx = sheep.watch_epoch();
     sheep
         .driver
         .append(LogEntry::Format { config })
@@ -286,7 +285,7 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
 
 async fn shutdown(sheep: &Sheep) -> SheepResult<Reply> {
     // Every other member stops when it applies the record; this one stops after answering.
-    sheep.shutdown_requested.store(true, Ordering::SeqCst);
+    sheep.request_shutdown();
     let mut config = sheep.sys().config.clone();
     if config.ctime != 0 {
         config.shutdown = 1;

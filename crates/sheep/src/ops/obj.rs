@@ -11,7 +11,7 @@ use crate::disk::blocking;
 use crate::error::SheepResult;
 use crate::gateway::{self, Mutation};
 use crate::node::Sheep;
-use crate::{local, volume};
+use crate::{replica, volume};
 
 pub(super) async fn handle(
     sheep: &Sheep,
@@ -65,26 +65,26 @@ pub(super) async fn handle(
         O::ReadPeer => {
             let recovery = req.flags.contains(Flags::RECOVERY);
             Ok(Reply::data(
-                local::read(sheep, oid, args.offset, req.data_length, recovery).await?,
+                replica::read(sheep, oid, args.offset, req.data_length, recovery).await?,
             ))
         }
         O::WritePeer => {
             super::expect_payload(req, &payload)?;
             // DIRECT on a peer write: the gateway wants it durable before the answer.
             let durable = req.flags.contains(Flags::DIRECT);
-            local::write(sheep, oid, args.offset, payload, durable, req.epoch).await?;
+            replica::write(sheep, oid, args.offset, payload, durable, req.epoch).await?;
             Ok(Reply::ok())
         }
         O::CreateAndWritePeer => {
             super::expect_payload(req, &payload)?;
-            local::create(sheep, oid, args.offset, payload, req.epoch).await?;
+            replica::create(sheep, oid, args.offset, payload, req.epoch).await?;
             Ok(Reply::ok())
         }
         O::FetchPeer => Ok(Reply::data(
-            local::fetch(sheep, oid, req.data_length).await?,
+            replica::fetch(sheep, oid, req.data_length).await?,
         )),
         O::RemovePeer => {
-            local::remove(sheep, oid).await?;
+            replica::remove(sheep, oid).await?;
             Ok(Reply::ok())
         }
         O::GetObjList => {

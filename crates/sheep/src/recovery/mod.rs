@@ -19,6 +19,7 @@ use sd_proto::oid_list::OidList;
 use sd_proto::{Epoch, Oid, Opcode, RequestHeader, SdResult};
 use tokio::sync::Semaphore;
 
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
 use crate::node::Sheep;
 use object::{SOURCE_ATTEMPTS, SOURCE_BACKOFF, Unanswered, leaf_request};
@@ -57,10 +58,7 @@ async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
 /// AGAIN if a member's list is unavailable or the cluster leaves `epoch` first.
 async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid>> {
     let store = sheep.store.clone();
-    let mut all: HashSet<Oid> = tokio::task::spawn_blocking(move || store.list())
-        .await??
-        .into_iter()
-        .collect();
+    let mut all: HashSet<Oid> = blocking(move || store.list()).await?.into_iter().collect();
     let others: Vec<_> = sheep
         .sys()
         .nodes
@@ -243,11 +241,11 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     }
     let ring = sheep.sys().ring.clone();
     let store = sheep.store.clone();
-    let list = tokio::task::spawn_blocking({
+    let list = blocking({
         let store = store.clone();
         move || store.list()
     })
-    .await??;
+    .await?;
     let mut stale = Vec::new();
     for oid in list {
         let copies = sheep.copies_of(oid, 0);
@@ -264,7 +262,7 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     }
     sheep.recovery.forget(&stale);
     let n = stale.len();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         for oid in stale {
             match store.remove(oid) {
                 Ok(()) | Err(sd_store::StoreError::NoObject(_)) => {}
@@ -273,7 +271,7 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
         }
         Ok(())
     })
-    .await??;
+    .await?;
     tracing::info!(%epoch, removed = n, "removed copies no longer placed here");
     Ok(())
 }

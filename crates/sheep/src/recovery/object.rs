@@ -14,6 +14,7 @@ use sd_proto::peer_copy::PeerCopy;
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use sd_store::CreateSpec;
 
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
 use crate::node::Sheep;
 
@@ -33,7 +34,7 @@ pub async fn recover_missing(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     }
     let epoch = sheep.sys().epoch;
     recover_one(sheep, oid, epoch).await?;
-    sheep.recovery.settle(oid);
+    sheep.recovery.mark_recovered(oid);
     Ok(())
 }
 
@@ -61,15 +62,15 @@ async fn repair(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
     let store = sheep.store.clone();
-    match tokio::task::spawn_blocking(move || store.quarantine(oid)).await? {
+    match blocking(move || store.quarantine(oid)).await {
         Ok(()) => tracing::warn!(%oid, "unreadable copy moved aside"),
         // Already gone (removed, or replaced by a create that moved it).
-        Err(sd_store::StoreError::NoObject(_)) => {}
-        Err(e) => return Err(e.into()),
+        Err(SheepError::Store(sd_store::StoreError::NoObject(_))) => {}
+        Err(e) => return Err(e),
     }
     let epoch = sheep.sys().epoch;
     recover_one(sheep, oid, epoch).await?;
-    sheep.recovery.settle(oid);
+    sheep.recovery.mark_recovered(oid);
     Ok(())
 }
 
@@ -82,7 +83,7 @@ pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     }
     let epoch = sheep.recovery.epoch();
     recover_one(sheep, oid, epoch).await?;
-    sheep.recovery.settle(oid);
+    sheep.recovery.mark_recovered(oid);
     Ok(())
 }
 
@@ -137,7 +138,7 @@ pub(super) async fn leaf_request(
     nid: NodeId,
     h: RequestHeader,
 ) -> Result<(sd_proto::ResponseHeader, Bytes), Unanswered> {
-    let mut rx = sheep.epoch_tx.subscribe();
+    let mut rx = sheep.watch_epoch();
     tokio::select! {
         biased;
         r = sheep.leaf_peers.call(nid, h, Bytes::new()) => Ok(r?),
@@ -199,12 +200,12 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         }))
         .await;
     let store = sheep.store.clone();
-    let mine = tokio::task::spawn_blocking(move || match store.version(oid) {
+    let mine = blocking(move || match store.version(oid) {
         Ok(v) => Ok(Some(v)),
         Err(sd_store::StoreError::NoObject(_)) => Ok(None),
         Err(e) => Err(e),
     })
-    .await??;
+    .await?;
     let (version, from) = match choose_source(&answers, mine) {
         SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
         SourceChoice::Again => return Err(SheepError::RecoverLater),
@@ -317,8 +318,5 @@ async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> Sheep
         sparse: oid.is_sparse(),
     };
     // Atomic and durable in both store modes: the old holder may drop its copy later.
-    Ok(
-        tokio::task::spawn_blocking(move || store.create_versioned(oid, spec, 0, &data, version))
-            .await??,
-    )
+    blocking(move || store.create_versioned(oid, spec, 0, &data, version)).await
 }

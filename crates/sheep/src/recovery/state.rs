@@ -91,11 +91,13 @@ impl Recovery {
         }
     }
 
+    /// The lock that keeps one recovery (or whole-copy replace) of `oid` at a time.
     pub(super) fn lock_for(&self, oid: Oid) -> Arc<tokio::sync::Mutex<()>> {
         self.st().locks.entry(oid).or_default().clone()
     }
 
-    pub(super) fn settle(&self, oid: Oid) {
+    /// `oid`'s local copy is now trustworthy: counted done, nothing pending for it.
+    pub(super) fn mark_recovered(&self, oid: Oid) {
         let mut st = self.st();
         let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
         if was {
@@ -117,7 +119,7 @@ impl Recovery {
         let lock = self.lock_for(oid);
         let _g = lock.lock().await;
         op.await?;
-        self.settle(oid);
+        self.mark_recovered(oid);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use sd_proto::{ObjArgs, Opcode, RequestHeader, SdResult, Vid};
 use sd_store::{StoreError, SyncMode};
 
 use crate::config::FlushMode;
+use crate::disk::blocking;
 use crate::error::{SheepError, SheepResult};
 use crate::node::Sheep;
 
@@ -49,19 +50,19 @@ pub async fn flush_local(sheep: &Sheep, vid: Vid) -> SheepResult<()> {
     }
     let store = sheep.store.clone();
     let mode = sheep.cfg.writeback.flush;
-    let r = tokio::task::spawn_blocking(move || match mode {
+    let r = blocking(move || match mode {
         FlushMode::Dirty => store.flush_vid(vid.get()).map(|_| ()),
         FlushMode::Syncfs => store.syncfs(),
     })
-    .await?;
+    .await;
     match r {
         Ok(()) => Ok(()),
-        Err(StoreError::SyncFailed { oids }) => {
+        Err(SheepError::Store(StoreError::SyncFailed { oids })) => {
             tracing::error!(%vid, lost = oids.len(), "flush failed; re-replicating the lost copies");
             repair_lost(sheep, oids);
             Err(SdResult::Eio.into())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -89,7 +90,7 @@ async fn flush_node(sheep: &Sheep, nid: NodeId, vid: Vid) -> SheepResult<()> {
         Err(e) => {
             // A target that died does not hang the flush: once the membership drops it,
             // the flush answers for the live replicas.
-            let mut rx = sheep.epoch_tx.subscribe();
+            let mut rx = sheep.watch_epoch();
             let gone = |_: &sd_proto::Epoch| !sheep.sys().nodes.iter().any(|n| n.nid == nid);
             if tokio::time::timeout(UNREACHABLE_GRACE, rx.wait_for(gone))
                 .await

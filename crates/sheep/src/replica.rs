@@ -32,7 +32,7 @@ async fn create_spec(sheep: &Sheep, oid: Oid) -> SheepResult<CreateSpec> {
             sparse: true,
         });
     }
-    let mut rx = sheep.vdi_version.subscribe();
+    let mut rx = sheep.watch_vdis();
     let shift = match tokio::time::timeout(VDI_WAIT, async {
         loop {
             if let Some(s) = sheep.vdi_shift(oid.vid()) {

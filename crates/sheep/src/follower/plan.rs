@@ -1,6 +1,6 @@
 //! What the membership task does with one record of the ordered log, decided without
 //! doing it: [`plan`] turns the record and the fold's outcomes into [`Effect`]s, which the
-//! task (`cluster`) then carries out in order. Pure, so the rules below are tested as a
+//! task (`follower`) then carries out in order. Pure, so the rules below are tested as a
 //! table, without a runtime, a store or a network.
 //!
 //! The rules:

@@ -9,7 +9,6 @@
 mod plan;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use sd_cluster::log::Record;
 use sd_cluster::placement::Ring;
@@ -85,7 +84,7 @@ fn sync_sys(sheep: &Sheep, fold: &Membership) {
         sys.ring = Arc::new(Ring::new(fold.members()));
     }
     drop(sys);
-    sheep.epoch_tx.send_replace(fold.epoch());
+    sheep.publish_epoch(fold.epoch());
 }
 
 /// Our store belongs to another format of the cluster (or to none): start empty.
@@ -149,7 +148,7 @@ pub async fn run(
             me: sheep.me.nid,
             incarnation: sheep.incarnation,
             live,
-            shutdown_requested: sheep.shutdown_requested.load(Ordering::SeqCst),
+            shutdown_requested: sheep.shutdown_requested(),
             was_formatted,
             formatted: fold.config().ctime != 0,
             status: fold.status(),
@@ -182,9 +181,9 @@ async fn execute(
         }
         Effect::LoadLocalVdis => {
             let store = sheep.store.clone();
-            match tokio::task::spawn_blocking(move || crate::vdi::load_local(&store)).await {
-                Ok(Ok(t)) => *sheep.vdis_mut() = t,
-                other => tracing::error!(?other, "loading local inodes failed"),
+            match blocking(move || crate::vdi::load_local(&store)).await {
+                Ok(t) => *sheep.vdis_mut() = t,
+                Err(e) => tracing::error!(error = %e, "loading local inodes failed"),
             }
         }
         Effect::ResetVdis => *sheep.vdis_mut() = VdiTable::default(),
@@ -222,9 +221,9 @@ async fn execute(
         }
         Effect::Vdi { from, msg, reply } => {
             let r = sd_cluster::vdi_fold::apply(&mut sheep.vdis_mut(), &msg, from, rec.time);
-            sheep.vdi_version.send_modify(|v| *v += 1);
+            sheep.vdis_changed();
             if reply {
-                sheep.pending.complete(msg.token(), r);
+                sheep.complete_proposal(msg.token(), r);
             }
         }
         Effect::Malformed { from, error } => {
