@@ -8,6 +8,7 @@
 //! that order. This crate is pure: drivers, which need I/O, live in the daemon.
 
 pub mod log;
+pub mod log_file;
 pub mod membership;
 pub mod placement;
 pub mod recovery;

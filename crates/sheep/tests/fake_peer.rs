@@ -8,6 +8,8 @@
     missing_docs
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use common::Conn;
 
 /// Bound on every wait for the cluster (joins, leaves, answers): far above what they take.
 const BOUND: Duration = Duration::from_secs(20);
@@ -72,58 +76,7 @@ impl Node {
     }
 }
 
-struct Conn {
-    s: TcpStream,
-    buf: BytesMut,
-    next_id: u32,
-}
-
 impl Conn {
-    async fn new(addr: SocketAddr) -> Conn {
-        Conn {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-            next_id: 1,
-        }
-    }
-
-    async fn send(&mut self, mut h: RequestHeader, payload: &[u8]) -> u32 {
-        h.id = self.next_id;
-        self.next_id += 1;
-        if !payload.is_empty() {
-            h.flags = h.flags | Flags::WRITE;
-            h.data_length = payload.len() as u32;
-        }
-        let mut out = BytesMut::new();
-        sd_proto::codec::encode_request(&h, payload, &mut out);
-        self.s.write_all(&out).await.unwrap();
-        h.id
-    }
-
-    async fn recv(&mut self) -> (ResponseHeader, Bytes) {
-        let mut dec = ResponseDecoder::new(64 << 20);
-        loop {
-            if let Some(r) = dec.decode(&mut self.buf).unwrap() {
-                return r;
-            }
-            assert_ne!(
-                self.s.read_buf(&mut self.buf).await.unwrap(),
-                0,
-                "server closed"
-            );
-        }
-    }
-
-    /// One request and its answer, within [`BOUND`].
-    async fn call(&mut self, h: RequestHeader, payload: &[u8]) -> (ResponseHeader, Bytes) {
-        let id = self.send(h, payload).await;
-        let (rsp, data) = tokio::time::timeout(BOUND, self.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{} not answered in {BOUND:?}", h.opcode.name()));
-        assert_eq!(rsp.id, id);
-        (rsp, data)
-    }
-
     async fn obj(&mut self, op: Opcode, oid: Oid, offset: u64, data: &[u8]) -> ResponseHeader {
         self.call(obj(op, oid, offset, 0), data).await.0
     }

@@ -6,6 +6,8 @@
     missing_docs
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +23,8 @@ use sd_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+use common::Conn;
 
 struct Node {
     addr: SocketAddr,
@@ -50,56 +54,6 @@ impl Node {
     async fn stop(self) {
         self.cancel.cancel();
         self.task.await.unwrap();
-    }
-}
-
-struct Conn {
-    s: TcpStream,
-    buf: BytesMut,
-    next_id: u32,
-}
-
-impl Conn {
-    async fn new(addr: SocketAddr) -> Conn {
-        Conn {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-            next_id: 1,
-        }
-    }
-
-    async fn send(&mut self, mut h: RequestHeader, payload: &[u8]) -> u32 {
-        h.id = self.next_id;
-        self.next_id += 1;
-        if !payload.is_empty() {
-            h.flags = h.flags | Flags::WRITE;
-            h.data_length = payload.len() as u32;
-        }
-        let mut out = BytesMut::new();
-        sd_proto::codec::encode_request(&h, payload, &mut out);
-        self.s.write_all(&out).await.unwrap();
-        h.id
-    }
-
-    async fn recv(&mut self) -> (ResponseHeader, Bytes) {
-        let mut dec = ResponseDecoder::new(64 << 20);
-        loop {
-            if let Some(r) = dec.decode(&mut self.buf).unwrap() {
-                return r;
-            }
-            assert_ne!(
-                self.s.read_buf(&mut self.buf).await.unwrap(),
-                0,
-                "server closed"
-            );
-        }
-    }
-
-    async fn call(&mut self, h: RequestHeader, payload: &[u8]) -> (ResponseHeader, Bytes) {
-        let id = self.send(h, payload).await;
-        let (rsp, data) = self.recv().await;
-        assert_eq!(rsp.id, id);
-        (rsp, data)
     }
 }
 

@@ -36,6 +36,7 @@ use bytes::{Bytes, BytesMut};
 use nix::fcntl::{Flock, FlockArg};
 use sd_cluster::Membership;
 use sd_cluster::log::{LogEntry, Record, Saved};
+use sd_cluster::log_file::{self, Frames};
 use sd_cluster::membership::Outcome;
 use sd_proto::cluster::SheepdogConfig;
 use sd_proto::node::{NodeId, SD_DEFAULT_VNODES, SdNode};
@@ -52,8 +53,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the fake peer reads new records from the cluster log (as the local driver).
 const TAIL_INTERVAL: Duration = Duration::from_millis(10);
-/// Largest log record accepted (as the local driver).
-const MAX_RECORD: usize = 4 << 20;
 /// Answers queued per connection before its request tasks wait for the writer.
 const ANSWER_QUEUE: usize = 64;
 /// Block size shift assumed before the fold knows the cluster's (Sheepdog's default).
@@ -721,15 +720,10 @@ fn append(cluster: &Path, entry: LogEntry) -> anyhow::Result<()> {
         .open(cluster.join("log.lock"))
         .context("open log.lock")?;
     let _held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
-    let body = Record {
+    let frame = log_file::frame(&Record {
         time: now_secs(),
         entry,
-    }
-    .encode();
-    let len = u32::try_from(body.len()).context("record too large")?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
+    })?;
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -739,34 +733,19 @@ fn append(cluster: &Path, entry: LogEntry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Complete records of `log` from `*pos` on (the rest of a torn frame waits in `pending`).
-fn read_new(log: &mut File, pos: &mut u64, pending: &mut Vec<u8>) -> anyhow::Result<Vec<Record>> {
+/// The records completed by what was appended to `log` since `*pos`.
+fn read_new(log: &mut File, pos: &mut u64, frames: &mut Frames) -> anyhow::Result<Vec<Record>> {
     log.seek(SeekFrom::Start(*pos))?;
     let mut chunk = Vec::new();
     log.read_to_end(&mut chunk)?;
     *pos += chunk.len() as u64;
-    pending.extend_from_slice(&chunk);
-    let mut out = Vec::new();
-    while let Some(head) = pending.get(..4) {
-        let mut l = [0u8; 4];
-        l.copy_from_slice(head);
-        let len = usize::try_from(u32::from_le_bytes(l)).unwrap_or(usize::MAX);
-        if len > MAX_RECORD {
-            bail!("oversized log record ({len} bytes)");
-        }
-        let Some(body) = pending.get(4..4 + len) else {
-            break;
-        };
-        out.push(Record::decode(body)?);
-        pending.drain(..4 + len);
-    }
-    Ok(out)
+    Ok(frames.push(&chunk)?)
 }
 
 /// Follows the cluster log through the membership fold; announces our recovery of every
 /// epoch we are a member of.
 async fn tail(shared: Arc<Shared>) {
-    let (mut pos, mut pending) = (0u64, Vec::new());
+    let (mut pos, mut frames) = (0u64, Frames::default());
     let mut log: Option<File> = None;
     let mut tick = tokio::time::interval(TAIL_INTERVAL);
     loop {
@@ -778,7 +757,7 @@ async fn tail(shared: Arc<Shared>) {
             log = File::open(shared.cluster.join("log")).ok();
         }
         let Some(f) = log.as_mut() else { continue };
-        let records = match read_new(f, &mut pos, &mut pending) {
+        let records = match read_new(f, &mut pos, &mut frames) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("fake peer {}: cluster log unreadable: {e:#}", shared.me.nid);

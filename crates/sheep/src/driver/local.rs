@@ -18,6 +18,7 @@ use std::time::Duration;
 use rustix::fs::{FlockOperation, flock};
 use sd_cluster::ClusterError;
 use sd_cluster::log::{LogEntry, Record, Saved};
+use sd_cluster::log_file::{self, Frames};
 use sd_proto::node::{NodeId, SdNode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 const TAIL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often members' liveness locks are probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(300);
-/// Largest record accepted from the shared log.
-const MAX_RECORD: usize = 4 << 20;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     let what = what.into();
@@ -58,12 +57,7 @@ fn append_blocking(path: &Path, rec: &Record) -> Result<(), ClusterError> {
         what: "flock log.lock".into(),
         source: e.into(),
     })?;
-    let body = rec.encode();
-    let len =
-        u32::try_from(body.len()).map_err(|_| ClusterError::Service("record too large".into()))?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
+    let frame = log_file::frame(rec).map_err(|e| ClusterError::Service(e.to_string()))?;
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -144,39 +138,15 @@ impl LocalDriver {
     }
 }
 
-/// Reads complete frames from `log` starting at `*pos`.
-fn read_new(log: &mut File, pos: &mut u64, pending: &mut Vec<u8>) -> std::io::Result<Vec<Record>> {
+/// Reads the records completed by what was appended to `log` since `*pos`.
+fn read_new(log: &mut File, pos: &mut u64, frames: &mut Frames) -> std::io::Result<Vec<Record>> {
     log.seek(SeekFrom::Start(*pos))?;
     let mut chunk = Vec::new();
     log.read_to_end(&mut chunk)?;
     *pos += chunk.len() as u64;
-    pending.extend_from_slice(&chunk);
-    let mut out = Vec::new();
-    while let Some(len_bytes) = pending.get(..4) {
-        let mut l = [0u8; 4];
-        l.copy_from_slice(len_bytes);
-        let len = usize::try_from(u32::from_le_bytes(l)).unwrap_or(usize::MAX);
-        if len > MAX_RECORD {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "oversized log record",
-            ));
-        }
-        let Some(body) = pending.get(4..4 + len) else {
-            break;
-        };
-        match Record::decode(body) {
-            Ok(r) => out.push(r),
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    e.to_string(),
-                ));
-            }
-        }
-        pending.drain(..4 + len);
-    }
-    Ok(out)
+    frames
+        .push(&chunk)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The members the log records so far (joined and not left).
@@ -185,8 +155,8 @@ fn logged_members(path: &Path) -> Result<BTreeSet<NodeId>, ClusterError> {
     let Ok(mut log) = File::open(path.join("log")) else {
         return Ok(members);
     };
-    let (mut pos, mut pending) = (0u64, Vec::new());
-    for r in read_new(&mut log, &mut pos, &mut pending).map_err(io_err("read log"))? {
+    let (mut pos, mut frames) = (0u64, Frames::default());
+    for r in read_new(&mut log, &mut pos, &mut frames).map_err(io_err("read log"))? {
         match r.entry {
             LogEntry::Join { node, .. } => {
                 members.insert(node.nid);
@@ -221,7 +191,7 @@ fn probe(path: &Path, nid: &NodeId) -> Result<(), ClusterError> {
 
 async fn tail(path: Arc<PathBuf>, me: NodeId, tx: mpsc::Sender<Record>, cancel: CancellationToken) {
     let mut pos = 0u64;
-    let mut pending = Vec::new();
+    let mut frames = Frames::default();
     let mut members: BTreeSet<NodeId> = BTreeSet::new();
     let mut tick = tokio::time::interval(TAIL_INTERVAL);
     let mut last_probe = tokio::time::Instant::now();
@@ -235,7 +205,7 @@ async fn tail(path: Arc<PathBuf>, me: NodeId, tx: mpsc::Sender<Record>, cancel: 
             log = File::open(path.join("log")).ok();
         }
         let Some(f) = log.as_mut() else { continue };
-        let records = match read_new(f, &mut pos, &mut pending) {
+        let records = match read_new(f, &mut pos, &mut frames) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cluster log unreadable; stopping the driver");
