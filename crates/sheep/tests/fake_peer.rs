@@ -13,17 +13,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sd_cluster::placement::Ring;
 use sd_proto::cluster::flags;
 use sd_proto::{
-    ClusterArgs, Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, ResponseDecoder,
-    ResponseHeader, SdResult, VdiArgs, Vid,
+    ClusterArgs, Epoch, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader, SdResult, VdiArgs, Vid,
 };
 use sd_testkit::fake_peer::{FakePeer, Received, Script};
 use sd_testkit::{assert_same_bytes, pattern};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

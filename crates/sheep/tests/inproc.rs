@@ -12,16 +12,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use sd_proto::cluster::{SD_VDI_BITMAP_SIZE, flags};
 use sd_proto::inode::data_index_offset;
 use sd_proto::stat::{RECOVERY_STATE_SIZE, RecoveryState};
-use sd_proto::{
-    ClusterArgs, Flags, ObjArgs, Opcode, RequestHeader, ResponseDecoder, ResponseHeader, SdResult,
-    VdiArgs, Vid,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sd_proto::{ClusterArgs, ObjArgs, Opcode, RequestHeader, SdResult, VdiArgs, Vid};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use common::Conn;
