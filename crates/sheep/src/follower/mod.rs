@@ -154,7 +154,7 @@ pub async fn run(
             status: fold.status(),
         };
         for effect in plan(&rec, outcomes, &cx) {
-            let what = format!("{effect:?}");
+            let what = effect.name();
             if let Err(e) = execute(&sheep, &fold, &rec, effect, &live_tx).await {
                 tracing::error!(error = %e, effect = %what, "applying a cluster record failed; stopping");
                 sheep.cancel.cancel();

@@ -89,6 +89,27 @@ pub enum Effect {
     LogWait,
 }
 
+impl Effect {
+    /// The effect's kind, for logs (without its payload, so naming it costs nothing).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::Gone(_) => "gone",
+            Effect::LoadLocalVdis => "load local VDIs",
+            Effect::ResetVdis => "reset VDIs",
+            Effect::AdoptFormat(_) => "adopt format",
+            Effect::NewEpoch(_) => "new epoch",
+            Effect::Stable(_) => "stable",
+            Effect::StatusChanged(_) => "status changed",
+            Effect::Stop => "stop",
+            Effect::Vdi { .. } => "VDI record",
+            Effect::Malformed { .. } => "malformed record",
+            Effect::GoLive => "go live",
+            Effect::SyncView => "sync view",
+            Effect::LogWait => "log wait",
+        }
+    }
+}
+
 /// Whether `rec` is this run's own join (which makes the node live).
 pub fn own_join(rec: &Record, cx: &Context) -> bool {
     matches!(&rec.entry, LogEntry::Join { node, incarnation, .. }
