@@ -87,26 +87,7 @@ pub async fn read(
 }
 
 async fn read_store(sheep: &Sheep, oid: Oid, offset: u64, len: u32) -> SheepResult<Bytes> {
-    let store = sheep.store.clone();
-    let len = u64::from(len);
-    let data = blocking(move || {
-        // Bound the allocation by the object, not by what the client claims.
-        let size = store.object_size(oid)?;
-        let out_of_bounds = StoreError::OutOfBounds {
-            oid,
-            offset,
-            len,
-            size,
-        };
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(out_of_bounds);
-        }
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| out_of_bounds)?];
-        store.read(oid, offset, &mut buf)?;
-        Ok(buf)
-    })
-    .await?;
-    Ok(Bytes::from(data))
+    crate::disk::read(&sheep.store, oid, offset, len).await
 }
 
 /// Overwrites part of the local copy; `durable`: on stable storage before returning, in
@@ -126,17 +107,7 @@ pub async fn write(
     if sheep.recovery.needs(oid) {
         crate::recovery::object::recover_now(sheep, oid).await?;
     }
-    let put = |data: Bytes| {
-        let store = sheep.store.clone();
-        blocking(move || {
-            if durable {
-                store.write_durable(oid, offset, &data)?;
-            } else {
-                store.write(oid, offset, &data)?;
-            }
-            store.set_version(oid, epoch.0)
-        })
-    };
+    let put = |data: Bytes| crate::disk::write(&sheep.store, oid, offset, data, durable, epoch.0);
     match put(data.clone()).await {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {

@@ -1,7 +1,8 @@
 //! The object store of one sheep: each object is a file `DIR/obj/<oid>`, plus atomic metadata files.
 //!
-//! Bird's-eye view: the daemon calls [`Store`] from blocking threads; the store knows
-//! nothing of the network, of VDIs or of epochs.
+//! Bird's-eye view: the daemon calls [`Store`] from blocking threads, except the calls of
+//! `cached_io` that never wait for the disk; the store knows nothing of the network, of
+//! VDIs or of epochs.
 //!
 //! **Invariant:** an object's path is derived only from its [`Oid`](sd_proto::Oid)
 //! (16 lowercase hex digits under `DIR/obj`), and nothing is ever written outside `DIR`.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cached_io;
 mod error;
 mod fdcache;
 pub mod meta;

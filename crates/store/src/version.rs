@@ -63,7 +63,7 @@ impl Store {
     /// Records that the local copy of `oid` was written in epoch `version` (a no-op when it
     /// already says so).
     pub fn set_version(&self, oid: Oid, version: u32) -> Result<(), StoreError> {
-        if self.versions.map().get(&oid) == Some(&version) {
+        if self.has_version(oid, version) {
             return Ok(());
         }
         let o = self.cached_object(oid)?;
@@ -71,6 +71,11 @@ impl Store {
             .map_err(|e| StoreError::object(oid, "fsetxattr", &self.object_path(oid), e))?;
         self.versions.map().insert(oid, version);
         Ok(())
+    }
+
+    /// Whether this process knows the local copy of `oid` to carry `version` already.
+    pub(crate) fn has_version(&self, oid: Oid, version: u32) -> bool {
+        self.versions.map().get(&oid) == Some(&version)
     }
 
     pub(crate) fn remember_version(&self, oid: Oid, version: u32) {
