@@ -6,12 +6,16 @@
 //! every write (QEMU's `bdrv_co_flush` with cache=writeback under `oflag=direct,sync`).
 //!
 //! Usage:
-//! `qemu_like ADDR:PORT VDI BS COUNT [flush] [clients=N] [secs=S] [start=BYTES]`
+//! `qemu_like ADDR:PORT VDI BS COUNT [flush] [clients=N] [depth=D] [secs=S] [start=BYTES]`
 //!
 //! * `BS` accepts a `k`/`m` suffix (KiB/MiB); `COUNT` writes per client.
 //! * `flush`: FLUSH_VDI after every write.
 //! * `clients=N`: N concurrent clients, each with its own connection and its own VDI
 //!   named `VDI0` .. `VDI{N-1}` (tokio tasks). Without it the one client uses `VDI`.
+//! * `depth=D`: each client keeps D writes in flight on one pipelined connection
+//!   ([`sd_client::MuxConnection`]) instead of one at a time: QEMU with a deeper guest queue.
+//!   Every write must fall inside one already allocated object (a preallocated VDI and a BS
+//!   that divides the object size), and `flush` is not supported with it.
 //! * `secs=S`: stop after S seconds even if COUNT writes were not done (then every client
 //!   stops at the same moment, so the aggregate rate is exact).
 //! * `start=BYTES`: first write offset (writes wrap around at the end of the VDI); an
@@ -32,9 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sd_client::{Connection, WriteOpts};
-use sd_proto::Vid;
+use bytes::Bytes;
+use sd_client::{Connection, MuxConnection, WriteOpts};
 use sd_proto::inode::{InodeHeader, SD_INODE_HEADER_SIZE, data_index_offset, decode_index};
+use sd_proto::{Flags, ObjArgs, Opcode, RequestHeader, SdResult, Vid};
 
 #[derive(Debug, Clone)]
 struct Cfg {
@@ -42,6 +47,7 @@ struct Cfg {
     bs: u64,
     count: u64,
     flush: bool,
+    depth: usize,
     secs: Option<f64>,
     start: u64,
 }
@@ -153,6 +159,9 @@ async fn run_client(
     if cfg.bs == 0 || cfg.bs > disk.size {
         bail!("BS {} does not fit the VDI ({} bytes)", cfg.bs, disk.size);
     }
+    if cfg.depth > 1 {
+        return run_pipelined(disk, cfg, go).await;
+    }
     let buf = vec![0xa5u8; cfg.bs as usize];
     let mut off = cfg.start % disk.size;
     let mut st = Stats {
@@ -187,6 +196,77 @@ async fn run_client(
     Ok(st)
 }
 
+/// One WRITE_OBJ on the pipelined connection; returns its latency.
+async fn write_piped(
+    mux: Arc<MuxConnection>,
+    header: RequestHeader,
+    payload: Bytes,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let (rsp, _) = mux.call(header, payload).await?;
+    if rsp.result != SdResult::Success {
+        bail!("WRITE_OBJ: {:?}", rsp.result);
+    }
+    Ok(t.elapsed())
+}
+
+/// `run_client` with `cfg.depth` writes in flight on one pipelined connection.
+async fn run_pipelined(
+    disk: Disk,
+    cfg: Arc<Cfg>,
+    go: Arc<tokio::sync::Barrier>,
+) -> anyhow::Result<Stats> {
+    if disk.obj.checked_rem(cfg.bs) != Some(0) {
+        bail!(
+            "depth>1 needs a BS that divides the object size {}",
+            disk.obj
+        );
+    }
+    let mux = Arc::new(MuxConnection::connect(cfg.addr, cfg.depth).await?);
+    let payload = Bytes::from(vec![0xa5u8; cfg.bs as usize]);
+    let mut off = cfg.start % disk.size;
+    let mut st = Stats {
+        wr: Vec::with_capacity(cfg.count.min(1 << 20) as usize),
+        ..Stats::default()
+    };
+    let mut set = tokio::task::JoinSet::new();
+    let mut issued = 0u64;
+    go.wait().await;
+    let t0 = Instant::now();
+    let end = cfg.secs.map(|s| t0 + Duration::from_secs_f64(s));
+    loop {
+        while set.len() < cfg.depth && issued < cfg.count && end.is_none_or(|e| Instant::now() < e)
+        {
+            if off + cfg.bs > disk.size || off % disk.obj + cfg.bs > disk.obj {
+                off = 0;
+            }
+            let idx = off / disk.obj;
+            if !disk.allocated[idx as usize] {
+                bail!("depth>1 needs a preallocated VDI (object {idx} is not allocated)");
+            }
+            let mut h = RequestHeader::new(Opcode::WriteObj).with_obj(ObjArgs {
+                oid: disk.vid.data_oid(idx as u32),
+                offset: off % disk.obj,
+                copies: disk.copies,
+                ..ObjArgs::default()
+            });
+            h.flags = Flags::WRITE;
+            h.data_length = cfg.bs as u32;
+            set.spawn(write_piped(mux.clone(), h, payload.clone()));
+            issued += 1;
+            off += cfg.bs;
+        }
+        let Some(r) = set.join_next().await else {
+            break;
+        };
+        st.wr.push(r??);
+        st.writes += 1;
+        st.bytes += cfg.bs;
+    }
+    st.elapsed = t0.elapsed();
+    Ok(st)
+}
+
 fn pct(v: &mut [Duration], p: f64) -> u128 {
     if v.is_empty() {
         return 0;
@@ -199,13 +279,17 @@ fn pct(v: &mut [Duration], p: f64) -> u128 {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, addr, name, bs, count, rest @ ..] = args.as_slice() else {
-        bail!("usage: qemu_like ADDR:PORT VDI BS COUNT [flush] [clients=N] [secs=S] [start=BYTES]");
+        bail!(
+            "usage: qemu_like ADDR:PORT VDI BS COUNT [flush] [clients=N] [depth=D] [secs=S] \
+               [start=BYTES]"
+        );
     };
     let mut cfg = Cfg {
         addr: addr.parse().context("address")?,
         bs: parse_size(bs)?,
         count: count.parse().context("count")?,
         flush: false,
+        depth: 1,
         secs: None,
         start: 0,
     };
@@ -214,10 +298,14 @@ async fn main() -> anyhow::Result<()> {
         match a.split_once('=') {
             None if a == "flush" => cfg.flush = true,
             Some(("clients", v)) => clients = Some(v.parse().context("clients")?),
+            Some(("depth", v)) => cfg.depth = v.parse().context("depth")?,
             Some(("secs", v)) => cfg.secs = Some(v.parse().context("secs")?),
             Some(("start", v)) => cfg.start = parse_size(v)?,
             _ => bail!("unknown argument {a:?}"),
         }
+    }
+    if cfg.depth == 0 || (cfg.depth > 1 && cfg.flush) {
+        bail!("depth must be at least 1, and flush needs depth=1");
     }
     let names: Vec<String> = match clients {
         None => vec![name.clone()],
@@ -257,12 +345,13 @@ async fn main() -> anyhow::Result<()> {
         fl.iter().sum::<Duration>().as_micros() / fl.len() as u128
     };
     println!(
-        "bs={} flush={} clients={} writes={} secs={:.3} mbps={:.2} iops={:.0} \
+        "bs={} flush={} clients={} depth={} writes={} secs={:.3} mbps={:.2} iops={:.0} \
          wr_p50_us={} wr_p99_us={} fl_p50_us={} fl_p99_us={} fl_mean_us={} \
          cl_iops_min={:.0} cl_iops_mean={:.0} cl_iops_max={:.0}",
         cfg.bs,
         u8::from(cfg.flush),
         names.len(),
+        cfg.depth,
         writes,
         wall,
         bytes as f64 / wall / 1e6,
