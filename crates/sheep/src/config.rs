@@ -30,6 +30,9 @@ pub struct Config {
     pub writeback: WritebackConfig,
     /// Where to serve Prometheus metrics (`--metrics`); `None`: not served.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Threads serving connections (`--threads`), each a single-threaded runtime (see
+    /// `shards`); 1: everything runs on the runtime `sheep::run` is called on.
+    pub threads: usize,
 }
 
 /// Bounds on what clients can make the daemon hold: at most three pools of `max_buffered`
@@ -161,6 +164,7 @@ impl Config {
             recovery: RecoveryThrottle::default(),
             writeback: WritebackConfig::default(),
             metrics: None,
+            threads: 1,
         }
     }
 }

@@ -24,6 +24,7 @@ mod recovery;
 mod replica;
 mod sampler;
 mod server;
+mod shards;
 mod sys;
 mod vdi;
 mod volume;
@@ -76,8 +77,15 @@ pub async fn run_until_stopped(
         })
     })?;
     let metrics = cfg.metrics;
+    let shards = shards::Shards::start(cfg.threads).map_err(|source| {
+        StartError::Store(sd_store::StoreError::Io {
+            op: "starting threads",
+            path: cfg.dir.clone(),
+            source,
+        })
+    })?;
     let sheep = lifecycle::start(cfg, addr, cancel.clone()).await?;
-    tracing::info!(%addr, "sheep listening");
+    tracing::info!(%addr, threads = shards.handles().len(), "sheep listening");
     if let Some(m) = metrics {
         metrics::install(m)?;
         tracing::info!(addr = %m, "serving metrics");
@@ -94,6 +102,7 @@ pub async fn run_until_stopped(
         let config = sd_nbd::Config {
             max_connections: limits.max_connections,
             max_in_flight: limits.max_inflight,
+            runtimes: shards.handles().to_vec(),
             ..sd_nbd::Config::default()
         };
         tokio::spawn(sd_nbd::serve_with(nbd, exports, config, cancel.clone()));
@@ -108,7 +117,7 @@ pub async fn run_until_stopped(
             }
         })
     };
-    server::serve(listener, sheep, cancel).await;
+    server::serve(listener, sheep, &shards, cancel).await;
     // A clean stop may end the node from inside (a driver stops on reading our leave)
     // before the stop's last step ran: let it finish, so its log says it left.
     if tokio::time::timeout(STOPPER_WAIT, stopper).await.is_err() {

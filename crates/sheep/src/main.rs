@@ -101,6 +101,11 @@ struct Args {
     /// connections are kept.
     #[arg(long = "io-timeout", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     io_timeout: u64,
+    /// Threads serving connections, each a single-threaded runtime serving its share of
+    /// the connections whole (default: one per CPU). Blocking disk work (O_DSYNC writes,
+    /// fdatasync, creates) runs on further threads as needed.
+    #[arg(long = "threads", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -360,9 +365,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         args.vnodes.unwrap_or(sd_proto::node::SD_DEFAULT_VNODES)
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    cfg.threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
+    // Shard 0 (see `sheep::run`): this thread, and the daemon's background tasks.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("sheep")
+        .thread_name("sheep-io0")
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {

@@ -33,12 +33,17 @@ pub enum PeerError {
     Timeout(NodeId),
 }
 
+/// Whose connection: the shard (`crate::shards`) that uses it, and the peer. Each shard
+/// has its own, so a request and the peer connection it uses wake the same thread.
+type Key = (usize, NodeId);
+
 /// The connections to the other members.
 #[derive(Debug, Default)]
 pub struct PeerPool {
-    conns: Mutex<HashMap<NodeId, Arc<MuxConnection>>>,
-    /// One lock per peer, held while connecting, so concurrent callers share one connect.
-    connecting: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    conns: Mutex<HashMap<Key, Arc<MuxConnection>>>,
+    /// One lock per connection, held while connecting, so concurrent callers share one
+    /// connect.
+    connecting: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,8 +51,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PeerPool {
-    fn live(&self, nid: &NodeId) -> Option<Arc<MuxConnection>> {
-        lock(&self.conns).get(nid).filter(|c| !c.is_dead()).cloned()
+    fn live(&self, key: &Key) -> Option<Arc<MuxConnection>> {
+        lock(&self.conns).get(key).filter(|c| !c.is_dead()).cloned()
     }
 
     /// The live connection to `nid`, connecting if there is none. `stale`: a connection
@@ -58,12 +63,13 @@ impl PeerPool {
         stale: Option<&Arc<MuxConnection>>,
     ) -> Result<Arc<MuxConnection>, PeerError> {
         let fresh = |c: &Arc<MuxConnection>| stale.is_none_or(|s| !Arc::ptr_eq(s, c));
-        if let Some(c) = self.live(&nid).filter(fresh) {
+        let key = (crate::shards::current(), nid);
+        if let Some(c) = self.live(&key).filter(fresh) {
             return Ok(c);
         }
-        let gate = lock(&self.connecting).entry(nid).or_default().clone();
+        let gate = lock(&self.connecting).entry(key).or_default().clone();
         let _connecting = gate.lock().await;
-        if let Some(c) = self.live(&nid).filter(fresh) {
+        if let Some(c) = self.live(&key).filter(fresh) {
             return Ok(c);
         }
         let conn = tokio::time::timeout(
@@ -74,13 +80,14 @@ impl PeerPool {
         .map_err(|_| PeerError::Timeout(nid))?
         .map_err(|e| PeerError::Unreachable(nid, e))?;
         let conn = Arc::new(conn);
-        lock(&self.conns).insert(nid, conn.clone());
+        lock(&self.conns).insert(key, conn.clone());
         Ok(conn)
     }
 
     /// Drops the connection to `nid` (it left the cluster).
     pub fn forget(&self, nid: &NodeId) {
-        lock(&self.conns).remove(nid);
+        lock(&self.conns).retain(|(_, n), _| n != nid);
+        lock(&self.connecting).retain(|(_, n), _| n != nid);
     }
 
     /// Sends one request to `nid` and returns its answer (any result code).

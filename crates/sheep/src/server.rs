@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Limits;
 use crate::node::Sheep;
 use crate::ops::{self, After};
+use crate::shards::Shards;
 
 /// Read buffer a connection starts with, and returns to once it is empty.
 const INITIAL_BUF: usize = 4 << 10;
@@ -120,8 +121,13 @@ impl Pools {
     }
 }
 
-/// Accepts connections until `cancel` fires.
-pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: CancellationToken) {
+/// Accepts connections until `cancel` fires, dealing them to `shards`.
+pub async fn serve(
+    listener: TcpListener,
+    sheep: Arc<Sheep>,
+    shards: &Shards,
+    cancel: CancellationToken,
+) {
     let limits = sheep.cfg.limits;
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -146,14 +152,25 @@ pub async fn serve(listener: TcpListener, sheep: Arc<Sheep>, cancel: Cancellatio
                     let sheep = sheep.clone();
                     let cancel = cancel.clone();
                     let pools = pools.clone();
-                    tracker.spawn(async move {
-                        tokio::select! {
-                            () = cancel.cancelled() => {}
-                            () = connection(stream, sheep, pools) => {}
+                    // Registered with the shard's reactor there, not here.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot hand the connection over");
+                            continue;
+                        }
+                    };
+                    tracker.spawn_on(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => tokio::select! {
+                                () = cancel.cancelled() => {}
+                                () = connection(stream, sheep, pools) => {}
+                            },
+                            Err(e) => tracing::debug!(%peer, error = %e, "cannot adopt the connection"),
                         }
                         drop(slot);
                         tracing::debug!(%peer, "connection closed");
-                    });
+                    }, &shards.next());
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have, and give

@@ -43,7 +43,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -67,6 +67,9 @@ pub struct Config {
     /// After shutdown is requested, how long connections get to answer the requests
     /// they already read before they are dropped.
     pub shutdown_grace: Duration,
+    /// Runtimes to serve connections on, dealt in turn (each connection wholly on one);
+    /// empty: the runtime `serve_with` runs on.
+    pub runtimes: Vec<tokio::runtime::Handle>,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            runtimes: Vec::new(),
         }
     }
 }
@@ -128,6 +132,7 @@ pub async fn serve_with<E: Exports>(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut dealt = 0usize;
     loop {
         let permit = tokio::select! {
             () = cancel.cancelled() => break,
@@ -142,22 +147,33 @@ pub async fn serve_with<E: Exports>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let exports = Arc::clone(&exports);
-                let config = config.clone();
-                let cancel = cancel.child_token();
-                let span = tracing::debug_span!("nbd_conn", %peer);
-                tracker.spawn(
-                    async move {
-                        let _permit = permit;
-                        match serve_connection(stream, exports, &config, cancel).await {
-                            Ok(()) => tracing::debug!("connection closed"),
-                            Err(e) => tracing::info!(
-                                error = &e as &dyn std::error::Error,
-                                "connection closed"
-                            ),
-                        }
+                // The socket moves to the reactor of the runtime that serves it.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = &e as &dyn std::error::Error, "cannot hand the connection over");
+                        continue;
                     }
-                    .instrument(span),
+                };
+                let runtime = match config.runtimes.len() {
+                    0 => tokio::runtime::Handle::current(),
+                    n => config
+                        .runtimes
+                        .get(dealt % n)
+                        .cloned()
+                        .unwrap_or_else(tokio::runtime::Handle::current),
+                };
+                dealt = dealt.wrapping_add(1);
+                let served = serve_accepted(
+                    stream,
+                    Arc::clone(&exports),
+                    config.clone(),
+                    cancel.child_token(),
+                    permit,
+                );
+                tracker.spawn_on(
+                    served.instrument(tracing::debug_span!("nbd_conn", %peer)),
+                    &runtime,
                 );
             }
             Err(e) => {
@@ -172,6 +188,25 @@ pub async fn serve_with<E: Exports>(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serves a connection [`serve_with`] accepted, on the runtime this runs on, and logs how
+/// it ended; `_permit` is its connection slot.
+async fn serve_accepted<E: Exports>(
+    stream: std::net::TcpStream,
+    exports: Arc<E>,
+    config: Config,
+    cancel: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let r = match TcpStream::from_std(stream) {
+        Ok(stream) => serve_connection(stream, exports, &config, cancel).await,
+        Err(e) => Err(ConnError::Io(e)),
+    };
+    match r {
+        Ok(()) => tracing::debug!("connection closed"),
+        Err(e) => tracing::info!(error = &e as &dyn std::error::Error, "connection closed"),
+    }
 }
 
 /// Serves one accepted connection: handshake, then transmission until the client
