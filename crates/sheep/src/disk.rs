@@ -16,6 +16,11 @@ use sd_store::{Store, StoreError};
 
 use crate::error::SheepResult;
 
+/// The most bytes a store call copies on the calling thread: a larger copy would hold up
+/// every other connection of the shard for longer than a hand-off to the blocking pool
+/// costs.
+const INLINE_MAX: usize = 256 << 10;
+
 /// Runs the blocking store call `f` off the async threads.
 pub async fn blocking<T, F>(f: F) -> SheepResult<T>
 where
@@ -29,8 +34,9 @@ where
 /// thread when it holds them all, else on the blocking pool. The buffer is bounded by the
 /// object, never by what the caller asks for.
 pub async fn read(store: &Arc<Store>, oid: Oid, offset: u64, len: u32) -> SheepResult<Bytes> {
+    let inline = usize::try_from(len).is_ok_and(|l| l <= INLINE_MAX);
     let len = u64::from(len);
-    if let Some(r) = store.read_cached(oid, offset, len) {
+    if inline && let Some(r) = store.read_cached(oid, offset, len) {
         return Ok(Bytes::from(r?));
     }
     let store = store.clone();
@@ -64,7 +70,10 @@ pub async fn write(
     durable: bool,
     version: u32,
 ) -> SheepResult<()> {
-    if !durable && let Some(r) = store.write_cached(oid, offset, &data, version) {
+    if !durable
+        && data.len() <= INLINE_MAX
+        && let Some(r) = store.write_cached(oid, offset, &data, version)
+    {
         return Ok(r?);
     }
     let store = store.clone();

@@ -47,8 +47,12 @@ use crate::node::Sheep;
 use crate::ops::{self, After};
 use crate::shards::Shards;
 
-/// Read buffer a connection starts with, and returns to once it is empty.
-const INITIAL_BUF: usize = 4 << 10;
+/// Read buffer a connection starts with, and returns to once it is empty: room for a few
+/// 4 KiB writes, so that one arrives with one read (a frame read in two parts costs a
+/// second read and arms the frame's deadline).
+const INITIAL_BUF: usize = 16 << 10;
+/// Room kept free in the read buffer before each read: a 4 KiB write and its header.
+const MIN_SPARE: usize = (4 << 10) + SD_REQ_SIZE;
 /// Bytes charged per request on top of its payload or reply (task, headers, bookkeeping).
 pub const REQUEST_OVERHEAD: usize = 4 << 10;
 /// The most a request is charged for its reply buffer: the largest reply is an inode read
@@ -426,6 +430,11 @@ async fn connection(stream: TcpStream, sheep: Arc<Sheep>, pools: Arc<Pools>) {
         // An idle connection keeps no big buffer (a 4 MiB write leaves one behind).
         if buf.is_empty() && buf.capacity() > 4 * INITIAL_BUF {
             buf = BytesMut::with_capacity(INITIAL_BUF);
+        }
+        // Payloads split off the front leave less room behind them: keep room for a whole
+        // 4 KiB write, so it still arrives with one read.
+        if buf.capacity() - buf.len() < MIN_SPARE {
+            buf.reserve(INITIAL_BUF);
         }
         let in_progress = !buf.is_empty() || decoder.is_skipping();
         if !in_progress {
