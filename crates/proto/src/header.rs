@@ -1,6 +1,7 @@
 //! The 48-byte request and response headers (spec §2–§4) and the typed views of their
 //! 32-byte argument unions.
 
+use crate::node::NodeId;
 use crate::wire::{Reader, Writer};
 use crate::{DecodeError, Epoch, Oid, Opcode, SdResult, Vid};
 
@@ -144,6 +145,47 @@ impl RequestHeader {
     pub fn with_cluster(mut self, a: ClusterArgs) -> Self {
         self.args = a.encode();
         self
+    }
+    /// The forwarding view of the arguments (REPAIR_REPLICA).
+    pub fn forw(&self) -> ForwArgs {
+        ForwArgs::decode(&self.args)
+    }
+    /// Builder: sets forwarding arguments.
+    pub fn with_forw(mut self, a: ForwArgs) -> Self {
+        self.args = a.encode();
+        self
+    }
+}
+
+/// Forwarding arguments (REPAIR_REPLICA): the object and the node that holds a good copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwArgs {
+    /// The object to repair.
+    pub oid: Oid,
+    /// Where to fetch it from.
+    pub from: NodeId,
+}
+
+impl ForwArgs {
+    /// Decodes from the argument union; total (never fails).
+    pub fn decode(a: &[u8; 32]) -> Self {
+        let mut r = Reader::new(a);
+        let oid = Oid::new(r.u64().unwrap_or_default());
+        let addr = r.array().unwrap_or_default();
+        let port = r.u16().unwrap_or_default();
+        ForwArgs {
+            oid,
+            from: NodeId { addr, port },
+        }
+    }
+    /// Encodes into the argument union.
+    pub fn encode(&self) -> [u8; 32] {
+        let mut w = Writer::with_capacity(32);
+        w.u64(self.oid.get())
+            .bytes(&self.from.addr)
+            .u16(self.from.port)
+            .zeros(6);
+        to_array(&w.buf)
     }
 }
 
@@ -442,6 +484,18 @@ impl ResponseHeader {
         *c = copies;
         *p = policy;
         *s = shift;
+        self
+    }
+    /// Hash view (GET_HASH): the SHA-1 digest at bytes 24..44.
+    pub fn hash(&self) -> [u8; 20] {
+        let mut d = [0u8; 20];
+        d.copy_from_slice(&self.args[4..24]);
+        d
+    }
+    /// Builder: sets the hash view.
+    pub fn with_hash(mut self, digest: [u8; 20]) -> Self {
+        self.args = [0; 28];
+        self.args[4..24].copy_from_slice(&digest);
         self
     }
     /// Object view: the copies byte.

@@ -23,8 +23,8 @@ mod wire;
 
 pub use codec::{MAX_REQUEST_PAYLOAD, RequestDecoder, RequestFrame, ResponseDecoder};
 pub use header::{
-    ClusterArgs, Flags, NodeRsp, ObjArgs, RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE,
-    VdiArgs, VdiRsp,
+    ClusterArgs, Flags, ForwArgs, NodeRsp, ObjArgs, RequestHeader, ResponseHeader, SD_REQ_SIZE,
+    SD_RSP_SIZE, VdiArgs, VdiRsp,
 };
 pub use ids::{Epoch, ObjectKind, Oid, Vid};
 pub use opcode::Opcode;

@@ -21,8 +21,9 @@ use sd_proto::stat::{
 };
 use sd_proto::store_list::StoreList;
 use sd_proto::{
-    ClusterArgs, Epoch, Flags, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder, RequestFrame,
-    RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs, VdiRsp,
+    ClusterArgs, Epoch, Flags, ForwArgs, NodeRsp, ObjArgs, Oid, Opcode, RequestDecoder,
+    RequestFrame, RequestHeader, ResponseHeader, SD_REQ_SIZE, SD_RSP_SIZE, SdResult, VdiArgs,
+    VdiRsp,
 };
 
 /// Writes `v` into `buf` at `off` (the hand-made layouts below are built with this).
@@ -851,4 +852,36 @@ fn store_list_answer() {
     assert_eq!(StoreList::decode(b"plain"), ours);
     assert_eq!(StoreList::default().encode(), b"\0");
     assert_eq!(StoreList::decode(b""), StoreList::default());
+}
+
+#[test]
+fn repair_replica_forw_and_get_hash_digest_layout() {
+    // REPAIR_REPLICA (0xC5): forw.oid u64 @16, forw.addr u8[16] @24, forw.port u16 @40.
+    let from = sd_proto::node::NodeId::from_socket("127.0.0.1:7001".parse().unwrap());
+    let h = RequestHeader::new(Opcode::RepairReplica).with_forw(ForwArgs {
+        oid: Oid::new(0x007c_2b25_0000_0003),
+        from,
+    });
+    let b = h.encode();
+    assert_eq!(b[1], 0xc5);
+    assert_eq!(&b[16..24], &0x007c_2b25_0000_0003u64.to_le_bytes());
+    assert_eq!(
+        &b[24..40],
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 127, 0, 0, 1]
+    );
+    assert_eq!(&b[40..42], &7001u16.to_le_bytes());
+    assert_eq!(&b[42..48], &[0; 6]);
+    let d = RequestHeader::decode(&b).unwrap().forw();
+    assert_eq!(d.oid.get(), 0x007c_2b25_0000_0003);
+    assert_eq!(d.from, from);
+
+    // GET_HASH (0xB4) answer: rsp.hash.digest u8[20] @24.
+    let req = RequestHeader::new(Opcode::GetHash);
+    let digest: [u8; 20] = *b"0123456789abcdefghij";
+    let rsp = ResponseHeader::reply_to(&req, Epoch(4), SdResult::Success).with_hash(digest);
+    let b = rsp.encode();
+    assert_eq!(&b[20..24], &[0; 4]);
+    assert_eq!(&b[24..44], &digest);
+    assert_eq!(&b[44..48], &[0; 4]);
+    assert_eq!(ResponseHeader::decode(&b).unwrap().hash(), digest);
 }

@@ -48,6 +48,8 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
         O::FetchPeer => (Peer, false),
+        // `dog vdi check`: answered from (or repairing) this node's own copies.
+        O::GetHash | O::RepairReplica | O::OidsExist => (Local, false),
         _ => return None,
     })
 }
@@ -74,6 +76,8 @@ pub struct Reply {
     pub node: Option<NodeRsp>,
     /// Cluster default fields.
     pub cluster_default: Option<(u8, u8, u8)>,
+    /// SHA-1 digest (GET_HASH).
+    pub hash: Option<[u8; 20]>,
     /// Payload.
     pub payload: Bytes,
     /// Follow-up action.
@@ -243,6 +247,9 @@ pub async fn handle(
             if let Some((c, p, s)) = reply.cluster_default {
                 rsp = rsp.with_cluster_default(c, p, s);
             }
+            if let Some(digest) = reply.hash {
+                rsp = rsp.with_hash(digest);
+            }
             rsp.data_length = u32::try_from(payload.len()).unwrap_or(0);
             (rsp, payload, reply.after)
         }
@@ -284,7 +291,10 @@ async fn dispatch(
             | Opcode::FlushPeer
             | Opcode::StatWriteback
             | Opcode::InjectSyncFailure
-            | Opcode::GetObjList => obj::handle(sheep, kind, req, payload).await,
+            | Opcode::GetObjList
+            | Opcode::GetHash
+            | Opcode::RepairReplica
+            | Opcode::OidsExist => obj::handle(sheep, kind, req, payload).await,
             Opcode::ReadVdis | Opcode::ReadDelVdis | Opcode::GetVdiCopies => {
                 vdi::handle(sheep, req, payload).await
             }

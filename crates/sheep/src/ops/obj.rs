@@ -8,7 +8,7 @@ use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
 use super::{OpKind, Reply};
 use crate::disk::blocking;
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::gateway::{self, Mutation};
 use crate::node::Sheep;
 use crate::{replica, volume};
@@ -96,6 +96,16 @@ pub(super) async fn handle(
             }
             Ok(Reply::data(OidList { oids: list }.encode()))
         }
+        O::GetHash => Ok(Reply {
+            hash: Some(replica::hash(sheep, oid).await?),
+            ..Reply::ok()
+        }),
+        O::RepairReplica => {
+            let forw = req.forw();
+            crate::recovery::object::repair_from(sheep, forw.oid, forw.from).await?;
+            Ok(Reply::ok())
+        }
+        O::OidsExist => oids_exist(sheep, req, &payload).await,
         O::FlushVdi => {
             crate::writeback::flush_vdi(sheep, oid.vid()).await?;
             Ok(Reply::ok())
@@ -117,6 +127,30 @@ pub(super) async fn handle(
         O::DiscardObj => Err(SdResult::InvalidParms.into()),
         _ => Err(SdResult::InvalidParms.into()),
     }
+}
+
+/// OIDS_EXIST: which of the listed objects this node lacks. The answer lists them and is
+/// NO_OBJ when there is any; the list is bounded by the request's own payload.
+async fn oids_exist(sheep: &Sheep, req: &RequestHeader, payload: &Bytes) -> SheepResult<Reply> {
+    super::expect_payload(req, payload)?;
+    let asked = OidList::decode(payload).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let store = sheep.store.clone();
+    let missing: Vec<Oid> = blocking(move || {
+        Ok::<_, sd_store::StoreError>(
+            asked
+                .oids
+                .into_iter()
+                .filter(|oid| !store.exists(*oid))
+                .collect(),
+        )
+    })
+    .await?;
+    let result = (!missing.is_empty()).then_some(SdResult::NoObj);
+    Ok(Reply {
+        result,
+        payload: OidList { oids: missing }.encode().into(),
+        ..Reply::ok()
+    })
 }
 
 /// A create names a VDI this gateway must know. Before answering NO_VDI, catch up with

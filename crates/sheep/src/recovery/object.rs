@@ -87,6 +87,34 @@ pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
     Ok(())
 }
 
+/// REPAIR_REPLICA: replaces the local copy of `oid` with the one `from` holds (its bytes
+/// and its version), as `dog vdi check` asks of a replica whose copy differs from the
+/// others or is missing. A copy of the wrong size is refused (EIO).
+pub async fn repair_from(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
+    if from == sheep.me.nid {
+        return Err(SdResult::InvalidParms.into());
+    }
+    let lock = sheep.recovery.lock_for(oid);
+    let _g = lock.lock().await;
+    let (epoch, size) = {
+        let sys = sheep.sys();
+        let shift = sheep
+            .vdi_shift(oid.vid())
+            .unwrap_or(sys.config.block_size_shift);
+        (sys.epoch, oid.object_size(shift))
+    };
+    let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let PeerCopy { version, data } = fetch_peer(sheep, from, oid, epoch, room).await?;
+    if data.len() as u64 != size {
+        tracing::warn!(%oid, %from, got = data.len(), want = size, "repair copy of the wrong size refused");
+        return Err(SdResult::Eio.into());
+    }
+    store_copy(sheep, oid, data, version).await?;
+    sheep.recovery.mark_recovered(oid);
+    tracing::info!(%oid, %from, version, "replica repaired");
+    Ok(())
+}
+
 /// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
 async fn fetch_peer(
     sheep: &Sheep,
