@@ -143,8 +143,8 @@ async fn epoch_records(ctx: &mut Ctx) -> Result<Vec<EpochLogRecord>, u8> {
 }
 
 /// Where the ring puts `oid` among `members` (every member when there are fewer members
-/// than copies).
-fn holders(oid: Oid, copies: u8, members: &[SdNode]) -> Vec<SdNode> {
+/// than copies), primary first: the nodes `vdi track` names and `vdi check` asks.
+pub fn holders(oid: Oid, copies: u8, members: &[SdNode]) -> Vec<SdNode> {
     if members.len() < usize::from(copies) {
         members.to_vec()
     } else {
