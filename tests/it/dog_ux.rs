@@ -55,12 +55,13 @@ fn version_and_a_help_without_unimplemented_subcommands() {
     for shown in ["vdi create", "vdi list", "node list", "cluster info"] {
         assert!(help.contains(&format!("\n  {shown} ")), "{shown}:\n{help}");
     }
+    for shown in ["vdi check", "cluster check"] {
+        assert!(help.contains(&format!("\n  {shown} ")), "{shown}:\n{help}");
+    }
     for hidden in [
-        "vdi check",
         "vdi backup",
         "node md",
         "node stat",
-        "cluster check",
         "cluster snapshot",
         "upgrade ",
         "benchmark ",
@@ -78,7 +79,7 @@ fn version_and_a_help_without_unimplemented_subcommands() {
         (
             Some(64),
             "Invalid command 'cluster nosuch'\nAvailable cluster commands:\n  cluster info\n  \
-             cluster format\n  cluster shutdown\n"
+             cluster format\n  cluster shutdown\n  cluster check\n"
         )
     );
 
@@ -94,11 +95,11 @@ fn version_and_a_help_without_unimplemented_subcommands() {
             "dog upgrade epoch-convert is not implemented yet\n".into()
         )
     );
-    let (code, usage) = dog_merged(&["cluster", "check", "-h"]);
+    let (code, usage) = dog_merged(&["cluster", "reweight", "-h"]);
     assert_eq!(code, Some(0));
     assert!(
-        usage.starts_with("Usage: dog cluster check [-a address] [-p port] [-h] [-T]\n")
-            && usage.ends_with("Note: this dog does not implement 'dog cluster check' yet.\n"),
+        usage.starts_with("Usage: dog cluster reweight [-a address] [-p port] [-h] [-T]\n")
+            && usage.ends_with("Note: this dog does not implement 'dog cluster reweight' yet.\n"),
         "{usage}"
     );
 }

@@ -236,6 +236,8 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::VdiSetattr => crate::attr::setattr(ctx, &args).await,
         Handler::VdiGetattr => crate::attr::getattr(ctx, &args).await,
         Handler::VdiResize => crate::resize::resize(ctx, &args).await,
+        Handler::VdiCheck => crate::check::vdi_check(ctx, &args).await,
+        Handler::ClusterCheck => crate::check::cluster_check(ctx).await,
         Handler::NotImplemented => {
             if !sub.subsub.is_empty() {
                 let first = args
@@ -345,6 +347,7 @@ fn apply_opt(cmd: &Command, o: &mut Options, opt: &Opt) -> Result<(), Abort> {
         ("vdi", 'R') => o.reduce_identical = true,
         ("vdi", 'x') => o.exclusive = true,
         ("vdi", 'd') => o.delete_key = true,
+        ("vdi", 'e') => o.exist_only = true,
         ("vdi", 'o') => {
             let hex = arg
                 .trim_start()

@@ -215,6 +215,8 @@ pub struct Options {
     pub exclusive: bool,
     /// `-d` (vdi setattr): delete the key.
     pub delete_key: bool,
+    /// `-e` (vdi check): only test that every copy exists.
+    pub exist_only: bool,
     /// `--json`: one JSON document instead of text (docs/json-output.md).
     pub json: bool,
     /// `--watch` (or `--interval`): refresh until interrupted.

@@ -377,6 +377,56 @@ pub struct EpochMember {
     pub zone: u32,
 }
 
+/// `vdi check --json`: what the check found and did to one VDI.
+#[derive(Debug, Default, Serialize)]
+pub struct VdiCheck {
+    /// Name.
+    pub name: String,
+    /// VDI id.
+    pub vid: u32,
+    /// `working`, `snapshot` or `clone`.
+    pub kind: &'static str,
+    /// Snapshot id (0 for a working VDI or clone).
+    pub snap_id: u32,
+    /// Snapshot tag ("" if none).
+    pub tag: String,
+    /// `repair` (hashes compared, copies repaired) or `exist` (`-e`: existence only).
+    pub mode: &'static str,
+    /// Objects checked: the inode and every allocated data object.
+    pub objects: u64,
+    /// Copies whose bytes differed from the majority's and were replaced.
+    pub fixed_replicas: Vec<CheckedCopy>,
+    /// Copies that were missing and were recreated.
+    pub fixed_missing: Vec<CheckedCopy>,
+    /// `-e`: copies that are missing (nothing is repaired).
+    pub missing: Vec<CheckedCopy>,
+    /// Objects whose copies differ with no majority (left as they are).
+    pub no_majority: Vec<String>,
+    /// Objects no replica holds.
+    pub lost: Vec<String>,
+    /// Objects that could not be checked or repaired completely (a node did not answer,
+    /// or a repair failed).
+    pub failed: Vec<String>,
+    /// Nothing is wrong any more: every copy exists and matches (exit code 0).
+    pub ok: bool,
+}
+
+/// One copy of an object on one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedCopy {
+    /// The object.
+    pub oid: String,
+    /// The node holding (or missing) the copy, `ip:port`.
+    pub addr: String,
+}
+
+/// `cluster check --json`.
+#[derive(Debug, Serialize)]
+pub struct ClusterCheck {
+    /// Every VDI and snapshot, ascending vid.
+    pub vdis: Vec<VdiCheck>,
+}
+
 /// The machine-readable name of a cluster status.
 pub fn status_name(r: SdResult) -> &'static str {
     match r {

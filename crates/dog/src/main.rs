@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod attr;
+mod check;
 mod cli;
 mod cluster;
 mod ctx;

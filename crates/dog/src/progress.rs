@@ -1,6 +1,6 @@
 //! Progress bars for long `dog` work (`vdi read`, `vdi write`, the copy of `vdi clone -n`
-//! or `-P`), drawn with `indicatif` on stderr, and only when someone is watching: scripts
-//! and tests, which capture dog's output through pipes, never see one.
+//! or `-P`, `vdi check`), drawn with `indicatif` on stderr, and only when someone is
+//! watching: scripts and tests, which capture dog's output through pipes, never see one.
 
 use std::io::IsTerminal;
 
@@ -51,6 +51,32 @@ impl Progress {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         Progress(Some(bar))
+    }
+
+    /// A bar over `total` objects (`vdi check`), for a command whose stdout carries text.
+    pub fn objects(total: u64) -> Progress {
+        let on = enabled(
+            std::io::stdout().is_terminal(),
+            std::io::stderr().is_terminal(),
+            Stdout::Text,
+        );
+        if !on {
+            return Progress(None);
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{percent:>3} % [{wide_bar}] {pos} / {len}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        Progress(Some(bar))
+    }
+
+    /// Runs `f` (which prints lines) with the bar hidden, so the lines do not tear it.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
     }
 
     /// `n` more bytes done.

@@ -263,6 +263,10 @@ pub enum Handler {
     VdiGetattr,
     /// `vdi resize`.
     VdiResize,
+    /// `vdi check`.
+    VdiCheck,
+    /// `cluster check`.
+    ClusterCheck,
     /// Listed for compatibility, not implemented by this `dog` yet.
     NotImplemented,
 }
@@ -371,14 +375,17 @@ const fn ss_ni(name: &'static str, desc: &'static str) -> SubSub {
 use Handler::NotImplemented as NI;
 
 const VDI_SUBS: &[SubCmd] = &[
-    sub(
-        "check",
-        Some("<vdiname>"),
-        "seaphT",
-        "check and repair image's consistency",
-        NEED_NODELIST | NEED_ARG,
-        NI,
-    ),
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "check",
+            Some("<vdiname>"),
+            "seaphT",
+            "check and repair image's consistency",
+            NEED_NODELIST | NEED_ARG,
+            Handler::VdiCheck,
+        )
+    },
     sub(
         "create",
         Some("<vdiname> <size>"),
@@ -710,14 +717,17 @@ const CLUSTER_SUBS: &[SubCmd] = &[
         ],
     ),
     sub("reweight", None, "aphT", "reweight the cluster", 0, NI),
-    sub(
-        "check",
-        None,
-        "aphT",
-        "check and repair cluster",
-        NEED_NODELIST,
-        NI,
-    ),
+    SubCmd {
+        long_opts: JSON_OPTS,
+        ..sub(
+            "check",
+            None,
+            "aphT",
+            "check and repair cluster",
+            NEED_NODELIST,
+            Handler::ClusterCheck,
+        )
+    },
     sub(
         "alter-copy",
         None,

@@ -139,7 +139,6 @@ mod tests {
 
     /// The subcommands this dog lists: all of Sheepdog's but those not implemented yet.
     const HIDDEN: &[&str] = &[
-        "vdi check",
         "vdi graph",
         "vdi backup",
         "vdi restore",
@@ -151,7 +150,6 @@ mod tests {
         "cluster snapshot",
         "cluster recover",
         "cluster reweight",
-        "cluster check",
         "cluster alter-copy",
         "upgrade inode-convert",
         "upgrade epoch-convert",
