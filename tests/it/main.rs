@@ -37,4 +37,5 @@ mod powerloss;
 mod restart;
 mod thrash;
 mod tidy;
+mod vdi_check;
 mod writeback;
