@@ -35,6 +35,7 @@ mod operations;
 mod partition;
 mod powerloss;
 mod restart;
+mod scrub;
 mod thrash;
 mod tidy;
 mod vdi_check;

@@ -7,6 +7,7 @@
 //! cluster-wide state (members, epochs, status, the VDI table) is a deterministic fold of
 //! that order. This crate is pure: drivers, which need I/O, live in the daemon.
 
+pub mod check;
 pub mod log;
 pub mod log_file;
 pub mod membership;

@@ -33,6 +33,26 @@ pub struct Config {
     /// Threads serving connections (`--threads`), each a single-threaded runtime (see
     /// `shards`); 1: everything runs on the runtime `sheep::run` is called on.
     pub threads: usize,
+    /// Background scrub (`--scrub-interval`, `--scrub-rate`).
+    pub scrub: ScrubConfig,
+}
+
+/// The background scrub: how often a pass starts and how fast it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubConfig {
+    /// Time from the end of one pass to the start of the next; zero: no scrub.
+    pub interval: std::time::Duration,
+    /// Bytes per second this node hashes (its own copies), at most.
+    pub rate: u64,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            interval: std::time::Duration::ZERO,
+            rate: 32 << 20,
+        }
+    }
 }
 
 /// Bounds on what clients can make the daemon hold: at most three pools of `max_buffered`
@@ -165,6 +185,7 @@ impl Config {
             writeback: WritebackConfig::default(),
             metrics: None,
             threads: 1,
+            scrub: ScrubConfig::default(),
         }
     }
 }

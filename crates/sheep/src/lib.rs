@@ -23,6 +23,7 @@ mod reconcile;
 mod recovery;
 mod replica;
 mod sampler;
+mod scrub;
 mod server;
 mod shards;
 mod sys;

@@ -106,6 +106,14 @@ struct Args {
     /// fdatasync, creates) runs on further threads as needed.
     #[arg(long = "threads", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Scrub: every SECS seconds (after the previous pass ends), compare the SHA-1 of every
+    /// copy of the objects this node places first and repair copies that differ from the
+    /// majority or are missing. 0 (default): off.
+    #[arg(long = "scrub-interval", default_value_t = 0)]
+    scrub_interval: u64,
+    /// Scrub read rate of this node's own copies, bytes per second (K, M, G suffixes).
+    #[arg(long = "scrub-rate", default_value = "32M", value_parser = parse_size)]
+    scrub_rate: u64,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -341,6 +349,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     cfg.fixed_vnodes = args.vnodes.is_some();
     cfg.recovery = args.recovery.unwrap_or_default();
     cfg.metrics = args.metrics;
+    cfg.scrub = sheep::config::ScrubConfig {
+        interval: std::time::Duration::from_secs(args.scrub_interval),
+        rate: args.scrub_rate.max(1),
+    };
     if args.writeback {
         cfg.sync = sd_store::SyncMode::Writeback;
     }

@@ -30,6 +30,12 @@ pub const FLUSH_SECONDS: &str = "sheep_flush_duration_seconds";
 pub const FLUSH_FANOUT: &str = "sheep_flush_peer_fanout";
 /// Objects this node recovered (all epochs); its `rate()` is the recovery rate.
 pub const RECOVERED: &str = "sheep_recovery_objects_recovered_total";
+/// Objects the scrub compared across their replicas.
+pub const SCRUBBED: &str = "sheep_scrub_objects_total";
+/// Objects the scrub found with a copy missing or different.
+pub const SCRUB_MISMATCHES: &str = "sheep_scrub_mismatches_total";
+/// Copies the scrub repaired.
+pub const SCRUB_REPAIRED: &str = "sheep_scrub_repaired_total";
 /// Objects of the current epoch's recovery done on this node.
 pub const RECOVERY_DONE: &str = "sheep_recovery_objects_done";
 /// Objects of the current epoch's recovery left on this node.
@@ -113,6 +119,15 @@ pub fn gateway_flush(fanout: usize, started: Instant) {
 /// Records a peer's flush of one VDI's dirty objects.
 pub fn peer_flush(started: Instant) {
     metrics::histogram!(FLUSH_SECONDS, "side" => "peer").record(started.elapsed().as_secs_f64());
+}
+
+/// Records one object scrubbed: whether its copies disagreed, and how many were repaired.
+pub fn scrubbed(mismatch: bool, repaired: usize) {
+    metrics::counter!(SCRUBBED).increment(1);
+    if mismatch {
+        metrics::counter!(SCRUB_MISMATCHES).increment(1);
+    }
+    metrics::counter!(SCRUB_REPAIRED).increment(repaired as u64);
 }
 
 /// Records one object recovered.

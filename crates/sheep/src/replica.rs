@@ -167,6 +167,10 @@ pub async fn hash(sheep: &Sheep, oid: Oid) -> SheepResult<[u8; 20]> {
     use sha1::{Digest, Sha1};
     let store = sheep.store.clone();
     let r = blocking(move || {
+        // The file as it is now: an open descriptor outlives a file removed under the store.
+        if !store.exists(oid) {
+            return Err(StoreError::NoObject(oid));
+        }
         let size = store.object_size(oid)?;
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; HASH_CHUNK.min(usize::try_from(size).unwrap_or(HASH_CHUNK))];

@@ -120,7 +120,13 @@ pub fn run(cfg: &ThrashConfig) -> anyhow::Result<ThrashReport> {
         cfg.vdi_size.is_multiple_of(OBJ_SIZE) && cfg.vdi_size > 0,
         "bad VDI size"
     );
-    let extra: &[&str] = if cfg.writeback { &["-W"] } else { &[] };
+    // The scrub runs too, every second: it must never undo a client's write, and it must
+    // leave the copies identical.
+    let extra: &[&str] = if cfg.writeback {
+        &["-W", "--scrub-interval", "1"]
+    } else {
+        &["--scrub-interval", "1"]
+    };
     let mut cluster = Cluster::start_with(cfg.nodes, extra)?;
     cluster.format(cfg.copies)?;
     let vid = create_vdi(&cluster, cfg.vdi_size)?;
