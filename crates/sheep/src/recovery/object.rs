@@ -88,14 +88,23 @@ pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
 }
 
 /// REPAIR_REPLICA: replaces the local copy of `oid` with the one `from` holds (its bytes
-/// and its version), as `dog vdi check` asks of a replica whose copy differs from the
-/// others or is missing. A copy of the wrong size is refused (EIO).
+/// and its version), as `dog vdi check` and the scrub ask of a replica whose copy differs
+/// from the others or is missing. A copy of the wrong size is refused (EIO). Local reads
+/// and writes of `oid` wait meanwhile, so a write that arrives during the repair lands on
+/// the new copy, not on the one being replaced.
 pub async fn repair_from(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
     if from == sheep.me.nid {
         return Err(SdResult::InvalidParms.into());
     }
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
+    sheep.recovery.hold(oid);
+    let r = fetch_and_store(sheep, oid, from).await;
+    sheep.recovery.release(oid);
+    r
+}
+
+async fn fetch_and_store(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
     let (epoch, size) = {
         let sys = sheep.sys();
         let shift = sheep
@@ -110,7 +119,6 @@ pub async fn repair_from(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<(
         return Err(SdResult::Eio.into());
     }
     store_copy(sheep, oid, data, version).await?;
-    sheep.recovery.mark_recovered(oid);
     tracing::info!(%oid, %from, version, "replica repaired");
     Ok(())
 }

@@ -28,6 +28,9 @@ struct State {
     locks: HashMap<Oid, Arc<tokio::sync::Mutex<()>>>,
     /// Unreadable local copies being replaced.
     repairing: HashSet<Oid>,
+    /// Copies being replaced by REPAIR_REPLICA: reads and writes of them wait (they call
+    /// `recover_now`, which waits for the object's lock the repair holds).
+    held: HashSet<Oid>,
 }
 
 /// Recovery state shared by the background task and the I/O path.
@@ -78,7 +81,7 @@ impl Recovery {
     /// Whether `oid`'s local copy must be recovered before it is served.
     pub fn needs(&self, oid: Oid) -> bool {
         let st = self.st();
-        st.pending.contains(&oid) || st.unverified.contains(&oid)
+        st.pending.contains(&oid) || st.unverified.contains(&oid) || st.held.contains(&oid)
     }
 
     /// Progress of the current epoch.
@@ -201,5 +204,15 @@ impl Recovery {
     /// The repair of `oid` ended.
     pub fn end_repair(&self, oid: Oid) {
         self.st().repairing.remove(&oid);
+    }
+
+    /// Local I/O of `oid` waits from now until [`Self::release`] (call with its lock held).
+    pub(super) fn hold(&self, oid: Oid) {
+        self.st().held.insert(oid);
+    }
+
+    /// Ends [`Self::hold`].
+    pub(super) fn release(&self, oid: Oid) {
+        self.st().held.remove(&oid);
     }
 }
