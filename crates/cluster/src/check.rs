@@ -1,139 +1,143 @@
-//! Do the copies of an object agree? The decision behind `dog vdi check` and the sheep's
+//! Do the copies of an object agree? The rule behind `dog vdi check` and the sheep's
 //! background scrub, given what each replica answered to GET_HASH. Pure: no I/O.
 
-/// What one replica answered about its copy.
+/// One replica's answer to GET_HASH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyState {
-    /// SHA-1 of its copy.
+pub enum Answer {
+    /// The SHA-1 of its copy.
     Hash([u8; 20]),
     /// It has no copy (NO_OBJ).
     Missing,
-    /// No usable answer (unreachable, EIO, still recovering ...).
-    Unknown,
+    /// It could not be asked, or answered an error.
+    Failed,
 }
 
-/// What to do about an object, from its replicas' answers.
+/// Why a replica is repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// It had no copy: `fixed missing`.
+    Missing,
+    /// Its copy differed from the good one: `fixed replica`.
+    Replica,
+}
+
+/// What to do with one object, from its replicas' answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every replica holds the same bytes.
-    Agree,
-    /// A strict majority of the replicas agrees on `good`: replicas `from` hold it, and the
-    /// copies at the indexes `missing` (none) and `differ` (other bytes) need repair.
-    Repair {
-        /// Indexes of the replicas holding the majority copy.
-        from: Vec<usize>,
-        /// Indexes of the replicas without a copy.
-        missing: Vec<usize>,
-        /// Indexes of the replicas whose copy differs.
-        differ: Vec<usize>,
+pub enum Decision {
+    /// The copy of replica `source` is good; `repairs` (replica, why) copy it (none: the
+    /// object is consistent).
+    Good {
+        /// A replica holding the good copy.
+        source: usize,
+        /// The replicas to repair from it.
+        repairs: Vec<(usize, Fix)>,
     },
-    /// Some replica did not answer: nothing can be decided safely now.
-    Undecided,
-    /// Copies exist but no strict majority agrees: repairing would be a guess.
+    /// Every replica answered, the copies disagree and no copy has a strict majority.
     NoMajority,
-    /// No replica has a copy.
+    /// Every replica answered and none has a copy.
     Lost,
+    /// A replica did not answer and the others do not settle it.
+    Undecided,
 }
 
-/// Judges the answers of an object's replicas (in placement order). A repair needs every
-/// replica to have answered, and the copies that exist to be identical, or strictly more
-/// than half of the replicas to hold identical bytes.
-pub fn judge(answers: &[CopyState]) -> Verdict {
-    if answers.contains(&CopyState::Unknown) {
-        return Verdict::Undecided;
+/// The rule for one object (pure): the copy strictly more than half of the replicas hold
+/// is good; failing that, if every replica answered and all the copies present are the same,
+/// that copy is good (nothing disputes it); otherwise nothing is repaired.
+pub fn decide(answers: &[Answer]) -> Decision {
+    let mut counts: Vec<([u8; 20], usize)> = Vec::new();
+    for a in answers {
+        if let Answer::Hash(h) = a {
+            match counts.iter_mut().find(|(x, _)| x == h) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((*h, 1)),
+            }
+        }
     }
-    let hashes: Vec<[u8; 20]> = answers
+    let all_answered = !answers.contains(&Answer::Failed);
+    let majority = counts
         .iter()
-        .filter_map(|a| match a {
-            CopyState::Hash(h) => Some(*h),
+        .find(|(_, n)| n.saturating_mul(2) > answers.len())
+        .map(|(h, _)| *h);
+    let good = match (majority, all_answered, counts.as_slice()) {
+        (Some(h), _, _) => h,
+        (None, true, []) => return Decision::Lost,
+        (None, true, [(h, _)]) => *h,
+        (None, true, _) => return Decision::NoMajority,
+        (None, false, _) => return Decision::Undecided,
+    };
+    let Some(source) = answers.iter().position(|a| *a == Answer::Hash(good)) else {
+        // `good` was counted from these answers.
+        return Decision::Undecided;
+    };
+    let repairs = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Answer::Missing => Some((i, Fix::Missing)),
+            Answer::Hash(h) if *h != good => Some((i, Fix::Replica)),
             _ => None,
         })
         .collect();
-    if hashes.is_empty() {
-        return Verdict::Lost;
-    }
-    // Copies that all agree are copied to the replicas that lack one, however few they
-    // are; copies that disagree need a strict majority of the replicas.
-    let all_equal = hashes.iter().all(|h| Some(h) == hashes.first());
-    let Some(good) = hashes
-        .iter()
-        .find(|h| all_equal || hashes.iter().filter(|x| x == h).count() * 2 > answers.len())
-    else {
-        return Verdict::NoMajority;
-    };
-    let mut from = Vec::new();
-    let mut missing = Vec::new();
-    let mut differ = Vec::new();
-    for (i, a) in answers.iter().enumerate() {
-        match a {
-            CopyState::Hash(h) if h == good => from.push(i),
-            CopyState::Hash(_) => differ.push(i),
-            _ => missing.push(i),
-        }
-    }
-    if missing.is_empty() && differ.is_empty() {
-        Verdict::Agree
-    } else {
-        Verdict::Repair {
-            from,
-            missing,
-            differ,
-        }
-    }
+    Decision::Good { source, repairs }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::CopyState::{Hash, Missing, Unknown};
     use super::*;
 
-    const A: [u8; 20] = [1; 20];
-    const B: [u8; 20] = [2; 20];
-    const C: [u8; 20] = [3; 20];
+    const A: Answer = Answer::Hash([1; 20]);
+    const B: Answer = Answer::Hash([2; 20]);
+    const C: Answer = Answer::Hash([3; 20]);
+    const M: Answer = Answer::Missing;
+    const F: Answer = Answer::Failed;
 
-    #[test]
-    fn agreement_needs_every_copy_identical() {
-        assert_eq!(judge(&[Hash(A), Hash(A), Hash(A)]), Verdict::Agree);
-        assert_eq!(judge(&[Hash(A)]), Verdict::Agree);
+    fn good(source: usize, repairs: &[(usize, Fix)]) -> Decision {
+        Decision::Good {
+            source,
+            repairs: repairs.to_vec(),
+        }
     }
 
     #[test]
-    fn a_strict_majority_repairs_the_rest() {
-        assert_eq!(
-            judge(&[Hash(A), Hash(B), Hash(A)]),
-            Verdict::Repair {
-                from: vec![0, 2],
-                missing: vec![],
-                differ: vec![1],
-            }
-        );
-        assert_eq!(
-            judge(&[Missing, Hash(A), Hash(A)]),
-            Verdict::Repair {
-                from: vec![1, 2],
-                missing: vec![0],
-                differ: vec![],
-            }
-        );
-        // The only copy left is copied back.
-        assert_eq!(
-            judge(&[Missing, Missing, Hash(A)]),
-            Verdict::Repair {
-                from: vec![2],
-                missing: vec![0, 1],
-                differ: vec![],
-            }
-        );
-        // Copies that differ need a majority of the replicas, not of the copies.
-        assert_eq!(judge(&[Missing, Hash(A), Hash(B)]), Verdict::NoMajority);
-    }
-
-    #[test]
-    fn ties_and_silence_decide_nothing() {
-        assert_eq!(judge(&[Hash(A), Hash(B)]), Verdict::NoMajority);
-        assert_eq!(judge(&[Hash(A), Hash(B), Hash(C)]), Verdict::NoMajority);
-        assert_eq!(judge(&[Hash(A), Hash(A), Unknown]), Verdict::Undecided);
-        assert_eq!(judge(&[Missing, Missing]), Verdict::Lost);
-        assert_eq!(judge(&[]), Verdict::Lost);
+    fn majority_decides() {
+        use Fix::{Missing as Mi, Replica as Re};
+        let table: &[(&[Answer], Decision)] = &[
+            // Consistent.
+            (&[A], good(0, &[])),
+            (&[A, A], good(0, &[])),
+            (&[A, A, A], good(0, &[])),
+            // A strict majority wins: the others are repaired from its first holder.
+            (&[A, A, M], good(0, &[(2, Mi)])),
+            (&[M, A, A], good(1, &[(0, Mi)])),
+            (&[A, B, A], good(0, &[(1, Re)])),
+            (&[B, A, A], good(1, &[(0, Re)])),
+            (&[A, A, B, M, A], good(0, &[(2, Re), (3, Mi)])),
+            // A majority holds even if a replica did not answer (it is not repaired).
+            (&[A, F, A], good(0, &[])),
+            (&[A, A, A, F, M], good(0, &[(4, Mi)])),
+            (&[A, A, F, M], Decision::Undecided),
+            // Undisputed: every replica answered and the copies present agree.
+            (&[A, M], good(0, &[(1, Mi)])),
+            (&[M, M, A], good(2, &[(0, Mi), (1, Mi)])),
+            (&[M, A, A, M], good(1, &[(0, Mi), (3, Mi)])),
+            // Disagreement without a strict majority: nothing is guessed.
+            (&[A, B], Decision::NoMajority),
+            (&[A, B, C], Decision::NoMajority),
+            (&[A, B, M], Decision::NoMajority),
+            (&[A, A, B, B], Decision::NoMajority),
+            // Nobody has it.
+            (&[M], Decision::Lost),
+            (&[M, M, M], Decision::Lost),
+            // A silent replica might hold what settles it.
+            (&[A, F], Decision::Undecided),
+            (&[A, M, F], Decision::Undecided),
+            (&[M, F], Decision::Undecided),
+            (&[F, F, F], Decision::Undecided),
+            (&[A, B, F], Decision::Undecided),
+            (&[], Decision::Lost),
+        ];
+        for (answers, want) in table {
+            assert_eq!(&decide(answers), want, "{answers:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! each replica holding one is asked its SHA-1 (GET_HASH); the copy a strict majority of the
 //! replicas holds is the good one, and every replica that lacks it or holds other bytes is
 //! told to fetch it from a good holder (REPAIR_REPLICA, sent to the replica being
-//! repaired): `fixed missing %lx` / `fixed replica %lx`. The rule is [`decide`]'s: an
+//! repaired): `fixed missing %lx` / `fixed replica %lx`. The rule is `sd_cluster::check::decide`'s: an
 //! undisputed copy (every replica answered, the
 //! ones holding a copy agree) is good too; copies that disagree with no majority are
 //! reported (`no majority of %lx`) and left alone; an object no replica holds is lost; a
@@ -38,91 +38,12 @@ use crate::json::{CheckedCopy, ClusterCheck, VdiCheck, oid_hex};
 use crate::progress::Progress;
 use crate::sd_err;
 use crate::vdi::{ListedVdi, count_data_objs, index_entry, live_vids, read_listed};
+use sd_cluster::check::{Answer, Decision, Fix, decide};
 
 /// Objects checked at once (one request at a time each, on its own connections).
 const IN_FLIGHT: usize = 8;
 /// Object ids per OIDS_EXIST request (512 KiB of payload, well under a sheep's cap).
 const EXIST_BATCH: usize = 1 << 16;
-
-/// One replica's answer to GET_HASH.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// The SHA-1 of its copy.
-    Hash([u8; 20]),
-    /// It has no copy (NO_OBJ).
-    Missing,
-    /// It could not be asked, or answered an error.
-    Failed,
-}
-
-/// Why a replica is repaired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fix {
-    /// It had no copy: `fixed missing`.
-    Missing,
-    /// Its copy differed from the good one: `fixed replica`.
-    Replica,
-}
-
-/// What to do with one object, from its replicas' answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// The copy of replica `source` is good; `repairs` (replica, why) copy it (none: the
-    /// object is consistent).
-    Good {
-        /// A replica holding the good copy.
-        source: usize,
-        /// The replicas to repair from it.
-        repairs: Vec<(usize, Fix)>,
-    },
-    /// Every replica answered, the copies disagree and no copy has a strict majority.
-    NoMajority,
-    /// Every replica answered and none has a copy.
-    Lost,
-    /// A replica did not answer and the others do not settle it.
-    Undecided,
-}
-
-/// The rule for one object (pure): the copy strictly more than half of the replicas hold
-/// is good; failing that, if every replica answered and all the copies present are the same,
-/// that copy is good (nothing disputes it); otherwise nothing is repaired.
-pub fn decide(answers: &[Answer]) -> Decision {
-    let mut counts: Vec<([u8; 20], usize)> = Vec::new();
-    for a in answers {
-        if let Answer::Hash(h) = a {
-            match counts.iter_mut().find(|(x, _)| x == h) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((*h, 1)),
-            }
-        }
-    }
-    let all_answered = !answers.contains(&Answer::Failed);
-    let majority = counts
-        .iter()
-        .find(|(_, n)| n.saturating_mul(2) > answers.len())
-        .map(|(h, _)| *h);
-    let good = match (majority, all_answered, counts.as_slice()) {
-        (Some(h), _, _) => h,
-        (None, true, []) => return Decision::Lost,
-        (None, true, [(h, _)]) => *h,
-        (None, true, _) => return Decision::NoMajority,
-        (None, false, _) => return Decision::Undecided,
-    };
-    let Some(source) = answers.iter().position(|a| *a == Answer::Hash(good)) else {
-        // `good` was counted from these answers.
-        return Decision::Undecided;
-    };
-    let repairs = answers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| match a {
-            Answer::Missing => Some((i, Fix::Missing)),
-            Answer::Hash(h) if *h != good => Some((i, Fix::Replica)),
-            _ => None,
-        })
-        .collect();
-    Decision::Good { source, repairs }
-}
 
 /// What went wrong with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,65 +489,4 @@ pub async fn cluster_check(ctx: &mut Ctx) -> CmdResult {
         ctx.put_json(&all);
     }
     Ok(if ok { EXIT_SUCCESS } else { EXIT_FAILURE })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: Answer = Answer::Hash([1; 20]);
-    const B: Answer = Answer::Hash([2; 20]);
-    const C: Answer = Answer::Hash([3; 20]);
-    const M: Answer = Answer::Missing;
-    const F: Answer = Answer::Failed;
-
-    fn good(source: usize, repairs: &[(usize, Fix)]) -> Decision {
-        Decision::Good {
-            source,
-            repairs: repairs.to_vec(),
-        }
-    }
-
-    #[test]
-    fn majority_decides() {
-        use Fix::{Missing as Mi, Replica as Re};
-        let table: &[(&[Answer], Decision)] = &[
-            // Consistent.
-            (&[A], good(0, &[])),
-            (&[A, A], good(0, &[])),
-            (&[A, A, A], good(0, &[])),
-            // A strict majority wins: the others are repaired from its first holder.
-            (&[A, A, M], good(0, &[(2, Mi)])),
-            (&[M, A, A], good(1, &[(0, Mi)])),
-            (&[A, B, A], good(0, &[(1, Re)])),
-            (&[B, A, A], good(1, &[(0, Re)])),
-            (&[A, A, B, M, A], good(0, &[(2, Re), (3, Mi)])),
-            // A majority holds even if a replica did not answer (it is not repaired).
-            (&[A, F, A], good(0, &[])),
-            (&[A, A, A, F, M], good(0, &[(4, Mi)])),
-            (&[A, A, F, M], Decision::Undecided),
-            // Undisputed: every replica answered and the copies present agree.
-            (&[A, M], good(0, &[(1, Mi)])),
-            (&[M, M, A], good(2, &[(0, Mi), (1, Mi)])),
-            (&[M, A, A, M], good(1, &[(0, Mi), (3, Mi)])),
-            // Disagreement without a strict majority: nothing is guessed.
-            (&[A, B], Decision::NoMajority),
-            (&[A, B, C], Decision::NoMajority),
-            (&[A, B, M], Decision::NoMajority),
-            (&[A, A, B, B], Decision::NoMajority),
-            // Nobody has it.
-            (&[M], Decision::Lost),
-            (&[M, M, M], Decision::Lost),
-            // A silent replica might hold what settles it.
-            (&[A, F], Decision::Undecided),
-            (&[A, M, F], Decision::Undecided),
-            (&[M, F], Decision::Undecided),
-            (&[F, F, F], Decision::Undecided),
-            (&[A, B, F], Decision::Undecided),
-            (&[], Decision::Lost),
-        ];
-        for (answers, want) in table {
-            assert_eq!(&decide(answers), want, "{answers:?}");
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Each pass walks this node's objects and takes the ones it places first among their
 //! replicas, so every object is scrubbed by one node. For each: GET_HASH of every replica's
-//! copy (its own hashed here), [`sd_cluster::check::judge`] decides, and a copy that is
+//! copy (its own hashed here), [`sd_cluster::check::decide`] decides (as for `dog vdi check`), and a copy that is
 //! missing or differs from the majority is replaced by REPAIR_REPLICA (or fetched here when
 //! the odd copy is this node's). A mismatch is only acted on if a second look, a moment
 //! later, sees the same hashes: copies caught between the replicas' parts of a client
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sd_cluster::check::{CopyState, Verdict, judge};
+use sd_cluster::check::{Answer, Decision, decide};
 use sd_proto::node::NodeId;
 use sd_proto::{Epoch, ForwArgs, ObjArgs, ObjectKind, Oid, Opcode, RequestHeader, SdResult};
 
@@ -155,46 +155,40 @@ enum Outcome {
 }
 
 async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]) -> Outcome {
-    let first = states(sheep, epoch, oid, replicas).await;
-    match judge(&first) {
-        Verdict::Agree => return Outcome::Agree,
-        Verdict::Undecided => return Outcome::Unresolved { mismatch: false },
-        Verdict::Repair { .. } => {}
-        Verdict::NoMajority | Verdict::Lost => {
+    let first = answers(sheep, epoch, oid, replicas).await;
+    match decide(&first) {
+        Decision::Good { repairs, .. } if repairs.is_empty() => return Outcome::Agree,
+        Decision::Good { .. } => {}
+        Decision::Undecided => return Outcome::Unresolved { mismatch: false },
+        Decision::NoMajority | Decision::Lost => {
             tracing::warn!(%oid, ?first, "scrub: copies differ and no majority agrees");
             return Outcome::Unresolved { mismatch: true };
         }
     }
     tokio::time::sleep(SECOND_LOOK).await;
-    let second = states(sheep, epoch, oid, replicas).await;
+    let second = answers(sheep, epoch, oid, replicas).await;
     if second != first || sheep.sys().epoch != epoch {
         // Written (or recovered) meanwhile: the next pass looks again.
         return Outcome::Unresolved { mismatch: true };
     }
-    let Verdict::Repair {
-        from,
-        missing,
-        differ,
-    } = judge(&second)
-    else {
+    let Decision::Good { source, repairs } = decide(&second) else {
         return Outcome::Unresolved { mismatch: true };
     };
-    let Some(source) = from.first().and_then(|i| replicas.get(*i)).copied() else {
+    let Some(source) = replicas.get(source).copied() else {
         return Outcome::Unresolved { mismatch: true };
     };
-    tracing::warn!(%oid, %source, ?missing, ?differ, "scrub: repairing copies");
+    tracing::warn!(%oid, %source, ?repairs, "scrub: repairing copies");
     let mut repaired = 0;
-    for target in missing
-        .iter()
-        .chain(&differ)
-        .filter_map(|i| replicas.get(*i))
-    {
-        match repair(sheep, epoch, oid, *target, source).await {
+    for (target, _) in &repairs {
+        let Some(target) = replicas.get(*target).copied() else {
+            continue;
+        };
+        match repair(sheep, epoch, oid, target, source).await {
             Ok(()) => repaired += 1,
             Err(e) => tracing::warn!(%oid, node = %target, error = %e, "scrub: repair failed"),
         }
     }
-    if repaired == missing.len() + differ.len() {
+    if repaired == repairs.len() && !second.contains(&Answer::Failed) {
         Outcome::Repaired(repaired)
     } else {
         Outcome::Unresolved { mismatch: true }
@@ -202,12 +196,12 @@ async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]
 }
 
 /// GET_HASH of every replica's copy, in `replicas` order.
-async fn states(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]) -> Vec<CopyState> {
-    futures::future::join_all(replicas.iter().map(|n| state(sheep, epoch, oid, *n))).await
+async fn answers(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]) -> Vec<Answer> {
+    futures::future::join_all(replicas.iter().map(|n| answer(sheep, epoch, oid, *n))).await
 }
 
-async fn state(sheep: &Sheep, epoch: Epoch, oid: Oid, nid: NodeId) -> CopyState {
-    let answer = if nid == sheep.me.nid {
+async fn answer(sheep: &Sheep, epoch: Epoch, oid: Oid, nid: NodeId) -> Answer {
+    let hash = if nid == sheep.me.nid {
         crate::replica::hash(sheep, oid)
             .await
             .map_err(|e| e.result())
@@ -224,10 +218,10 @@ async fn state(sheep: &Sheep, epoch: Epoch, oid: Oid, nid: NodeId) -> CopyState 
             Err(_) => Err(SdResult::NetworkError),
         }
     };
-    match answer {
-        Ok(h) => CopyState::Hash(h),
-        Err(SdResult::NoObj) => CopyState::Missing,
-        Err(_) => CopyState::Unknown,
+    match hash {
+        Ok(h) => Answer::Hash(h),
+        Err(SdResult::NoObj) => Answer::Missing,
+        Err(_) => Answer::Failed,
     }
 }
 
