@@ -56,3 +56,60 @@ fn scrub_repairs_a_flipped_copy_and_a_missing_one() {
         }
     }
 }
+
+/// REPAIR_REPLICA carrying the hash the asker saw: a copy written since is not replaced
+/// (AGAIN), one still as seen is, and GET_HASH reflects each step.
+#[test]
+fn a_repair_is_refused_when_the_copy_changed_since_it_was_seen() {
+    use sd_proto::node::NodeId;
+    use sd_proto::{Flags, ForwArgs, ObjArgs, Opcode, RequestHeader, SdResult};
+
+    let mut c = Cluster::start(3).unwrap();
+    c.format(3).unwrap();
+    let vid = create_vdi(&mut c.connect(0).unwrap(), "seen", OBJ_SIZE);
+    let oid = vid.data_oid(0);
+    let image = pattern(random_seed(), 0, OBJ_SIZE as usize);
+    c.connect(0)
+        .unwrap()
+        .call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
+        .unwrap();
+    let get_hash = |c: &Cluster, i: usize| {
+        let h = RequestHeader::new(Opcode::GetHash).with_obj(ObjArgs {
+            oid,
+            ..ObjArgs::default()
+        });
+        c.connect(i)
+            .unwrap()
+            .call_ok(&h, &[])
+            .unwrap()
+            .header
+            .hash()
+    };
+    let good = get_hash(&c, 0);
+    // Node 2's copy drifts; then it is written again after being "seen".
+    let path = c.object_path(2, oid);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0xAA; 512], 0).unwrap();
+    let seen = get_hash(&c, 2);
+    assert_ne!(seen, good);
+    file.write_all_at(&[0xBB; 512], 0).unwrap();
+
+    let from = NodeId::from_socket(c.sheep(0).addr());
+    let repair = |seen: [u8; 20]| {
+        let mut h = RequestHeader::new(Opcode::RepairReplica).with_forw(ForwArgs { oid, from });
+        h.flags = Flags::WRITE;
+        h.data_length = 20;
+        c.connect(2).unwrap().call(&h, &seen).unwrap().result()
+    };
+    assert_eq!(
+        repair(seen),
+        SdResult::Again,
+        "the copy changed since it was seen"
+    );
+    assert_eq!(&c.read_object(2, oid).unwrap()[..512], &[0xBB; 512][..]);
+    let now = get_hash(&c, 2);
+    assert_eq!(repair(now), SdResult::Success);
+    assert_eq!(get_hash(&c, 2), good);
+    assert_same_bytes(&c.read_object(2, oid).unwrap(), &image, "repaired copy");
+    c.check_replicas_identical().unwrap();
+}

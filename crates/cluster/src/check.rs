@@ -81,6 +81,27 @@ pub fn decide(answers: &[Answer]) -> Decision {
     Decision::Good { source, repairs }
 }
 
+/// The payload REPAIR_REPLICA may carry (our extension; the C `dog` sends none): the copy
+/// the asker saw on the replica being repaired, as 20 bytes: its SHA-1, or zeros when it
+/// saw no copy. The replica refuses the repair (AGAIN) if its copy no longer matches: a
+/// write reached it since, and replacing the copy could lose that write.
+pub fn seen_payload(seen: Answer) -> [u8; 20] {
+    match seen {
+        Answer::Hash(h) => h,
+        Answer::Missing | Answer::Failed => [0; 20],
+    }
+}
+
+/// Reads [`seen_payload`]; `None` if it is not 20 bytes.
+pub fn parse_seen(payload: &[u8]) -> Option<Answer> {
+    let hash: [u8; 20] = payload.try_into().ok()?;
+    Some(if hash == [0; 20] {
+        Answer::Missing
+    } else {
+        Answer::Hash(hash)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +160,14 @@ mod tests {
         for (answers, want) in table {
             assert_eq!(&decide(answers), want, "{answers:?}");
         }
+    }
+
+    #[test]
+    fn the_seen_copy_round_trips() {
+        for seen in [A, B, M] {
+            assert_eq!(parse_seen(&seen_payload(seen)), Some(seen));
+        }
+        assert_eq!(parse_seen(&[0; 19]), None);
+        assert_eq!(parse_seen(&[]), None);
     }
 }

@@ -131,18 +131,23 @@ async fn get_hash(
     }
 }
 
-/// REPAIR_REPLICA: `target` replaces its copy of `oid` with the one `from` holds.
+/// REPAIR_REPLICA: `target` replaces its copy of `oid` (which we saw as `seen`) with the
+/// one `from` holds; it refuses if its copy changed since (a client wrote it meanwhile).
 async fn repair(
     conns: &mut Conns,
     target: &NodeId,
     from: &NodeId,
     oid: Oid,
     epoch: Epoch,
+    seen: Answer,
 ) -> Result<(), String> {
     let mut hdr =
         RequestHeader::new(Opcode::RepairReplica).with_forw(ForwArgs { oid, from: *from });
     hdr.epoch = epoch;
-    let why = match call(conns, target, hdr, &[]).await {
+    let payload = sd_cluster::check::seen_payload(seen);
+    hdr.flags = Flags::WRITE;
+    hdr.data_length = 20;
+    let why = match call(conns, target, hdr, &payload).await {
         Ok((rsp, _)) if rsp.result == SdResult::Success => return Ok(()),
         Ok((rsp, _)) => rsp.result.message().to_string(),
         Err(e) => e.to_string(),
@@ -194,10 +199,11 @@ async fn check_object(conns: &mut Conns, plan: &Plan, oid: Oid) -> Report {
         return report;
     };
     for (i, why) in repairs {
-        let Some(target) = replicas.get(i).map(|n| n.nid) else {
+        let (Some(target), Some(seen)) = (replicas.get(i).map(|n| n.nid), answers.get(i).copied())
+        else {
             continue;
         };
-        match repair(conns, &target, &from, oid, plan.epoch).await {
+        match repair(conns, &target, &from, oid, plan.epoch, seen).await {
             Ok(()) => report.fixed.push((why, target)),
             Err(e) => {
                 report.errors.push(e);

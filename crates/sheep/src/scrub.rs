@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sd_cluster::check::{Answer, Decision, decide};
 use sd_proto::node::NodeId;
-use sd_proto::{Epoch, ForwArgs, ObjArgs, ObjectKind, Oid, Opcode, RequestHeader, SdResult};
+use sd_proto::{Epoch, Flags, ForwArgs, ObjArgs, ObjectKind, Oid, Opcode, RequestHeader, SdResult};
 
 use crate::disk::blocking;
 use crate::error::SheepResult;
@@ -179,11 +179,12 @@ async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]
     };
     tracing::warn!(%oid, %source, ?repairs, "scrub: repairing copies");
     let mut repaired = 0;
-    for (target, _) in &repairs {
-        let Some(target) = replicas.get(*target).copied() else {
+    for (i, _) in &repairs {
+        let (Some(target), Some(seen)) = (replicas.get(*i).copied(), second.get(*i).copied())
+        else {
             continue;
         };
-        match repair(sheep, epoch, oid, target, source).await {
+        match repair(sheep, epoch, oid, target, source, seen).await {
             Ok(()) => repaired += 1,
             Err(e) => tracing::warn!(%oid, node = %target, error = %e, "scrub: repair failed"),
         }
@@ -225,20 +226,29 @@ async fn answer(sheep: &Sheep, epoch: Epoch, oid: Oid, nid: NodeId) -> Answer {
     }
 }
 
-/// Makes `target`'s copy of `oid` the one `source` holds.
+/// Makes `target`'s copy of `oid` (seen as `seen`) the one `source` holds; refused if the
+/// copy changed since it was seen.
 async fn repair(
     sheep: &Sheep,
     epoch: Epoch,
     oid: Oid,
     target: NodeId,
     source: NodeId,
+    seen: Answer,
 ) -> SheepResult<()> {
     if target == sheep.me.nid {
-        return crate::recovery::object::repair_from(sheep, oid, source).await;
+        return crate::recovery::object::repair_from(sheep, oid, source, Some(seen)).await;
     }
+    let seen = sd_cluster::check::seen_payload(seen);
     let mut h = RequestHeader::new(Opcode::RepairReplica).with_forw(ForwArgs { oid, from: source });
     h.epoch = epoch;
-    match sheep.leaf_peers.call(target, h, Bytes::new()).await {
+    h.flags = Flags::WRITE;
+    h.data_length = 20;
+    match sheep
+        .leaf_peers
+        .call(target, h, Bytes::copy_from_slice(&seen))
+        .await
+    {
         Ok((rsp, _)) if rsp.result == SdResult::Success => Ok(()),
         Ok((rsp, _)) => Err(rsp.result.into()),
         Err(_) => Err(SdResult::NetworkError.into()),

@@ -3,6 +3,7 @@
 //! DISCARD_OBJ and GET_OBJ_LIST.
 
 use bytes::Bytes;
+use sd_cluster::check::Answer;
 use sd_proto::oid_list::OidList;
 use sd_proto::{Flags, Oid, RequestHeader, SdResult};
 
@@ -102,7 +103,8 @@ pub(super) async fn handle(
         }),
         O::RepairReplica => {
             let forw = req.forw();
-            crate::recovery::object::repair_from(sheep, forw.oid, forw.from).await?;
+            let seen = repair_seen(req, &payload)?;
+            crate::recovery::object::repair_from(sheep, forw.oid, forw.from, seen).await?;
             Ok(Reply::ok())
         }
         O::OidsExist => oids_exist(sheep, req, &payload).await,
@@ -127,6 +129,17 @@ pub(super) async fn handle(
         O::DiscardObj => Err(SdResult::InvalidParms.into()),
         _ => Err(SdResult::InvalidParms.into()),
     }
+}
+
+/// The optional payload of REPAIR_REPLICA (`sd_cluster::check::seen_payload`).
+fn repair_seen(req: &RequestHeader, payload: &Bytes) -> SheepResult<Option<Answer>> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    super::expect_payload(req, payload)?;
+    sd_cluster::check::parse_seen(payload)
+        .map(Some)
+        .ok_or(SheepError::Result(SdResult::InvalidParms))
 }
 
 /// OIDS_EXIST: which of the listed objects this node lacks. The answer lists them and is

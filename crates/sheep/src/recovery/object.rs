@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use sd_cluster::check::Answer;
 use sd_cluster::recovery::{
     Fallback, KeepReason, Probe, SourceChoice, SourceFailure, choose_source, placement_fallback,
     placement_sources,
@@ -92,14 +93,37 @@ pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
 /// from the others or is missing. A copy of the wrong size is refused (EIO). Local reads
 /// and writes of `oid` wait meanwhile, so a write that arrives during the repair lands on
 /// the new copy, not on the one being replaced.
-pub async fn repair_from(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
+///
+/// `seen`: what the asker found here (`Answer::Hash` of the copy, or `Answer::Missing`).
+/// If the local copy no longer matches it, a write reached it since, and replacing it could
+/// lose that write: the repair is refused with AGAIN and the asker looks again later.
+pub async fn repair_from(
+    sheep: &Sheep,
+    oid: Oid,
+    from: NodeId,
+    seen: Option<Answer>,
+) -> SheepResult<()> {
     if from == sheep.me.nid {
         return Err(SdResult::InvalidParms.into());
     }
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
     sheep.recovery.hold(oid);
-    let r = fetch_and_store(sheep, oid, from).await;
+    let r = async {
+        if let Some(seen) = seen {
+            let now = match crate::replica::hash(sheep, oid).await {
+                Ok(h) => Answer::Hash(h),
+                Err(e) if e.result() == SdResult::NoObj => Answer::Missing,
+                Err(e) => return Err(e),
+            };
+            if now != seen {
+                tracing::info!(%oid, "copy changed since it was checked; not repaired");
+                return Err(SdResult::Again.into());
+            }
+        }
+        fetch_and_store(sheep, oid, from).await
+    }
+    .await;
     sheep.recovery.release(oid);
     r
 }
