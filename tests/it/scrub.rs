@@ -1,6 +1,6 @@
 //! `sheep --scrub-interval`: copies damaged or removed behind the sheep's back (a flipped
-//! byte on disk, a file deleted) are found by the background scrub and made identical again,
-//! without a client reading them.
+//! byte on disk, a file deleted, even on the replica that scrubs the object) are found by
+//! the background scrub and made identical again, without a client reading them.
 
 use std::os::unix::fs::FileExt;
 
@@ -26,21 +26,24 @@ fn scrub_repairs_a_flipped_copy_and_a_missing_one() {
         .unwrap();
     c.check_replicas_identical().unwrap();
 
-    // Node 1's copy of `a` gets different bytes; node 2 loses its copy of `b`.
+    // The copy of `a` on its last replica gets different bytes; the first replica of `b`
+    // (the node that would scrub it) loses its copy.
+    let flip = *c.placement(a, &[0, 1, 2], 3).last().unwrap();
+    let lose = c.placement(b, &[0, 1, 2], 3)[0];
     let flipped: Vec<u8> = image_a[100_000..104_096].iter().map(|x| !x).collect();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(c.object_path(1, a))
+        .open(c.object_path(flip, a))
         .unwrap()
         .write_all_at(&flipped, 100_000)
         .unwrap();
-    std::fs::remove_file(c.object_path(2, b)).unwrap();
-    assert_ne!(c.read_object(1, a).unwrap(), image_a);
+    std::fs::remove_file(c.object_path(lose, b)).unwrap();
+    assert_ne!(c.read_object(flip, a).unwrap(), image_a);
 
     let t = std::time::Instant::now();
     c.poll_until(SETTLE_TIMEOUT, "the scrub to repair both copies", |c| {
-        let a_ok = c.read_object(1, a).is_ok_and(|d| d == image_a);
-        let b_ok = c.read_object(2, b).is_ok_and(|d| d == image_b);
+        let a_ok = c.read_object(flip, a).is_ok_and(|d| d == image_a);
+        let b_ok = c.read_object(lose, b).is_ok_and(|d| d == image_b);
         Ok((a_ok && b_ok).then_some(()))
     })
     .unwrap();

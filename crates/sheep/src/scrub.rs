@@ -2,8 +2,9 @@
 //! short, a power cut before a flush, a bit flipped on disk) are found and made identical
 //! again without anyone asking.
 //!
-//! Each pass walks this node's objects and takes the ones it places first among their
-//! replicas, so every object is scrubbed by one node. For each: GET_HASH of every replica's
+//! Each pass walks this node's objects and takes the ones whose first replica holding a
+//! copy is this node (usually: the ones it places first), so every object is scrubbed by
+//! one node, including one whose first replica lost its copy. For each: GET_HASH of every replica's
 //! copy (its own hashed here), [`sd_cluster::check::decide`] decides (as for `dog vdi check`), and a copy that is
 //! missing or differs from the majority is replaced by REPAIR_REPLICA (or fetched here when
 //! the odd copy is this node's). A mismatch is only acted on if a second look, a moment
@@ -11,12 +12,14 @@
 //! write read different for an instant and are left alone. Nothing runs while recovery is
 //! active or once the epoch moved; reads are paced to `--scrub-rate`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sd_cluster::check::{Answer, Decision, decide};
 use sd_proto::node::NodeId;
+use sd_proto::oid_list::OidList;
 use sd_proto::{Epoch, Flags, ForwArgs, ObjArgs, ObjectKind, Oid, Opcode, RequestHeader, SdResult};
 
 use crate::disk::blocking;
@@ -75,59 +78,105 @@ pub async fn pass(sheep: &Sheep) -> SheepResult<Option<PassStats>> {
     let store = sheep.store.clone();
     let local = blocking(move || store.list()).await?;
     let mut stats = PassStats::default();
-    for oid in local {
+    for (oid, replicas) in scrubbed_here(sheep, epoch, local).await {
         if sheep.cancel.is_cancelled()
             || sheep.sys().epoch != epoch
             || sheep.recovery.progress().active
         {
             return Ok(None);
         }
-        let Some(replicas) = scrubbed_here(sheep, oid) else {
-            continue;
-        };
         let started = tokio::time::Instant::now();
         let outcome = scrub_object(sheep, epoch, oid, &replicas).await;
         stats.scrubbed += 1;
-        match outcome {
-            Outcome::Agree => {}
-            Outcome::Repaired(n) => {
-                stats.mismatches += 1;
-                stats.repaired += n;
-            }
-            Outcome::Unresolved { mismatch } => {
-                stats.mismatches += usize::from(mismatch);
-                stats.unresolved += 1;
-            }
-        }
         let (mismatch, repaired) = match outcome {
             Outcome::Agree => (false, 0),
             Outcome::Repaired(n) => (true, n),
-            Outcome::Unresolved { mismatch } => (mismatch, 0),
+            Outcome::Unresolved { mismatch } => {
+                stats.unresolved += 1;
+                (mismatch, 0)
+            }
         };
+        stats.mismatches += usize::from(mismatch);
+        stats.repaired += repaired;
         crate::metrics::scrubbed(mismatch, repaired);
         pace(sheep, oid, started).await;
     }
     Ok(Some(stats))
 }
 
-/// The replicas of `oid` when this node scrubs it: a data or inode object of a live VDI
-/// that this node places first.
-fn scrubbed_here(sheep: &Sheep, oid: Oid) -> Option<Vec<NodeId>> {
-    if !matches!(oid.kind(), ObjectKind::Data | ObjectKind::Inode) {
-        return None;
+/// The objects among `local` this node scrubs, with their replicas: data and inode objects
+/// of live VDIs whose first replica holding a copy is this node. Usually that is the first
+/// replica; when it (or every replica before this node) lacks the object, this node takes
+/// over, so a copy missing on the first replica is found too. Whether the earlier replicas
+/// hold one is asked with one OIDS_EXIST per node; a node that does not answer is taken
+/// to hold it (it scrubs the object itself once it can).
+async fn scrubbed_here(sheep: &Sheep, epoch: Epoch, local: Vec<Oid>) -> Vec<(Oid, Vec<NodeId>)> {
+    let me = sheep.me.nid;
+    let ring = sheep.sys().ring.clone();
+    let mut first = Vec::new();
+    let mut later = Vec::new();
+    let mut ask: HashMap<NodeId, Vec<Oid>> = HashMap::new();
+    for oid in local {
+        if !matches!(oid.kind(), ObjectKind::Data | ObjectKind::Inode)
+            || !sheep.vdis().is_live(oid.vid())
+        {
+            continue;
+        }
+        let replicas: Vec<NodeId> = ring
+            .replicas(oid, sheep.copies_of(oid, 0))
+            .iter()
+            .map(|n| n.nid)
+            .collect();
+        match replicas.iter().position(|n| *n == me) {
+            Some(0) => first.push((oid, replicas)),
+            Some(pos) => {
+                for n in replicas.iter().take(pos) {
+                    ask.entry(*n).or_default().push(oid);
+                }
+                later.push((oid, pos, replicas));
+            }
+            None => {}
+        }
     }
-    if !sheep.vdis().is_live(oid.vid()) {
-        return None;
+    let mut lacking: HashSet<(NodeId, Oid)> = HashSet::new();
+    for (nid, oids) in ask {
+        for chunk in oids.chunks(EXIST_BATCH) {
+            for oid in missing_on(sheep, epoch, nid, chunk).await {
+                lacking.insert((nid, oid));
+            }
+        }
     }
-    let copies = sheep.copies_of(oid, 0);
-    let replicas: Vec<NodeId> = sheep
-        .sys()
-        .ring
-        .replicas(oid, copies)
-        .iter()
-        .map(|n| n.nid)
-        .collect();
-    (replicas.first() == Some(&sheep.me.nid)).then_some(replicas)
+    first.extend(later.into_iter().filter_map(|(oid, pos, replicas)| {
+        let earlier_lack = replicas
+            .iter()
+            .take(pos)
+            .all(|n| lacking.contains(&(*n, oid)));
+        earlier_lack.then_some((oid, replicas))
+    }));
+    first
+}
+
+/// Object ids per OIDS_EXIST request.
+const EXIST_BATCH: usize = 1 << 14;
+
+/// Which of `oids` node `nid` lacks (OIDS_EXIST); none if it cannot be asked.
+async fn missing_on(sheep: &Sheep, epoch: Epoch, nid: NodeId, oids: &[Oid]) -> Vec<Oid> {
+    let payload = Bytes::from(
+        OidList {
+            oids: oids.to_vec(),
+        }
+        .encode(),
+    );
+    let mut h = RequestHeader::new(Opcode::OidsExist);
+    h.epoch = epoch;
+    h.flags = Flags::WRITE | Flags::PIGGYBACK;
+    h.data_length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    match sheep.leaf_peers.call(nid, h, payload).await {
+        Ok((rsp, data)) if matches!(rsp.result, SdResult::Success | SdResult::NoObj) => {
+            OidList::decode(&data).map(|l| l.oids).unwrap_or_default()
+        }
+        Ok(_) | Err(_) => Vec::new(),
+    }
 }
 
 /// Sleeps so that this node hashes at most `--scrub-rate` bytes per second.
@@ -244,8 +293,9 @@ async fn repair(
     h.epoch = epoch;
     h.flags = Flags::WRITE;
     h.data_length = 20;
+    // Not a leaf request: the target waits on its fetch from `source`.
     match sheep
-        .leaf_peers
+        .peers
         .call(target, h, Bytes::copy_from_slice(&seen))
         .await
     {

@@ -73,11 +73,11 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50)
 pub enum Class {
     /// Everything a client sends: may wait on peer and leaf requests to other sheep.
     Client,
-    /// Replica I/O from a gateway (`*_PEER`): may wait on leaf requests (recovery of the
-    /// object before it is served).
+    /// Replica I/O from a gateway (`*_PEER`) and REPAIR_REPLICA: may wait on leaf requests
+    /// (recovery of the object before it is served, the fetch of the good copy).
     Peer,
     /// Served from this node's disk alone: recovery reads (READ_PEER with RECOVERY,
-    /// FETCH_PEER), object lists, peer flushes.
+    /// FETCH_PEER), object lists, peer flushes, GET_HASH, OIDS_EXIST.
     Leaf,
 }
 
@@ -86,11 +86,16 @@ impl Class {
     pub fn of(h: &RequestHeader) -> Class {
         match h.opcode {
             Opcode::ReadPeer if h.flags.contains(Flags::RECOVERY) => Class::Leaf,
-            Opcode::GetObjList | Opcode::FlushPeer | Opcode::FetchPeer => Class::Leaf,
+            Opcode::GetObjList
+            | Opcode::FlushPeer
+            | Opcode::FetchPeer
+            | Opcode::GetHash
+            | Opcode::OidsExist => Class::Leaf,
             Opcode::CreateAndWritePeer
             | Opcode::ReadPeer
             | Opcode::WritePeer
-            | Opcode::RemovePeer => Class::Peer,
+            | Opcode::RemovePeer
+            | Opcode::RepairReplica => Class::Peer,
             _ => Class::Client,
         }
     }
