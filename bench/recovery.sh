@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): recovery after losing one of 5 sheep holding DATA_MIB (2 GiB) with
-# copies=3. SHEEP_ARGS passes extra sheep options (e.g. "-R max=4,interval=50").
-# Prints the re-replication rate against the disk's own sequential write rate, and client
-# 4 KiB write latency during recovery against idle, all measured in the same run.
+# copies=3 (leave), then the data movement when a new, empty sheep joins (join). SHEEP_ARGS
+# passes extra sheep options (e.g. "-R max=4,interval=50").
+# Prints, for the leave and for the join, the rate data moved at against the disk's own
+# sequential write rate, and client 4 KiB write latency and IOPS meanwhile against idle,
+# all measured in the same run.
 # Usage: bench/recovery.sh [WORK_DIR] [DATA_MIB]   (default target/bench-recovery, 2048)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,28 +50,50 @@ echo "disk sequential write (dd 1 GiB, conv=fsync): $disk MB/s"
 idle=$("$lat" 127.0.0.1:$base rec 5 $((data_mb << 20)))
 echo "idle 4 KiB writes: $idle"
 
+p() { sed -E "s/.*$1=([0-9]+).*/\1/" <<<"$2"; }
+# settle EPOCH: waits until the cluster is at EPOCH or later and no node recovers.
+settle() {
+    for _ in $(seq 1 6000); do
+        ep=$(dog cluster info -r | awk 'NR==3 {print $2}')
+        rows=$(dog node recovery -r | wc -l)
+        [ "${ep:-1}" -ge "$1" ] && [ "$rows" = 0 ] && break
+        sleep 0.05
+    done
+}
+# report WHAT MOVED_MIB SECONDS DURING
+report() {
+    local rate; rate=$(py "round($2/$3,1)")
+    echo "$1: moved $(py "round($2,1)") MiB in $(py "round($3,2)") s: $rate MB/s"
+    echo "$1: 4 KiB writes meanwhile: $4"
+    echo "ratio $1: data movement $(py "round($rate/$disk,2)")x of disk sequential write"
+    echo "ratio $1: write latency p50 $(py "round($(p p50_us "$4")/$(p p50_us "$idle"),2)")x, p99 $(py "round($(p p99_us "$4")/$(p p99_us "$idle"),2)")x of idle; IOPS $(py "round($(p iops "$4")/$(p iops "$idle"),2)")x of idle"
+}
+
+# Leave: SIGKILL node 4; the others re-replicate its copies.
 before=$(bytes_live)
 kill -9 "${pids[4]}"
 t0=$(now)
 rm -f "$work/settled"
 "$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled" > "$work/during.txt" &
 latpid=$!
-# Recovery is over when the epoch moved and no node reports recovery in progress.
-for _ in $(seq 1 6000); do
-    ep=$(dog cluster info -r | awk 'NR==3 {print $2}')
-    rows=$(dog node recovery -r | wc -l)
-    [ "${ep:-1}" -ge 2 ] && [ "$rows" = 0 ] && break
-    sleep 0.05
-done
+settle 2
 t1=$(now)
 touch "$work/settled"
 wait $latpid
 after=$(bytes_live)
-moved=$(py "($after-$before)/1048576")
-rate=$(py "round($moved/($t1-$t0),1)")
-during=$(cat "$work/during.txt")
-echo "re-replicated $(py "round($moved,1)") MiB in $(py "round($t1-$t0,2)") s: $rate MB/s"
-echo "4 KiB writes during recovery: $during"
-p() { sed -E "s/.*$1=([0-9]+).*/\1/" <<<"$2"; }
-echo "ratio: re-replication $(py "round($rate/$disk,2)")x of disk sequential write"
-echo "ratio: write latency during recovery p50 $(py "round($(p p50_us "$during")/$(p p50_us "$idle"),2)")x, p99 $(py "round($(p p99_us "$during")/$(p p99_us "$idle"),2)")x of idle"
+report leave "$(py "($after-$before)/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"
+
+# Join: a new, empty node 5; the ring moves its share of the objects onto it.
+"$bin/sheep" -f -p $((base + 5)) -z 5 -c local:"$work/cluster" ${SHEEP_ARGS:-} "$work/n5" > "$work/n5.out" 2>&1 &
+pids+=($!)
+t0=$(now)
+rm -f "$work/settled"
+"$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled" > "$work/during.txt" &
+latpid=$!
+for _ in $(seq 1 200); do [ -d "$work/n5/obj" ] && break; sleep 0.05; done
+settle 3
+t1=$(now)
+touch "$work/settled"
+wait $latpid
+joined=$(find "$work/n5/obj" -maxdepth 1 -type f ! -name '*.tmp*' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+report join "$(py "$joined/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"

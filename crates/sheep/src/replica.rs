@@ -63,6 +63,9 @@ pub async fn read(
     len: u32,
     for_recovery: bool,
 ) -> SheepResult<Bytes> {
+    if !for_recovery {
+        sheep.recovery.client_io();
+    }
     if sheep.recovery.needs(oid) {
         if for_recovery {
             return Err(SdResult::NoObj.into());
@@ -101,6 +104,7 @@ pub async fn write(
     durable: bool,
     epoch: Epoch,
 ) -> SheepResult<()> {
+    sheep.recovery.client_io();
     if !durable {
         crate::writeback::throttle(sheep).await?;
     }
@@ -126,6 +130,7 @@ pub async fn create(
     data: Bytes,
     epoch: Epoch,
 ) -> SheepResult<()> {
+    sheep.recovery.client_io();
     let spec = create_spec(sheep, oid).await?;
     let store = sheep.store.clone();
     sheep

@@ -8,6 +8,7 @@
 
 pub mod object;
 pub mod state;
+pub mod yielding;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -181,9 +182,27 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
         let sem = Arc::new(Semaphore::new(throttle.max.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         let mut window = (tokio::time::Instant::now(), 0usize);
+        let mut settle = |r: Result<(Oid, SheepResult<()>), tokio::task::JoinError>,
+                          todo: &mut Vec<Oid>| {
+            if let Ok((oid, Err(e))) = r {
+                if matches!(e, SheepError::RecoverLater) {
+                    todo.push(oid);
+                } else {
+                    failed += 1;
+                    tracing::warn!(%oid, error = %e, "object not recovered");
+                }
+            }
+        };
         for oid in std::mem::take(&mut todo) {
             if rec.superseded(generation) {
                 return Ok(true);
+            }
+            // Client I/O first: while clients use this node, one object at a time.
+            while rec.clients_active() {
+                let Some(r) = tasks.join_next().await else {
+                    break;
+                };
+                settle(r, &mut todo);
             }
             // Rate limit: at most `max` objects started per `interval`.
             if !throttle.interval.is_zero() {
@@ -198,20 +217,18 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
             };
             let sheep = sheep.clone();
             tasks.spawn(async move {
+                let started = tokio::time::Instant::now();
                 let r = object::recover_now(&sheep, oid).await;
+                // ... and a rest as long as the object took, so clients get the disk.
+                if sheep.recovery.clients_active() {
+                    tokio::time::sleep(yielding::rest_after(started.elapsed())).await;
+                }
                 drop(permit);
                 (oid, r)
             });
         }
         while let Some(r) = tasks.join_next().await {
-            if let Ok((oid, Err(e))) = r {
-                if matches!(e, SheepError::RecoverLater) {
-                    todo.push(oid);
-                } else {
-                    failed += 1;
-                    tracing::warn!(%oid, error = %e, "object not recovered");
-                }
-            }
+            settle(r, &mut todo);
         }
         if todo.is_empty() {
             break;

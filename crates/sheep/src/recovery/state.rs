@@ -38,6 +38,8 @@ struct State {
 pub struct Recovery {
     state: Mutex<State>,
     kick: tokio::sync::Notify,
+    /// When client I/O last reached this node's store (recovery yields to it).
+    activity: super::yielding::ClientActivity,
 }
 
 /// Progress for STAT_RECOVERY.
@@ -204,6 +206,16 @@ impl Recovery {
     /// The repair of `oid` ended.
     pub fn end_repair(&self, oid: Oid) {
         self.st().repairing.remove(&oid);
+    }
+
+    /// A client read or write reached this node's store.
+    pub fn client_io(&self) {
+        self.activity.touch();
+    }
+
+    /// Whether clients used this node's store within `yielding::QUIET`.
+    pub fn clients_active(&self) -> bool {
+        self.activity.recent(super::yielding::QUIET)
     }
 
     /// Local I/O of `oid` waits from now until [`Self::release`] (call with its lock held).
