@@ -229,8 +229,9 @@ async fn worker(plan: Arc<Plan>, next: Arc<AtomicUsize>, tx: mpsc::Sender<Report
 async fn repair_objects(ctx: &mut Ctx, oids: Vec<Oid>, copies: u8, doc: &mut VdiCheck) {
     let json = ctx.opts.json;
     let total = oids.len();
-    // Existence first: a copy deleted behind the sheep's back may still be open in its
-    // descriptor cache, and GET_HASH would hash the unlinked file.
+    // Existence first, in one request per node: a missing copy needs no GET_HASH, and a
+    // sheep that predates our GET_HASH's own existence check (it could hash a file removed
+    // under its descriptor cache) is still judged right.
     let mut unasked = Vec::new();
     let missing = missing_copies(ctx, &oids, copies, &mut unasked)
         .await
