@@ -236,6 +236,14 @@ impl Sheep {
         self.vdis().get(vid).map(|e| e.block_size_shift)
     }
 
+    /// The size of object `oid`: from its VDI's block size, else the cluster's.
+    pub fn object_size(&self, oid: Oid) -> u64 {
+        let shift = self
+            .vdi_shift(oid.vid())
+            .unwrap_or_else(|| self.sys().config.block_size_shift);
+        oid.object_size(shift)
+    }
+
     /// Redundancy of `oid`: `requested` if non-zero, else its VDI's, else the cluster's.
     pub fn copies_of(&self, oid: Oid, requested: u8) -> usize {
         let c = if requested != 0 {

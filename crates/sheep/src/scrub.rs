@@ -181,10 +181,7 @@ async fn missing_on(sheep: &Sheep, epoch: Epoch, nid: NodeId, oids: &[Oid]) -> V
 
 /// Sleeps so that this node hashes at most `--scrub-rate` bytes per second.
 async fn pace(sheep: &Sheep, oid: Oid, started: tokio::time::Instant) {
-    let shift = sheep
-        .vdi_shift(oid.vid())
-        .unwrap_or(sheep.sys().config.block_size_shift);
-    let size = oid.object_size(shift);
+    let size = sheep.object_size(oid);
     let budget = Duration::from_secs_f64(size as f64 / sheep.cfg.scrub.rate as f64);
     tokio::select! {
         () = sheep.cancel.cancelled() => {}

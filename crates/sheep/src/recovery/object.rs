@@ -129,13 +129,7 @@ pub async fn repair_from(
 }
 
 async fn fetch_and_store(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
-    let (epoch, size) = {
-        let sys = sheep.sys();
-        let shift = sheep
-            .vdi_shift(oid.vid())
-            .unwrap_or(sys.config.block_size_shift);
-        (sys.epoch, oid.object_size(shift))
-    };
+    let (epoch, size) = (sheep.sys().epoch, sheep.object_size(oid));
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let PeerCopy { version, data } = fetch_peer(sheep, from, oid, epoch, room).await?;
     if data.len() as u64 != size {
@@ -239,19 +233,14 @@ async fn leaf_call(
 /// or a member that predates FETCH_PEER, fall back to [`recover_by_placement`].
 async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let me = sheep.me.nid;
-    let (members, size) = {
-        let sys = sheep.sys();
-        let shift = sheep
-            .vdi_shift(oid.vid())
-            .unwrap_or(sys.config.block_size_shift);
-        let members: Vec<NodeId> = sys
-            .nodes
-            .iter()
-            .map(|n| n.nid)
-            .filter(|n| *n != me)
-            .collect();
-        (members, oid.object_size(shift))
-    };
+    let size = sheep.object_size(oid);
+    let members: Vec<NodeId> = sheep
+        .sys()
+        .nodes
+        .iter()
+        .map(|n| n.nid)
+        .filter(|n| *n != me)
+        .collect();
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let answers: Vec<(NodeId, Probe)> =
         futures::future::join_all(members.iter().map(|n| async move {
@@ -306,10 +295,10 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
 /// the order when copies carry no version (see [`recover_one`]).
 async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let copies = sheep.copies_of(oid, 0);
-    let (sources, size) = {
+    let sources = {
         let sys = sheep.sys();
         let alive: HashSet<_> = sys.nodes.iter().map(|n| n.nid).collect();
-        let sources = placement_sources(
+        placement_sources(
             sheep.me.nid,
             &alive,
             &sys.epochs,
@@ -317,12 +306,9 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
             epoch,
             oid,
             copies,
-        );
-        let shift = sheep
-            .vdi_shift(oid.vid())
-            .unwrap_or(sys.config.block_size_shift);
-        (sources, oid.object_size(shift))
+        )
     };
+    let size = sheep.object_size(oid);
     let len = u32::try_from(size).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let mut failures = Vec::new();
     for nid in sources {
