@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use sd_proto::{Oid, SdResult, Vid};
-use sd_testkit::{RawClient, Sheep, assert_same_bytes, dir_names, pattern, req};
+use sd_testkit::{
+    Cluster, RawClient, Sheep, assert_same_bytes, dir_names, pattern, random_seed, req,
+};
 
 /// Name of the fixture's VDI; `sd_hash_vdi("test")` is 0x7c2b25.
 pub const VDI_NAME: &str = "test";
@@ -117,6 +119,17 @@ pub fn create_vdi(c: &mut RawClient, name: &str, size: u64) -> Vid {
         .vdi()
         .vid()
         .expect("NEW_VDI returned a vid out of range")
+}
+
+/// A one-object VDI `name` (through node 0) whose object is written whole with a random
+/// pattern: that object and its bytes.
+pub fn vdi_with_one_object(c: &Cluster, name: &str) -> (Oid, Vec<u8>) {
+    let mut gw = c.connect(0).expect("connect to node 0");
+    let oid = create_vdi(&mut gw, name, OBJ_SIZE).data_oid(0);
+    let image = pattern(random_seed(), 0, OBJ_SIZE as usize);
+    gw.call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
+        .expect("CREATE_AND_WRITE_OBJ");
+    (oid, image)
 }
 
 /// The oids stored in `DIR/obj`; panics on any entry that is not an object file name

@@ -18,7 +18,7 @@ use sd_testkit::{
     random_seed, req,
 };
 
-use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
+use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi, vdi_with_one_object};
 
 /// fsyncs a directory (its entries become durable).
 fn sync_dir(dir: &Path) {
@@ -620,13 +620,7 @@ fn an_unreadable_copy_is_served_from_another_replica_and_replaced() {
     const VICTIM: usize = 2;
     let mut c = Cluster::start_on_faultfs(3, &[]).unwrap();
     c.format(3).unwrap();
-    let vid = create_vdi(&mut c.connect(0).unwrap(), "eio", OBJ_SIZE);
-    let oid = vid.data_oid(0);
-    let image = pattern(random_seed(), 0, OBJ_SIZE as usize);
-    c.connect(0)
-        .unwrap()
-        .call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
-        .unwrap();
+    let (oid, image) = vdi_with_one_object(&c, "eio");
     c.disk(VICTIM).set_eio(&format!("obj/{oid}"), true).unwrap();
     assert!(
         c.read_object(VICTIM, oid).is_err(),

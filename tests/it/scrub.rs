@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use sd_testkit::{Cluster, SETTLE_TIMEOUT, assert_same_bytes, pattern, random_seed, req};
 
-use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi};
+use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi, vdi_with_one_object};
 
 #[test]
 fn scrub_repairs_a_flipped_copy_and_a_missing_one() {
@@ -69,13 +69,7 @@ fn a_repair_is_refused_when_the_copy_changed_since_it_was_seen() {
 
     let mut c = Cluster::start(3).unwrap();
     c.format(3).unwrap();
-    let vid = create_vdi(&mut c.connect(0).unwrap(), "seen", OBJ_SIZE);
-    let oid = vid.data_oid(0);
-    let image = pattern(random_seed(), 0, OBJ_SIZE as usize);
-    c.connect(0)
-        .unwrap()
-        .call_ok(&req::create_and_write_obj(oid, 0, OBJ_LEN), &image)
-        .unwrap();
+    let (oid, image) = vdi_with_one_object(&c, "seen");
     let get_hash = |c: &Cluster, i: usize| {
         let h = RequestHeader::new(Opcode::GetHash).with_obj(ObjArgs {
             oid,
