@@ -81,6 +81,35 @@ pub fn decide(answers: &[Answer]) -> Decision {
     Decision::Good { source, repairs }
 }
 
+/// The rule for copies that can differ only by writes no client was told succeeded (a
+/// write fan-out cut short by a replica's error or by its gateway's death): as [`decide`],
+/// but where no copy has a strict majority, the copy of the first replica holding one
+/// wins. Every copy then holds every acknowledged write, so either copy is a right answer;
+/// taking the same one on every node makes them identical, so every reader sees one of the
+/// two. Not for copies that may be damaged (the scrub's case), where a guess could spread
+/// the damage.
+pub fn settle(answers: &[Answer]) -> Decision {
+    match decide(answers) {
+        Decision::NoMajority => {
+            let Some(source) = answers.iter().position(|a| matches!(a, Answer::Hash(_))) else {
+                return Decision::Lost;
+            };
+            let good = answers[source];
+            let repairs = answers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match a {
+                    Answer::Missing => Some((i, Fix::Missing)),
+                    Answer::Hash(_) if *a != good => Some((i, Fix::Replica)),
+                    _ => None,
+                })
+                .collect();
+            Decision::Good { source, repairs }
+        }
+        other => other,
+    }
+}
+
 /// The payload REPAIR_REPLICA may carry (our extension; the C `dog` sends none): the copy
 /// the asker saw on the replica being repaired, as 20 bytes: its SHA-1, or zeros when it
 /// saw no copy. The replica refuses the repair (AGAIN) if its copy no longer matches: a
@@ -159,6 +188,26 @@ mod tests {
         ];
         for (answers, want) in table {
             assert_eq!(&decide(answers), want, "{answers:?}");
+        }
+    }
+
+    #[test]
+    fn settling_takes_the_first_copy_without_a_majority() {
+        use Fix::{Missing as Mi, Replica as Re};
+        let table: &[(&[Answer], Decision)] = &[
+            (&[A, B], good(0, &[(1, Re)])),
+            (&[M, B, A], good(1, &[(0, Mi), (2, Re)])),
+            (&[A, B, C], good(0, &[(1, Re), (2, Re)])),
+            (&[B, B, A, A], good(0, &[(2, Re), (3, Re)])),
+            // Otherwise exactly as `decide`.
+            (&[A, B, B], good(1, &[(0, Re)])),
+            (&[A, A], good(0, &[])),
+            (&[A, M], good(0, &[(1, Mi)])),
+            (&[A, B, F], Decision::Undecided),
+            (&[M, M], Decision::Lost),
+        ];
+        for (answers, want) in table {
+            assert_eq!(&settle(answers), want, "{answers:?}");
         }
     }
 

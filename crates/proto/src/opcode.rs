@@ -204,6 +204,10 @@ opcodes! {
     /// (u32, the epoch of its last write), followed by the copy's bytes when `data_length`
     /// has room; answered whether or not the copy is verified (recovery picks the newest).
     FetchPeer = 0xF2,
+    /// 0xF3 sheepdog-rs extension, between sheep: the first request on a peer connection,
+    /// naming the sending node (its 80-byte node entry as payload), so the receiver knows
+    /// whose writes the connection carries (`sheep::fanout`). Answered SUCCESS, no payload.
+    PeerHello = 0xF3,
 }
 
 impl Opcode {

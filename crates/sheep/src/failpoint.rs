@@ -22,6 +22,20 @@ pub fn crash_point(point: &str) {
 #[inline(always)]
 pub fn crash_point(_point: &str) {}
 
+/// Whether `SHEEP_CRASH_AT` names `point`: for a point that must set the scene before it
+/// dies (a write sent to one replica only).
+#[cfg(feature = "failpoints")]
+pub fn armed(point: &str) -> bool {
+    std::env::var(ENV).is_ok_and(|v| v == point)
+}
+
+/// Whether `SHEEP_CRASH_AT` names `point` (never, in this build).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn armed(_point: &str) -> bool {
+    false
+}
+
 /// The environment variable naming a point to pause at, and for how long:
 /// `POINT:MILLISECONDS`.
 pub const DELAY_ENV: &str = "SHEEP_DELAY_AT";

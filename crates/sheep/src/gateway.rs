@@ -320,8 +320,46 @@ async fn mutate_one(
     peer_call(sheep, nid, h, payload).await
 }
 
-/// Applies `m` to every replica of `oid`; succeeds when all of them did.
+/// Applies `m` to every replica of `oid`; succeeds when all of them did. When it fails
+/// after replicas were asked, some may have applied it: the object is queued for
+/// `crate::fanout` to make its copies identical again.
 pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> SheepResult<()> {
+    let mut sent = false;
+    let r = mutate_rounds(sheep, oid, copies, &m, &mut sent).await;
+    if r.is_err() && sent {
+        sheep.fanout.failed(oid);
+    }
+    r
+}
+
+/// Test hook (`SHEEP_CRASH_AT=fanout:one_replica`, failpoints builds only): a write
+/// reaches the first replica other than this node, then this node dies with the others
+/// never asked.
+async fn die_after_one_replica(
+    sheep: &Sheep,
+    epoch: Epoch,
+    oid: Oid,
+    copies: usize,
+    nodes: &[NodeId],
+    m: &Mutation,
+) {
+    const POINT: &str = "fanout:one_replica";
+    if !crate::failpoint::armed(POINT) || !matches!(m, Mutation::Write { .. }) {
+        return;
+    }
+    if let Some(n) = nodes.iter().find(|n| **n != sheep.me.nid) {
+        let _ = mutate_one(sheep, *n, epoch, oid, copies, m, false).await;
+    }
+    crate::failpoint::crash_point(POINT);
+}
+
+async fn mutate_rounds(
+    sheep: &Sheep,
+    oid: Oid,
+    copies: usize,
+    m: &Mutation,
+    sent: &mut bool,
+) -> SheepResult<()> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, nodes) = targets(sheep, oid, copies)?;
@@ -332,10 +370,12 @@ pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> Shee
         let durable = is_write
             && sheep.cfg.writeback.flush == crate::config::FlushMode::Dirty
             && sheep.writeback.durable_writes(oid.vid());
+        die_after_one_replica(sheep, epoch, oid, copies, &nodes, m).await;
+        *sent = true;
         let fan_out = join_all(
             nodes
                 .iter()
-                .map(|n| mutate_one(sheep, *n, epoch, oid, copies, &m, durable)),
+                .map(|n| mutate_one(sheep, *n, epoch, oid, copies, m, durable)),
         );
         let answers = match guarded(sheep, epoch, fan_out).await {
             Ok(a) => a,

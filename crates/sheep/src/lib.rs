@@ -7,6 +7,7 @@ mod drain;
 pub mod driver;
 mod error;
 pub mod failpoint;
+mod fanout;
 mod follower;
 mod gateway;
 mod inode;

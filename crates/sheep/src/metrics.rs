@@ -36,6 +36,12 @@ pub const SCRUBBED: &str = "sheep_scrub_objects_total";
 pub const SCRUB_MISMATCHES: &str = "sheep_scrub_mismatches_total";
 /// Copies the scrub repaired.
 pub const SCRUB_REPAIRED: &str = "sheep_scrub_repaired_total";
+/// Objects a failed write fan-out may have left different that were checked (`fanout`).
+pub const RECONCILED: &str = "sheep_fanout_objects_checked_total";
+/// Copies replaced to make an object's copies identical after a failed fan-out.
+pub const RECONCILE_REPAIRED: &str = "sheep_fanout_repaired_total";
+/// Objects waiting to be checked after a failed fan-out.
+pub const FANOUT_QUEUED: &str = "sheep_fanout_queued_objects";
 /// Objects of the current epoch's recovery done on this node.
 pub const RECOVERY_DONE: &str = "sheep_recovery_objects_done";
 /// Objects of the current epoch's recovery left on this node.
@@ -128,6 +134,12 @@ pub fn scrubbed(mismatch: bool, repaired: usize) {
         metrics::counter!(SCRUB_MISMATCHES).increment(1);
     }
     metrics::counter!(SCRUB_REPAIRED).increment(repaired as u64);
+}
+
+/// Records one object checked after a failed fan-out, and how many copies were replaced.
+pub fn reconciled(repaired: usize) {
+    metrics::counter!(RECONCILED).increment(1);
+    metrics::counter!(RECONCILE_REPAIRED).increment(repaired as u64);
 }
 
 /// Records one object recovered.

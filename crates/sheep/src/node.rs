@@ -55,6 +55,8 @@ pub struct Sheep {
     pub recovery: Recovery,
     /// Writeback bookkeeping.
     pub writeback: Writeback,
+    /// Objects a failed write fan-out may have left different (`fanout`).
+    pub fanout: crate::fanout::Fanout,
     /// Client work in flight, refused once the node stops (`drain`).
     pub drain: Drain,
     /// This node's own `Arc`, for work it spawns.
@@ -94,10 +96,11 @@ impl Sheep {
             pending: Pending::default(),
             epoch_tx: watch::channel(Epoch(0)).0,
             vdi_version: watch::channel(0).0,
-            peers: PeerPool::default(),
+            peers: PeerPool::with_hello(&me),
             leaf_peers: PeerPool::default(),
             recovery: Recovery::default(),
             writeback: Writeback::default(),
+            fanout: crate::fanout::Fanout::default(),
             drain: Drain::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sd_client::{ClientError, MuxConnection};
-use sd_proto::node::NodeId;
-use sd_proto::{RequestHeader, ResponseHeader};
+use sd_proto::node::{NodeId, SD_NODE_SIZE, SdNode};
+use sd_proto::{Flags, Opcode, RequestHeader, ResponseHeader};
 
 /// Requests in flight on one peer connection at most; the peer serves this many
 /// concurrently per connection (`Limits::max_inflight`'s default).
@@ -44,6 +44,8 @@ pub struct PeerPool {
     /// One lock per connection, held while connecting, so concurrent callers share one
     /// connect.
     connecting: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// This node's entry, sent as PEER_HELLO on each new connection (`None`: not sent).
+    hello: Option<Bytes>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,6 +53,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PeerPool {
+    /// A pool whose connections first name this node (`me`) with PEER_HELLO: the pool
+    /// gateways write replicas through (`crate::fanout`).
+    pub fn with_hello(me: &SdNode) -> PeerPool {
+        let mut entry = Vec::with_capacity(SD_NODE_SIZE);
+        me.encode_into(&mut entry);
+        PeerPool {
+            hello: Some(Bytes::from(entry)),
+            ..PeerPool::default()
+        }
+    }
+
     fn live(&self, key: &Key) -> Option<Arc<MuxConnection>> {
         lock(&self.conns).get(key).filter(|c| !c.is_dead()).cloned()
     }
@@ -79,6 +92,17 @@ impl PeerPool {
         .await
         .map_err(|_| PeerError::Timeout(nid))?
         .map_err(|e| PeerError::Unreachable(nid, e))?;
+        if let Some(me) = &self.hello {
+            // Named first, so the peer knows whose writes this connection carries. A peer
+            // that does not know PEER_HELLO (or a slow answer) only loses that knowledge.
+            let mut h = RequestHeader::new(Opcode::PeerHello);
+            h.flags = Flags::WRITE;
+            h.data_length = u32::try_from(me.len()).unwrap_or(0);
+            let hello = conn.call(h, me.clone());
+            if let Err(_) | Ok(Err(_)) = tokio::time::timeout(CONNECT_TIMEOUT, hello).await {
+                tracing::debug!(node = %nid, "PEER_HELLO not answered");
+            }
+        }
         let conn = Arc::new(conn);
         lock(&self.conns).insert(key, conn.clone());
         Ok(conn)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::disk::blocking;
 use crate::metrics::{
-    DIRTY_BYTES, DISK_FREE, DISK_USED, EPOCH, NODES, OBJECTS, RECOVERY_DONE, RECOVERY_LEFT,
-    RECOVERY_RATE,
+    DIRTY_BYTES, DISK_FREE, DISK_USED, EPOCH, FANOUT_QUEUED, NODES, OBJECTS, RECOVERY_DONE,
+    RECOVERY_LEFT, RECOVERY_RATE,
 };
 use crate::node::Sheep;
 
@@ -36,6 +36,7 @@ pub async fn run_sampler(sheep: Arc<Sheep>) {
         metrics::gauge!(EPOCH).set(f64::from(epoch));
         metrics::gauge!(NODES).set(nodes as f64);
         metrics::gauge!(DIRTY_BYTES).set(sheep.store.dirty_bytes() as f64);
+        metrics::gauge!(FANOUT_QUEUED).set(sheep.fanout.queued() as f64);
         let p = sheep.recovery.progress();
         let left = if p.active {
             p.total.saturating_sub(p.done)

@@ -86,7 +86,7 @@ pub async fn pass(sheep: &Sheep) -> SheepResult<Option<PassStats>> {
             return Ok(None);
         }
         let started = tokio::time::Instant::now();
-        let outcome = scrub_object(sheep, epoch, oid, &replicas).await;
+        let outcome = check_object(sheep, epoch, oid, &replicas, decide).await;
         stats.scrubbed += 1;
         let (mismatch, repaired) = match outcome {
             Outcome::Agree => (false, 0),
@@ -189,25 +189,34 @@ async fn pace(sheep: &Sheep, oid: Oid, started: tokio::time::Instant) {
     }
 }
 
+/// What checking one object's copies came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
+    /// Every copy is the same.
     Agree,
     /// This many copies were replaced.
     Repaired(usize),
     /// Left as it was; `mismatch`: the copies were seen to differ.
-    Unresolved {
-        mismatch: bool,
-    },
+    Unresolved { mismatch: bool },
 }
 
-async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]) -> Outcome {
+/// Compares the copies of `oid` on `replicas` (GET_HASH), and replaces the ones `rule`
+/// says are wrong, if a second look a moment later sees the same copies: the scrub's
+/// step (`decide`), and the fan-out reconciliation's (`settle`, in `crate::fanout`).
+pub(crate) async fn check_object(
+    sheep: &Sheep,
+    epoch: Epoch,
+    oid: Oid,
+    replicas: &[NodeId],
+    rule: fn(&[Answer]) -> Decision,
+) -> Outcome {
     let first = answers(sheep, epoch, oid, replicas).await;
-    match decide(&first) {
+    match rule(&first) {
         Decision::Good { repairs, .. } if repairs.is_empty() => return Outcome::Agree,
         Decision::Good { .. } => {}
         Decision::Undecided => return Outcome::Unresolved { mismatch: false },
         Decision::NoMajority | Decision::Lost => {
-            tracing::warn!(%oid, ?first, "scrub: copies differ and no majority agrees");
+            tracing::warn!(%oid, ?first, "copies differ and no majority agrees");
             return Outcome::Unresolved { mismatch: true };
         }
     }
@@ -217,13 +226,13 @@ async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]
         // Written (or recovered) meanwhile: the next pass looks again.
         return Outcome::Unresolved { mismatch: true };
     }
-    let Decision::Good { source, repairs } = decide(&second) else {
+    let Decision::Good { source, repairs } = rule(&second) else {
         return Outcome::Unresolved { mismatch: true };
     };
     let Some(source) = replicas.get(source).copied() else {
         return Outcome::Unresolved { mismatch: true };
     };
-    tracing::warn!(%oid, %source, ?repairs, "scrub: repairing copies");
+    tracing::warn!(%oid, %source, ?repairs, "copies differ: repairing");
     let mut repaired = 0;
     for (i, _) in &repairs {
         let (Some(target), Some(seen)) = (replicas.get(*i).copied(), second.get(*i).copied())
@@ -232,7 +241,7 @@ async fn scrub_object(sheep: &Sheep, epoch: Epoch, oid: Oid, replicas: &[NodeId]
         };
         match repair(sheep, epoch, oid, target, source, seen).await {
             Ok(()) => repaired += 1,
-            Err(e) => tracing::warn!(%oid, node = %target, error = %e, "scrub: repair failed"),
+            Err(e) => tracing::warn!(%oid, node = %target, error = %e, "repair failed"),
         }
     }
     if repaired == repairs.len() && !second.contains(&Answer::Failed) {

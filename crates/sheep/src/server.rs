@@ -30,6 +30,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use sd_proto::node::{NodeId, SdNode};
 use sd_proto::{
     Flags, Opcode, RequestDecoder, RequestFrame, RequestHeader, ResponseHeader, SD_REQ_SIZE,
     SdResult,
@@ -90,7 +91,8 @@ impl Class {
             | Opcode::FlushPeer
             | Opcode::FetchPeer
             | Opcode::GetHash
-            | Opcode::OidsExist => Class::Leaf,
+            | Opcode::OidsExist
+            | Opcode::PeerHello => Class::Leaf,
             Opcode::CreateAndWritePeer
             | Opcode::ReadPeer
             | Opcode::WritePeer
@@ -372,6 +374,9 @@ async fn connection(stream: TcpStream, sheep: Arc<Sheep>, pools: Arc<Pools>) {
     let mut held: Option<Held> = None;
     // When the frame in progress must be complete.
     let mut frame_deadline: Option<Instant> = None;
+    // The sheep on the other end, if it named itself (PEER_HELLO): its peer writes are
+    // remembered for `crate::fanout`.
+    let mut sender: Option<NodeId> = None;
     'read: loop {
         loop {
             decoder.discard(&mut buf);
@@ -425,6 +430,29 @@ async fn connection(stream: TcpStream, sheep: Arc<Sheep>, pools: Arc<Pools>) {
                 }
             };
             let h = held.take();
+            match header.opcode {
+                Opcode::PeerHello => {
+                    // Handled here, in order: every later request on this connection is
+                    // known to come from this node.
+                    sender = SdNode::decode(&payload).ok().map(|n| n.nid);
+                    let rsp =
+                        ResponseHeader::reply_to(&header, sheep.sys().epoch, SdResult::Success);
+                    if tx
+                        .send((rsp, Bytes::new(), After::Continue, h))
+                        .await
+                        .is_err()
+                    {
+                        break 'read;
+                    }
+                    continue;
+                }
+                Opcode::WritePeer | Opcode::CreateAndWritePeer | Opcode::RemovePeer => {
+                    if let Some(from) = sender {
+                        sheep.fanout.received(from, header.obj().oid);
+                    }
+                }
+                _ => {}
+            }
             let sheep = sheep.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -200,7 +200,19 @@ async fn execute(
             let epoch = e.epoch;
             blocking(move || write_epoch(&dir, &e)).await?;
             distrust_regained(sheep, fold).await?;
+            let departed: Vec<_> = sheep
+                .sys()
+                .nodes
+                .iter()
+                .map(|n| n.nid)
+                .filter(|nid| fold.members().iter().all(|m| m.nid != *nid))
+                .collect();
             sync_sys(sheep, fold);
+            // Writes a departed gateway was fanning out may have reached only some
+            // replicas.
+            for nid in departed {
+                sheep.fanout.node_left(nid);
+            }
             if fold.status() == Status::Ok {
                 sheep.recovery.start_epoch(epoch);
             }
