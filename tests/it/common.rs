@@ -20,7 +20,7 @@ pub const OBJ_LEN: u32 = 4 << 20;
 pub const SEED: u64 = 0x5eed_0b1e_c700_0000;
 
 /// Entries a sheep may create in its base directory.
-pub const DIR_ENTRIES: [&str; 5] = ["config", "epoch", "lock", "obj", "sheep.log"];
+pub const DIR_ENTRIES: [&str; 6] = ["clean", "config", "epoch", "lock", "obj", "sheep.log"];
 
 /// A formatted daemon with VDI [`VDI_NAME`] whose data object 0 starts out holding
 /// `pattern(SEED, 0, OBJ_SIZE)`.

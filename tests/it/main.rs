@@ -39,5 +39,6 @@ mod restart;
 mod scrub;
 mod thrash;
 mod tidy;
+mod unclean;
 mod vdi_check;
 mod writeback;

@@ -91,10 +91,13 @@ pub fn decide(answers: &[Answer]) -> Decision {
 pub fn settle(answers: &[Answer]) -> Decision {
     match decide(answers) {
         Decision::NoMajority => {
-            let Some(source) = answers.iter().position(|a| matches!(a, Answer::Hash(_))) else {
+            let Some((source, &good)) = answers
+                .iter()
+                .enumerate()
+                .find(|(_, a)| matches!(a, Answer::Hash(_)))
+            else {
                 return Decision::Lost;
             };
-            let good = answers[source];
             let repairs = answers
                 .iter()
                 .enumerate()

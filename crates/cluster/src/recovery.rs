@@ -18,6 +18,7 @@
 use std::collections::HashSet;
 
 use sd_proto::node::NodeId;
+use sd_proto::peer_copy::SUSPECT;
 use sd_proto::{Epoch, Oid, SdResult};
 
 use crate::membership::EpochEntry;
@@ -29,6 +30,9 @@ use crate::placement::Ring;
 pub enum Probe {
     /// It has a copy, last written in this epoch (0: unknown, the copy carries no version).
     Version(u32),
+    /// It has a copy last written in this epoch, but restarted after an unclean stop and
+    /// has not compared it with the others yet (`sd_proto::peer_copy::SUSPECT`).
+    Suspect(u32),
     /// It has no copy.
     Missing,
     /// It could not answer now (unreachable, still applying the epoch, an I/O error): it
@@ -45,10 +49,21 @@ impl Probe {
     /// and any other failure leaves the member's copy unknown.
     pub fn from_answer(answer: Result<u32, SdResult>) -> Probe {
         match answer {
+            Ok(v) if v & SUSPECT != 0 => Probe::Suspect(v & !SUSPECT),
             Ok(version) => Probe::Version(version),
             Err(SdResult::NoObj) => Probe::Missing,
             Err(SdResult::InvalidParms) => Probe::Unsupported,
             Err(_) => Probe::Busy,
+        }
+    }
+}
+
+impl Probe {
+    /// The version of the copy it reported, if it has one.
+    pub fn version(self) -> Option<u32> {
+        match self {
+            Probe::Version(v) | Probe::Suspect(v) => Some(v),
+            _ => None,
         }
     }
 }
@@ -79,7 +94,8 @@ pub enum SourceChoice {
     /// Fetch the copy of `version` from the first member of `from` that serves it; if none
     /// does, wait and retry (AGAIN).
     Fetch {
-        /// The newest version any member reported; always newer than the local copy's.
+        /// The newest version any member reported; newer than the local copy's, or as new
+        /// when ours is suspect (see [`choose_source_with`]).
         version: u32,
         /// Every member that reported `version`, in the order the members were given.
         /// Never empty.
@@ -108,17 +124,46 @@ pub enum SourceChoice {
 /// 5. ours is at least as new as the newest: [`KeepReason::Newest`];
 /// 6. else [`SourceChoice::Fetch`] from the members holding the newest version.
 pub fn choose_source(answers: &[(NodeId, Probe)], mine: Option<u32>) -> SourceChoice {
+    choose_source_with(answers, mine, None)
+}
+
+/// Why the local copy of an object is not trusted as it is, for [`choose_source_with`]:
+/// this node restarted after an unclean stop and has not compared it with the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspect<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// The copy may lack writes acknowledged before the stop (writeback: they were in the
+    /// page cache): a trusted copy of the same version is fetched rather than ours kept.
+    /// Without it (writethrough: every acknowledged write was durable), ours is kept.
+    pub lossy: bool,
+    /// When every copy of the newest version is suspect (every holder stopped uncleanly,
+    /// as in a power cut of the whole cluster), the first of these nodes holding one wins
+    /// (the object's current placement): every holder computes the same winner, so the
+    /// copies end up identical even where unacknowledged writes reached only some.
+    pub order: &'a [NodeId],
+}
+
+/// [`choose_source`], for a local copy that may be [`Suspect`] (`None`: trusted), with
+/// members' copies answered as [`Probe::Suspect`] too. Rules 1 to 4 are the same; then:
+/// 5. ours is newer than every member's copy: kept;
+/// 6. ours is as new as the newest and trusted: kept;
+/// 7. ours is as new as the newest and suspect: a trusted member holds that version →
+///    fetched from it if ours is `lossy`, else kept; no trusted member does → the first
+///    holder in `order` (ours included) wins: kept if that is us, else fetched from it;
+/// 8. else fetched from the members holding the newest version, trusted ones first, then
+///    suspect ones in `order`.
+pub fn choose_source_with(
+    answers: &[(NodeId, Probe)],
+    mine: Option<u32>,
+    suspect: Option<&Suspect<'_>>,
+) -> SourceChoice {
     let probes = || answers.iter().map(|&(_, p)| p);
     if probes().any(|p| p == Probe::Unsupported) {
         return SourceChoice::ByPlacement;
     }
     let busy = probes().any(|p| p == Probe::Busy);
-    let best = probes()
-        .filter_map(|p| match p {
-            Probe::Version(v) => Some(v),
-            _ => None,
-        })
-        .max();
+    let best = probes().filter_map(Probe::version).max();
     let Some(best) = best else {
         if busy {
             return SourceChoice::Again;
@@ -134,14 +179,47 @@ pub fn choose_source(answers: &[(NodeId, Probe)], mine: Option<u32>) -> SourceCh
     if busy {
         return SourceChoice::Again;
     }
-    if mine.is_some_and(|v| v >= best) {
-        return SourceChoice::KeepLocal(KeepReason::Newest { newest: best });
-    }
-    let from = answers
+    let keep = SourceChoice::KeepLocal(KeepReason::Newest { newest: best });
+    let trusted: Vec<NodeId> = answers
         .iter()
         .filter(|&&(_, p)| p == Probe::Version(best))
         .map(|&(n, _)| n)
         .collect();
+    let rank = |n: &NodeId| {
+        let pos = suspect.and_then(|s| s.order.iter().position(|o| o == n));
+        (pos.unwrap_or(usize::MAX), *n)
+    };
+    let mut suspects: Vec<NodeId> = answers
+        .iter()
+        .filter(|&&(_, p)| p == Probe::Suspect(best))
+        .map(|&(n, _)| n)
+        .collect();
+    suspects.sort_by_key(rank);
+    match (mine, suspect) {
+        (Some(v), _) if v > best => return keep,
+        (Some(v), None) if v >= best => return keep,
+        (Some(v), Some(s)) if v == best => {
+            if !trusted.is_empty() {
+                if !s.lossy {
+                    return keep;
+                }
+                return SourceChoice::Fetch {
+                    version: best,
+                    from: trusted,
+                };
+            }
+            return match suspects.first() {
+                Some(w) if rank(w) < rank(&s.me) => SourceChoice::Fetch {
+                    version: best,
+                    from: vec![*w],
+                },
+                _ => keep,
+            };
+        }
+        _ => {}
+    }
+    let mut from = trusted;
+    from.extend(suspects);
     SourceChoice::Fetch {
         version: best,
         from,
@@ -270,6 +348,82 @@ mod tests {
             want,
             "probes {probes:?}, mine {mine:?}"
         );
+    }
+
+    #[track_caller]
+    fn check_suspect(probes: &[Probe], mine: u32, lossy: bool, want: SourceChoice) {
+        // Placement order: 7002, us (7000), 7001, 7003.
+        let order = [nid(7002), nid(7000), nid(7001), nid(7003)];
+        let s = Suspect {
+            me: nid(7000),
+            lossy,
+            order: &order,
+        };
+        assert_eq!(
+            choose_source_with(&answers(probes), Some(mine), Some(&s)),
+            want,
+            "probes {probes:?}, mine {mine} (suspect, lossy {lossy})"
+        );
+    }
+
+    #[test]
+    fn suspect_copies() {
+        use Probe::Suspect as S;
+        let (lossy, durable) = (true, false);
+        // A trusted copy as new as our suspect one: fetched in writeback (ours may lack
+        // acknowledged writes), kept in writethrough.
+        check_suspect(&[Version(4), Version(4)], 4, lossy, fetch(4, &[7001, 7002]));
+        check_suspect(&[Version(4), S(4)], 4, lossy, fetch(4, &[7001]));
+        check_suspect(
+            &[Version(4), Version(4)],
+            4,
+            durable,
+            KeepLocal(Newest { newest: 4 }),
+        );
+        // Ours newer than every other copy: kept, suspect or not.
+        check_suspect(
+            &[Version(3), S(2)],
+            4,
+            lossy,
+            KeepLocal(Newest { newest: 3 }),
+        );
+        // Every copy of the newest version suspect: the first in placement order wins,
+        // whichever node decides. 7002 precedes us...
+        check_suspect(&[S(4), S(4)], 4, lossy, fetch(4, &[7002]));
+        check_suspect(&[S(4), S(4)], 4, durable, fetch(4, &[7002]));
+        // ...we precede 7001 and 7003.
+        check_suspect(
+            &[S(4), Missing, S(4)],
+            4,
+            lossy,
+            KeepLocal(Newest { newest: 4 }),
+        );
+        check_suspect(
+            &[S(4), Version(3)],
+            4,
+            lossy,
+            KeepLocal(Newest { newest: 4 }),
+        );
+        // An older suspect copy of ours: fetched, trusted holders first, then suspect
+        // ones in placement order.
+        check_suspect(
+            &[S(5), S(5), Version(5)],
+            4,
+            lossy,
+            fetch(5, &[7003, 7002, 7001]),
+        );
+        // A trusted node sees a suspect copy as any copy of its version.
+        assert_eq!(
+            choose_source(&answers(&[S(4)]), Some(4)),
+            KeepLocal(Newest { newest: 4 })
+        );
+        assert_eq!(
+            choose_source(&answers(&[S(5), Version(5)]), Some(4)),
+            fetch(5, &[7002, 7001])
+        );
+        // The flag travels in the version's top bit.
+        assert_eq!(Probe::from_answer(Ok(5 | SUSPECT)), S(5));
+        assert_eq!(Probe::from_answer(Ok(5)), Version(5));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The FETCH_PEER answer (0xF2, a sheepdog-rs peer opcode): the version of the answering
 //! node's copy of an object (the epoch of its last write, 0 = unknown) as a little-endian
 //! u32, then the copy's bytes when the request's `data_length` has room for them (else
-//! nothing).
+//! nothing). Bit 31 of the version ([`SUSPECT`]) marks a copy of a node that restarted
+//! after an unclean stop and has not compared it with the others yet: its version says
+//! when it was last written, but writeback data acknowledged before the stop may be
+//! missing from it.
 
 use bytes::Bytes;
 
@@ -9,6 +12,9 @@ use crate::DecodeError;
 
 /// Bytes of the version in front of the data.
 pub const VERSION_SIZE: usize = 4;
+
+/// The version bit that marks a suspect copy (epochs never reach it).
+pub const SUSPECT: u32 = 1 << 31;
 
 /// A FETCH_PEER answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -20,6 +26,16 @@ pub struct PeerCopy {
 }
 
 impl PeerCopy {
+    /// The epoch of the copy's last write (the version without [`SUSPECT`]).
+    pub fn epoch(&self) -> u32 {
+        self.version & !SUSPECT
+    }
+
+    /// Whether the copy is suspect (see the module docs).
+    pub fn suspect(&self) -> bool {
+        self.version & SUSPECT != 0
+    }
+
     /// Encoded size of an answer with `data_len` bytes of data (saturating: a caller
     /// compares it with a cap).
     pub fn size(data_len: usize) -> usize {

@@ -268,7 +268,7 @@ mod tests {
     fn old_writes_are_pruned_and_retries_end() {
         let f = Fanout::default();
         let vid = Vid::from_masked(9);
-        for i in 0..(PRUNE_MIN as u32 * 3) {
+        for i in 0..u32::try_from(PRUNE_MIN * 3).unwrap() {
             f.received(node(1), vid.data_oid(i));
         }
         // Recent entries are kept however many there are.

@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::node::Sheep;
-use crate::sys::{StartError, SysState, load_config, load_epochs, now_sd_time};
+use crate::sys::{
+    StartError, SysState, load_config, load_epochs, mark_clean, now_sd_time, take_clean_mark,
+};
 
 /// How long in-flight client requests are waited for.
 pub const INFLIGHT_WAIT: Duration = Duration::from_secs(10);
@@ -42,6 +44,8 @@ pub const LEAVE_WAIT: Duration = Duration::from_secs(5);
 /// What start-up reads from `DIR`.
 struct Loaded {
     store: Store,
+    /// The previous run stopped cleanly (or there was none).
+    clean: bool,
     config: SheepdogConfig,
     epochs: Vec<EpochEntry>,
 }
@@ -80,8 +84,11 @@ pub async fn start(
             config.flags |= sd_proto::cluster::flags::AUTO_VNODES;
         }
         let epochs = load_epochs(&dir)?;
+        // Unclean only matters if there are copies to distrust.
+        let clean = take_clean_mark(&dir)? || store.list()?.is_empty();
         Ok::<_, StartError>(Loaded {
             store,
+            clean,
             config,
             epochs,
         })
@@ -114,7 +121,14 @@ pub async fn start(
         ring: Arc::new(Ring::new(&[])),
         stable: Epoch(0),
     };
+    let clean = loaded.clean;
     let sheep = Sheep::new(me, incarnation, loaded.store, cfg, sys, driver, cancel);
+    if !clean {
+        tracing::warn!(
+            "the last run did not stop cleanly: local copies are suspect until compared with the other replicas"
+        );
+        sheep.recovery.unclean_start();
+    }
     let (live_tx, mut live_rx) = watch::channel(false);
     tokio::spawn(crate::follower::run(sheep.clone(), records, live_tx));
     tokio::spawn(crate::recovery::run(sheep.clone()));
@@ -141,6 +155,7 @@ pub async fn stop(sheep: &Arc<Sheep>) {
     if left > 0 {
         tracing::warn!(left, "stopping with client requests still in flight");
     }
+    let mut durable = true;
     if sheep.store.sync_mode() == SyncMode::Writeback {
         let vids = sheep.writeback.written_vids();
         for vid in &vids {
@@ -148,14 +163,7 @@ pub async fn stop(sheep: &Arc<Sheep>) {
                 tracing::error!(%vid, error = %e, "flush at stop failed");
             }
         }
-        for vid in sheep.store.dirty_vids_older_than(Duration::ZERO) {
-            let Some(vid) = sd_proto::Vid::new(vid) else {
-                continue;
-            };
-            if let Err(e) = crate::writeback::flush_local(sheep, vid).await {
-                tracing::error!(%vid, error = %e, "local flush at stop failed");
-            }
-        }
+        durable = sync_local(sheep).await;
         tracing::info!(
             vdis = vids.len(),
             dirty = sheep.store.dirty_bytes(),
@@ -182,5 +190,38 @@ pub async fn stop(sheep: &Arc<Sheep>) {
         }
         Err(e) => tracing::warn!(error = %e, "could not announce our leave"),
     }
+    if durable {
+        leave_clean_mark(sheep).await;
+    }
     sheep.cancel.cancel();
+}
+
+/// Makes every dirty object of the local store durable (writeback); whether all were.
+pub async fn sync_local(sheep: &Sheep) -> bool {
+    let mut ok = true;
+    for vid in sheep.store.dirty_vids_older_than(Duration::ZERO) {
+        let Some(vid) = sd_proto::Vid::new(vid) else {
+            continue;
+        };
+        if let Err(e) = crate::writeback::flush_local(sheep, vid).await {
+            tracing::error!(%vid, error = %e, "local flush at stop failed");
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Leaves the clean-stop mark, unless copies are still suspect from an earlier unclean
+/// stop (the next start must still distrust them).
+pub async fn leave_clean_mark(sheep: &Sheep) {
+    let suspects = sheep.recovery.suspects();
+    if suspects > 0 {
+        tracing::warn!(suspects, "copies still suspect: not marking the stop clean");
+        return;
+    }
+    let dir = sheep.cfg.dir.clone();
+    match crate::disk::blocking(move || mark_clean(&dir)).await {
+        Ok(()) => tracing::debug!("clean stop marked"),
+        Err(e) => tracing::warn!(error = %e, "could not mark the stop clean"),
+    }
 }

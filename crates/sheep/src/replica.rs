@@ -142,11 +142,17 @@ pub async fn create(
 }
 
 /// FETCH_PEER: the local copy's version, then (when `room` allows) its bytes, whether or not
-/// this node trusts the copy yet: the asking node compares versions (`recovery`).
+/// this node trusts the copy yet: the asking node compares versions (`recovery`). A copy
+/// still suspect after an unclean stop says so (`peer_copy::SUSPECT`).
 pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     let store = sheep.store.clone();
+    let flag = if sheep.recovery.is_suspect(oid) {
+        sd_proto::peer_copy::SUSPECT
+    } else {
+        0
+    };
     let data = blocking(move || {
-        let version = store.version(oid)?;
+        let version = store.version(oid)? | flag;
         let size = store.object_size(oid)?;
         if !PeerCopy::fits(room, size) {
             return Ok(PeerCopy {

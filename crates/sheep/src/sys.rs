@@ -139,6 +139,37 @@ pub fn write_epoch(dir: &Path, e: &EpochEntry) -> Result<(), sd_store::StoreErro
     meta::write_file_atomic(dir, &epoch_file(e.epoch), &buf)
 }
 
+/// The file a clean stop leaves in DIR: every write this node acknowledged is in its
+/// store's durable state. Taken away at start; a start that does not find it follows an
+/// unclean stop (a crash, a power cut), and the node's copies are suspect until compared
+/// with the others (`recovery::state`).
+const CLEAN_MARK: &str = "clean";
+
+/// Leaves the clean-stop mark (durably).
+pub fn mark_clean(dir: &Path) -> Result<(), sd_store::StoreError> {
+    meta::write_file_atomic(dir, CLEAN_MARK, b"")
+}
+
+/// Whether the last stop was clean, removing its mark (durably) so that a crash from now
+/// on is seen as unclean.
+pub(crate) fn take_clean_mark(dir: &Path) -> Result<bool, sd_store::StoreError> {
+    let io = |op: &'static str, source| sd_store::StoreError::Io {
+        op,
+        path: dir.join(CLEAN_MARK),
+        source,
+    };
+    match std::fs::remove_file(dir.join(CLEAN_MARK)) {
+        Ok(()) => {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing the directory", e))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("removing the clean-stop mark", e)),
+    }
+}
+
 /// Removes every epoch file (cluster format).
 pub fn remove_epochs(dir: &Path) -> std::io::Result<()> {
     let d = dir.join("epoch");

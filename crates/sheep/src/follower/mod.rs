@@ -229,6 +229,11 @@ async fn execute(
         Effect::StatusChanged(s) => tracing::info!(status = ?s, "cluster status"),
         Effect::Stop => {
             sheep.sys_mut().status = NodeStatus::Shutdown;
+            // The whole cluster stops: writeback data is made durable here, so the next
+            // start trusts these copies.
+            if crate::lifecycle::sync_local(sheep).await {
+                crate::lifecycle::leave_clean_mark(sheep).await;
+            }
             sheep.cancel.cancel();
         }
         Effect::Vdi { from, msg, reply } => {

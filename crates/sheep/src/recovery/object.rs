@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use sd_cluster::check::Answer;
 use sd_cluster::recovery::{
-    Fallback, KeepReason, Probe, SourceChoice, SourceFailure, choose_source, placement_fallback,
-    placement_sources,
+    Fallback, KeepReason, Probe, SourceChoice, SourceFailure, Suspect, choose_source_with,
+    placement_fallback, placement_sources,
 };
 use sd_proto::node::NodeId;
 use sd_proto::peer_copy::PeerCopy;
@@ -255,7 +255,20 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         Err(e) => Err(e),
     })
     .await?;
-    let (version, from) = match choose_source(&answers, mine) {
+    let order: Vec<NodeId> = sheep
+        .sys()
+        .ring
+        .replicas(oid, sheep.copies_of(oid, 0))
+        .iter()
+        .map(|n| n.nid)
+        .collect();
+    let suspect = Suspect {
+        me,
+        lossy: sheep.store.sync_mode() == sd_store::SyncMode::Writeback,
+        order: &order,
+    };
+    let suspect = sheep.recovery.is_suspect(oid).then_some(&suspect);
+    let (version, from) = match choose_source_with(&answers, mine, suspect) {
         SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
         SourceChoice::Again => return Err(SheepError::RecoverLater),
         SourceChoice::Lost => {
@@ -270,6 +283,17 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             tracing::debug!(%oid, version = newest, "the local copy is the newest");
             return Ok(());
         }
+        SourceChoice::Fetch { version, from } if mine == Some(version) => {
+            // Ours is suspect and as new: fetched only if it differs (copies that agree,
+            // as after most unclean stops, cost two reads instead of a copy).
+            if let Some(src) = from.first()
+                && same_copy(sheep, oid, *src, epoch).await
+            {
+                tracing::debug!(%oid, from = %src, version, "suspect copy matches; kept");
+                return Ok(());
+            }
+            (version, from)
+        }
         SourceChoice::Fetch { version, from } => (version, from),
     };
     for nid in from {
@@ -278,8 +302,9 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             Ok(PeerCopy { data, .. }) if data.len() as u64 != size => {
                 tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
             }
-            Ok(PeerCopy { version, data }) => {
-                store_copy(sheep, oid, data, version).await?;
+            Ok(copy) => {
+                let version = copy.epoch();
+                store_copy(sheep, oid, copy.data, version).await?;
                 tracing::debug!(%oid, from = %nid, version, "recovered object");
                 return Ok(());
             }
@@ -289,6 +314,24 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         }
     }
     Err(SheepError::RecoverLater)
+}
+
+/// Whether `nid`'s copy of `oid` is byte for byte ours (GET_HASH of both); false if
+/// either cannot be hashed.
+async fn same_copy(sheep: &Sheep, oid: Oid, nid: NodeId, epoch: Epoch) -> bool {
+    let Ok(mine) = crate::replica::hash(sheep, oid).await else {
+        return false;
+    };
+    let mut h = RequestHeader::new(Opcode::GetHash).with_obj(ObjArgs {
+        oid,
+        tgt_epoch: epoch,
+        ..ObjArgs::default()
+    });
+    h.epoch = epoch;
+    matches!(
+        sheep.leaf_peers.call(nid, h, Bytes::new()).await,
+        Ok((rsp, _)) if rsp.result == SdResult::Success && rsp.hash() == mine
+    )
 }
 
 /// Fetches `oid` from the most recent epoch's holders that are still alive and stores it:
@@ -356,8 +399,10 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
     }
 }
 
-/// Stores a recovered copy, keeping its source's `version`.
+/// Stores a recovered copy, keeping its source's `version` (a suspect source's flag is
+/// not a version: the stored copy is no longer suspect).
 async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> SheepResult<()> {
+    let version = version & !sd_proto::peer_copy::SUSPECT;
     let store = sheep.store.clone();
     let spec = CreateSpec {
         size: data.len() as u64,

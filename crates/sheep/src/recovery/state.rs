@@ -21,6 +21,12 @@ struct State {
     pending: HashSet<Oid>,
     /// Local copies not validated since this node (re)joined.
     unverified: HashSet<Oid>,
+    /// Local copies of an unclean stop not yet compared with the others (a subset of
+    /// `unverified`): their versions may not mean they hold every acknowledged write.
+    suspect: HashSet<Oid>,
+    /// This process started after an unclean stop: the copies its join distrusts are
+    /// suspect too.
+    unclean_start: bool,
     /// Objects recovered / to recover in this epoch.
     done: u64,
     total: u64,
@@ -75,6 +81,7 @@ impl Recovery {
         st.generation += 1;
         st.pending.clear();
         st.unverified.clear();
+        st.suspect.clear();
         st.active = false;
         st.done = 0;
         st.total = 0;
@@ -105,6 +112,7 @@ impl Recovery {
     pub(super) fn mark_recovered(&self, oid: Oid) {
         let mut st = self.st();
         let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
+        st.suspect.remove(&oid);
         if was {
             st.done += 1;
             crate::metrics::recovered();
@@ -132,7 +140,26 @@ impl Recovery {
     /// against the other copies.
     pub fn distrust(&self, local: Vec<Oid>) {
         let mut st = self.st();
+        if std::mem::take(&mut st.unclean_start) {
+            st.suspect.extend(local.iter().copied());
+        }
         st.unverified.extend(local);
+    }
+
+    /// This process started after an unclean stop (a crash, a power cut): the copies its
+    /// join distrusts are also suspect (see `sd_cluster::recovery::Suspect`).
+    pub fn unclean_start(&self) {
+        self.st().unclean_start = true;
+    }
+
+    /// Whether the local copy of `oid` is suspect.
+    pub fn is_suspect(&self, oid: Oid) -> bool {
+        self.st().suspect.contains(&oid)
+    }
+
+    /// Local copies still suspect.
+    pub fn suspects(&self) -> usize {
+        self.st().suspect.len()
     }
 
     /// The epoch being recovered.
@@ -195,6 +222,7 @@ impl Recovery {
         for oid in oids {
             st.unverified.remove(oid);
             st.pending.remove(oid);
+            st.suspect.remove(oid);
         }
     }
 

@@ -1,0 +1,141 @@
+//! Copies after an unclean stop. A sheep SIGKILLed (or cut from power) leaves no clean-stop
+//! mark, so when it starts again its copies are suspect: their versions say when they were
+//! last written, but in writeback mode writes it acknowledged may have been in its page
+//! cache only. A power cut is emulated here on a real file system: the sheep is SIGKILLed
+//! and the bytes its page cache would have lost are put back as they were in its object
+//! file (the version attribute stays, as it would on disk).
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use sd_proto::Oid;
+use sd_testkit::{Cluster, SETTLE_TIMEOUT, assert_same_bytes, pattern, random_seed, req};
+
+use crate::common::{OBJ_LEN, vdi_with_one_object};
+
+const WRITEBACK: &[&str] = &["-W", "--writeback-max-age", "600000"];
+
+/// Where the unflushed write goes in the object.
+const AT: u64 = 4096;
+const LEN: usize = 8192;
+
+/// Puts `old`'s bytes back over the unflushed write in node `i`'s copy of `oid`.
+fn lose_unflushed_write(c: &Cluster, i: usize, oid: Oid, old: &[u8]) {
+    let at = AT as usize;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.object_path(i, oid))
+        .unwrap()
+        .write_all_at(&old[at..at + LEN], AT)
+        .unwrap();
+}
+
+/// Waits until no node reports recovery in progress.
+fn wait_recovered(c: &mut Cluster) {
+    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
+        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
+        out.check_success("dog node recovery")?;
+        Ok(out.stdout.is_empty().then_some(()))
+    })
+    .unwrap();
+}
+
+/// A writeback cluster with one object, and an acknowledged but unflushed write to it
+/// through node 1: the object, its bytes before and after the write.
+fn written_not_flushed(c: &Cluster, name: &str) -> (Oid, Vec<u8>, Vec<u8>) {
+    let (oid, old) = vdi_with_one_object(c, name);
+    let part = pattern(random_seed(), AT, LEN);
+    let mut new = old.clone();
+    new[AT as usize..AT as usize + LEN].copy_from_slice(&part);
+    c.connect(1)
+        .unwrap()
+        .call_ok(&req::write_obj(oid, AT, LEN as u32), &part)
+        .unwrap();
+    (oid, old, new)
+}
+
+/// Every copy on disk and every read through every gateway is `want`.
+fn assert_everywhere(c: &Cluster, oid: Oid, want: &[u8]) {
+    c.check_replicas_identical().unwrap();
+    for i in c.live() {
+        assert_same_bytes(
+            &c.read_object(i, oid).unwrap(),
+            want,
+            &format!("node {i}'s copy"),
+        );
+        let rsp = c
+            .connect(i)
+            .unwrap()
+            .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
+            .unwrap();
+        assert_same_bytes(&rsp.payload, want, &format!("read through node {i}"));
+    }
+}
+
+/// One node loses power with an acknowledged write in its page cache only; a flush then
+/// succeeds on the live replicas, so the write must survive. The node comes back with a
+/// copy of the same version that lacks it: it is brought up to date, not kept.
+#[test]
+fn a_node_that_lost_unflushed_writes_catches_up_when_it_returns() {
+    let mut c = Cluster::start_with(3, WRITEBACK).unwrap();
+    c.format(3).unwrap();
+    let (oid, old, new) = written_not_flushed(&c, "lost");
+    c.kill9(2).unwrap();
+    lose_unflushed_write(&c, 2, oid, &old);
+    c.wait_members(2).unwrap();
+    c.connect(1)
+        .unwrap()
+        .call_ok(&req::flush_vdi(oid.vid()), &[])
+        .unwrap();
+    c.restart(2).unwrap();
+    c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
+    wait_recovered(&mut c);
+    assert_everywhere(&c, oid, &new);
+}
+
+/// Every node loses power; the unflushed write had reached the disk on some of them only.
+/// Every copy is suspect and of the same version: the first replica's wins everywhere
+/// (here the old bytes, though the other two hold the new ones).
+#[test]
+fn copies_a_whole_cluster_crash_left_different_are_made_identical() {
+    let mut c = Cluster::start_with(3, WRITEBACK).unwrap();
+    c.format(3).unwrap();
+    let (oid, old, _new) = written_not_flushed(&c, "crash");
+    let first = c.placement(oid, &[0, 1, 2], 3)[0];
+    for i in 0..3 {
+        c.kill9(i).unwrap();
+    }
+    lose_unflushed_write(&c, first, oid, &old);
+    for i in 0..3 {
+        c.restart(i).unwrap();
+    }
+    c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
+    wait_recovered(&mut c);
+    assert_everywhere(&c, oid, &old);
+}
+
+/// A clean stop leaves the mark, and the restarted node trusts its copies: it fetches
+/// nothing (its copy is the same file as before).
+#[test]
+fn a_clean_stop_is_trusted() {
+    let mut c = Cluster::start_with(3, WRITEBACK).unwrap();
+    c.format(3).unwrap();
+    let (oid, _old, new) = written_not_flushed(&c, "clean");
+    let pid = c.sheep(2).pid().expect("sheep runs");
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGTERM).unwrap();
+    c.wait_exit(2, SETTLE_TIMEOUT).unwrap();
+    assert!(c.dir(2).join("clean").exists(), "no clean-stop mark");
+    let ino = std::fs::metadata(c.object_path(2, oid)).unwrap();
+    c.restart(2).unwrap();
+    assert!(
+        !c.dir(2).join("clean").exists(),
+        "the mark outlived the start"
+    );
+    c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
+    wait_recovered(&mut c);
+    assert_everywhere(&c, oid, &new);
+    let after = std::fs::metadata(c.object_path(2, oid)).unwrap();
+    assert_eq!(ino.ino(), after.ino(), "the copy was replaced");
+}
