@@ -218,7 +218,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
             let sheep = sheep.clone();
             tasks.spawn(async move {
                 let started = tokio::time::Instant::now();
-                let r = object::recover_now(&sheep, oid).await;
+                let r = object::recover_in_pass(&sheep, oid).await;
                 // ... and a rest as long as the object took, so clients get the disk.
                 if sheep.recovery.clients_active() {
                     tokio::time::sleep(yielding::rest_after(started.elapsed())).await;

@@ -77,9 +77,22 @@ async fn repair(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
 
 /// Recovers `oid` now (client I/O reached it before the background task did).
 pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    recover_if(sheep, oid, |s| s.recovery.needs(oid)).await
+}
+
+/// Recovers `oid` for the epoch's pass: also a copy still suspect because it was the only
+/// one reachable before (it is compared again).
+pub(super) async fn recover_in_pass(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    recover_if(sheep, oid, |s| {
+        s.recovery.needs(oid) || s.recovery.is_suspect(oid)
+    })
+    .await
+}
+
+async fn recover_if(sheep: &Sheep, oid: Oid, needed: impl Fn(&Sheep) -> bool) -> SheepResult<()> {
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
-    if !sheep.recovery.needs(oid) {
+    if !needed(sheep) {
         return Ok(());
     }
     let epoch = sheep.recovery.epoch();
@@ -277,6 +290,11 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         }
         SourceChoice::KeepLocal(KeepReason::OnlyLiveCopy) => {
             tracing::warn!(%oid, "no other live copy; keeping the local one");
+            // With replicas missing from the cluster (they are down too), served meanwhile
+            // but compared again once they are back; with all there, it is the only copy.
+            if sheep.sys().nodes.len() < sheep.copies_of(oid, 0) {
+                sheep.recovery.keep_lone_suspect(oid);
+            }
             return Ok(());
         }
         SourceChoice::KeepLocal(KeepReason::Newest { newest }) => {

@@ -24,6 +24,9 @@ struct State {
     /// Local copies of an unclean stop not yet compared with the others (a subset of
     /// `unverified`): their versions may not mean they hold every acknowledged write.
     suspect: HashSet<Oid>,
+    /// Suspect copies kept only because no other copy was reachable: still suspect once
+    /// recovered, and checked again in the next epoch's pass.
+    lone: HashSet<Oid>,
     /// This process started after an unclean stop: the copies its join distrusts are
     /// suspect too.
     unclean_start: bool,
@@ -82,6 +85,7 @@ impl Recovery {
         st.pending.clear();
         st.unverified.clear();
         st.suspect.clear();
+        st.lone.clear();
         st.active = false;
         st.done = 0;
         st.total = 0;
@@ -111,8 +115,10 @@ impl Recovery {
     /// `oid`'s local copy is now trustworthy: counted done, nothing pending for it.
     pub(super) fn mark_recovered(&self, oid: Oid) {
         let mut st = self.st();
-        let was = st.pending.remove(&oid) | st.unverified.remove(&oid);
-        st.suspect.remove(&oid);
+        let was = st.pending.remove(&oid) | st.unverified.remove(&oid) | st.suspect.contains(&oid);
+        if !st.lone.remove(&oid) {
+            st.suspect.remove(&oid);
+        }
         if was {
             st.done += 1;
             crate::metrics::recovered();
@@ -150,6 +156,15 @@ impl Recovery {
     /// join distrusts are also suspect (see `sd_cluster::recovery::Suspect`).
     pub fn unclean_start(&self) {
         self.st().unclean_start = true;
+    }
+
+    /// The suspect copy of `oid` is kept because no other copy could be compared with it:
+    /// it stays suspect (see [`Self::must_recover`]).
+    pub(super) fn keep_lone_suspect(&self, oid: Oid) {
+        let mut st = self.st();
+        if st.suspect.contains(&oid) {
+            st.lone.insert(oid);
+        }
     }
 
     /// Whether the local copy of `oid` is suspect.
@@ -191,7 +206,7 @@ impl Recovery {
         if !have {
             st.pending.insert(oid);
         }
-        st.pending.contains(&oid) || st.unverified.contains(&oid)
+        st.pending.contains(&oid) || st.unverified.contains(&oid) || st.suspect.contains(&oid)
     }
 
     /// A pass of `generation` starts with `total` objects to recover; false if recovery
@@ -223,6 +238,7 @@ impl Recovery {
             st.unverified.remove(oid);
             st.pending.remove(oid);
             st.suspect.remove(oid);
+            st.lone.remove(oid);
         }
     }
 
