@@ -3,6 +3,8 @@
 //!
 //! Local copies are not trusted after this node (re)joins: they may have missed writes while
 //! it was away. Such copies are *unverified* and are refetched before they are served.
+//! After an unclean stop they are also *suspect* (`state`): their versions may overstate
+//! what they hold, so a tie with a trusted copy no longer keeps them.
 //! Objects the node no longer needs are removed only once every member has recovered the
 //! epoch (`Outcome::Stable`). Client I/O to an object still pending recovers it first.
 

@@ -240,8 +240,9 @@ async fn leaf_call(
 /// acknowledged in an epoch reached all of that epoch's holders, so the copy with the
 /// highest version holds every acknowledged write the others do. Each live member is asked
 /// for its version (whether or not it trusts its copy yet: a node that restarted still
-/// knows when its copy was last written), ours counts too (kept on a tie), and the newest
-/// is fetched. A member that cannot answer might hold the newest: then this waits
+/// knows when its copy was last written), ours counts too (kept on a tie, unless it is
+/// suspect after an unclean stop: `sd_cluster::recovery::choose_source_with`), and the
+/// newest is fetched. A member that cannot answer might hold the newest: then this waits
 /// (`AGAIN`). Copies without versions (a file system without user extended attributes),
 /// or a member that predates FETCH_PEER, fall back to [`recover_by_placement`].
 async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
