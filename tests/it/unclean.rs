@@ -144,3 +144,32 @@ fn a_clean_stop_is_trusted() {
     let after = std::fs::metadata(c.object_path(2, oid)).unwrap();
     assert_eq!(ino.ino(), after.ino(), "the copy was replaced");
 }
+
+/// The first replica loses power with the write unflushed; a flush without it makes the
+/// write durable on the other two; then they lose power too, and the first replica is the
+/// first one back. The nodes that stayed longest win: the flushed write is everywhere.
+#[test]
+fn a_flushed_write_survives_when_the_node_that_missed_it_comes_back_first() {
+    let mut c = Cluster::start_with(3, WRITEBACK).unwrap();
+    c.format(3).unwrap();
+    let (oid, old, new) = written_not_flushed(&c, "stayed");
+    let placement = c.placement(oid, &[0, 1, 2], 3);
+    let missed = placement[0];
+    let gw = placement[1];
+    c.kill9(missed).unwrap();
+    lose_unflushed_write(&c, missed, oid, &old);
+    c.wait_members(2).unwrap();
+    c.connect(gw)
+        .unwrap()
+        .call_ok(&req::flush_vdi(oid.vid()), &[])
+        .unwrap();
+    for &i in &placement[1..] {
+        c.kill9(i).unwrap();
+    }
+    for &i in &placement {
+        c.restart(i).unwrap();
+    }
+    c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
+    wait_recovered(&mut c);
+    assert_everywhere(&c, oid, &new);
+}

@@ -139,9 +139,50 @@ pub struct Suspect<'a> {
     pub lossy: bool,
     /// When every copy of the newest version is suspect (every holder stopped uncleanly,
     /// as in a power cut of the whole cluster), the first of these nodes holding one wins
-    /// (the object's current placement): every holder computes the same winner, so the
-    /// copies end up identical even where unacknowledged writes reached only some.
+    /// ([`suspect_order`]): every holder computes the same winner, so the copies end up
+    /// identical even where unacknowledged writes reached only some.
     pub order: &'a [NodeId],
+}
+
+/// The order in which suspect copies win ([`Suspect::order`]): the nodes of `members`
+/// that stayed in the cluster longest before their last absence come first (from the
+/// epoch history every member shares), then by `placement` (the object's current
+/// replicas), then by node. A node that left before the others may have missed writes a
+/// flush made durable without it; one that stayed to the end has every flushed write.
+/// `history` is the epoch log, oldest first.
+pub fn suspect_order(
+    history: &[EpochEntry],
+    members: &[NodeId],
+    placement: &[NodeId],
+) -> Vec<NodeId> {
+    let mut order = members.to_vec();
+    order.sort_by_key(|n| {
+        let stayed = stayed_until(history, *n);
+        let pos = placement.iter().position(|p| p == n).unwrap_or(usize::MAX);
+        (std::cmp::Reverse(stayed), pos, *n)
+    });
+    order.dedup();
+    order
+}
+
+/// The last epoch `nid` was a member of before its last absence from the cluster (the
+/// newest epoch it belongs to if it was never absent after joining).
+fn stayed_until(history: &[EpochEntry], nid: NodeId) -> Epoch {
+    let member = |e: &EpochEntry| e.members.iter().any(|m| m.nid == nid);
+    let mut last_member = Epoch(0);
+    let mut before_gap = Epoch(0);
+    for e in history {
+        if member(e) {
+            last_member = e.epoch;
+        } else if last_member > before_gap {
+            before_gap = last_member;
+        }
+    }
+    if before_gap == Epoch(0) {
+        last_member
+    } else {
+        before_gap
+    }
 }
 
 /// [`choose_source`], for a local copy that may be [`Suspect`] (`None`: trusted), with
@@ -364,6 +405,42 @@ mod tests {
             want,
             "probes {probes:?}, mine {mine} (suspect, lossy {lossy})"
         );
+    }
+
+    #[test]
+    fn suspects_rank_by_how_long_their_node_stayed() {
+        let node = |port| SdNode {
+            nid: nid(port),
+            ..SdNode::default()
+        };
+        let epoch = |e, ports: &[u16]| EpochEntry {
+            epoch: Epoch(e),
+            time: 0,
+            members: ports.iter().map(|p| node(*p)).collect(),
+        };
+        // 7001 leaves at 3; 7002 and 7003 stay until 3, then everyone is gone (the first
+        // node back records the others' leaves) and they come back one by one.
+        let history = [
+            epoch(1, &[7001, 7002, 7003]),
+            epoch(2, &[7001, 7002, 7003]),
+            epoch(3, &[7002, 7003]),
+            epoch(4, &[7001]),
+            epoch(5, &[7001, 7002]),
+            epoch(6, &[7001, 7002, 7003]),
+        ];
+        assert_eq!(stayed_until(&history, nid(7001)), Epoch(2));
+        assert_eq!(stayed_until(&history, nid(7002)), Epoch(3));
+        assert_eq!(stayed_until(&history, nid(7003)), Epoch(3));
+        assert_eq!(stayed_until(&history, nid(7004)), Epoch(0));
+        let members = [nid(7001), nid(7002), nid(7003)];
+        // Placement puts 7001 first, but it left earliest; 7003 precedes 7002 there.
+        let placement = [nid(7001), nid(7003), nid(7002)];
+        assert_eq!(
+            suspect_order(&history, &members, &placement),
+            [nid(7003), nid(7002), nid(7001)]
+        );
+        // Never absent: its newest epoch counts.
+        assert_eq!(stayed_until(&history[..2], nid(7001)), Epoch(2));
     }
 
     #[test]

@@ -204,11 +204,13 @@ async fn settle_object(sheep: &Sheep, oid: Oid) -> bool {
         // A deleted VDI's objects are reclaimed, not repaired.
         return true;
     }
+    // Before the sys guard: `copies_of` may take it too.
+    let copies = sheep.copies_of(oid, 0);
     let (epoch, replicas) = {
         let sys = sheep.sys();
         let replicas: Vec<NodeId> = sys
             .ring
-            .replicas(oid, sheep.copies_of(oid, 0))
+            .replicas(oid, copies)
             .iter()
             .map(|n| n.nid)
             .collect();

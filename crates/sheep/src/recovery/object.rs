@@ -8,7 +8,7 @@ use bytes::Bytes;
 use sd_cluster::check::Answer;
 use sd_cluster::recovery::{
     Fallback, KeepReason, Probe, SourceChoice, SourceFailure, Suspect, choose_source_with,
-    placement_fallback, placement_sources,
+    placement_fallback, placement_sources, suspect_order,
 };
 use sd_proto::node::NodeId;
 use sd_proto::peer_copy::PeerCopy;
@@ -269,13 +269,18 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         Err(e) => Err(e),
     })
     .await?;
-    let order: Vec<NodeId> = sheep
-        .sys()
-        .ring
-        .replicas(oid, sheep.copies_of(oid, 0))
-        .iter()
-        .map(|n| n.nid)
-        .collect();
+    let order = {
+        let copies = sheep.copies_of(oid, 0);
+        let sys = sheep.sys();
+        let placement: Vec<NodeId> = sys
+            .ring
+            .replicas(oid, copies)
+            .iter()
+            .map(|n| n.nid)
+            .collect();
+        let members: Vec<NodeId> = sys.nodes.iter().map(|n| n.nid).collect();
+        suspect_order(&sys.epochs, &members, &placement)
+    };
     let suspect = Suspect {
         me,
         lossy: sheep.store.sync_mode() == sd_store::SyncMode::Writeback,
@@ -293,7 +298,8 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             tracing::warn!(%oid, "no other live copy; keeping the local one");
             // With replicas missing from the cluster (they are down too), served meanwhile
             // but compared again once they are back; with all there, it is the only copy.
-            if sheep.sys().nodes.len() < sheep.copies_of(oid, 0) {
+            let copies = sheep.copies_of(oid, 0);
+            if sheep.sys().nodes.len() < copies {
                 sheep.recovery.keep_lone_suspect(oid);
             }
             return Ok(());
