@@ -87,3 +87,33 @@ pub async fn write(
     })
     .await
 }
+
+/// Bytes read at a time while hashing a copy.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// The SHA-1 of the whole local copy of `oid` (every byte of the file, holes read as
+/// zeros), read in chunks on the blocking pool; `NoObject` if there is none.
+pub async fn hash(store: &Arc<Store>, oid: Oid) -> SheepResult<[u8; 20]> {
+    use sha1::{Digest, Sha1};
+    let store = store.clone();
+    blocking(move || {
+        // The file as it is now: an open descriptor outlives a file removed under the store.
+        if !store.exists(oid) {
+            return Err(StoreError::NoObject(oid));
+        }
+        let size = store.object_size(oid)?;
+        let mut hasher = Sha1::new();
+        let mut buf = vec![0u8; HASH_CHUNK.min(usize::try_from(size).unwrap_or(HASH_CHUNK))];
+        let mut offset = 0u64;
+        while offset < size {
+            // Only the last chunk is shorter.
+            let left = usize::try_from(size - offset).unwrap_or(usize::MAX);
+            buf.truncate(left);
+            store.read(oid, offset, &mut buf)?;
+            hasher.update(&buf);
+            offset += buf.len() as u64;
+        }
+        Ok::<_, StoreError>(hasher.finalize().into())
+    })
+    .await
+}

@@ -32,9 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::node::Sheep;
-use crate::sys::{
-    StartError, SysState, load_config, load_epochs, mark_clean, now_sd_time, take_clean_mark,
-};
+use crate::sys::{StartError, SysState, load_config, load_epochs, now_sd_time, take_clean_mark};
 
 /// How long in-flight client requests are waited for.
 pub const INFLIGHT_WAIT: Duration = Duration::from_secs(10);
@@ -163,7 +161,7 @@ pub async fn stop(sheep: &Arc<Sheep>) {
                 tracing::error!(%vid, error = %e, "flush at stop failed");
             }
         }
-        durable = sync_local(sheep).await;
+        durable = crate::writeback::sync_local(sheep).await;
         tracing::info!(
             vdis = vids.len(),
             dirty = sheep.store.dirty_bytes(),
@@ -191,37 +189,7 @@ pub async fn stop(sheep: &Arc<Sheep>) {
         Err(e) => tracing::warn!(error = %e, "could not announce our leave"),
     }
     if durable {
-        leave_clean_mark(sheep).await;
+        crate::recovery::mark_clean_stop(sheep).await;
     }
     sheep.cancel.cancel();
-}
-
-/// Makes every dirty object of the local store durable (writeback); whether all were.
-pub async fn sync_local(sheep: &Sheep) -> bool {
-    let mut ok = true;
-    for vid in sheep.store.dirty_vids_older_than(Duration::ZERO) {
-        let Some(vid) = sd_proto::Vid::new(vid) else {
-            continue;
-        };
-        if let Err(e) = crate::writeback::flush_local(sheep, vid).await {
-            tracing::error!(%vid, error = %e, "local flush at stop failed");
-            ok = false;
-        }
-    }
-    ok
-}
-
-/// Leaves the clean-stop mark, unless copies are still suspect from an earlier unclean
-/// stop (the next start must still distrust them).
-pub async fn leave_clean_mark(sheep: &Sheep) {
-    let suspects = sheep.recovery.suspects();
-    if suspects > 0 {
-        tracing::warn!(suspects, "copies still suspect: not marking the stop clean");
-        return;
-    }
-    let dir = sheep.cfg.dir.clone();
-    match crate::disk::blocking(move || mark_clean(&dir)).await {
-        Ok(()) => tracing::debug!("clean stop marked"),
-        Err(e) => tracing::warn!(error = %e, "could not mark the stop clean"),
-    }
 }

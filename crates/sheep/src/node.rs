@@ -56,7 +56,7 @@ pub struct Sheep {
     /// Writeback bookkeeping.
     pub writeback: Writeback,
     /// Objects a failed write fan-out may have left different (`fanout`).
-    pub fanout: crate::fanout::Fanout,
+    pub fanout: crate::fanout::state::Fanout,
     /// Client work in flight, refused once the node stops (`drain`).
     pub drain: Drain,
     /// This node's own `Arc`, for work it spawns.
@@ -100,7 +100,7 @@ impl Sheep {
             leaf_peers: PeerPool::default(),
             recovery: Recovery::default(),
             writeback: Writeback::default(),
-            fanout: crate::fanout::Fanout::default(),
+            fanout: crate::fanout::state::Fanout::default(),
             drain: Drain::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),

@@ -168,35 +168,11 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     Ok(Bytes::from(data))
 }
 
-/// Bytes read at a time while hashing a copy.
-const HASH_CHUNK: usize = 1 << 20;
-
-/// GET_HASH: the SHA-1 of the whole local copy (every byte of the file, holes read as
-/// zeros), read in chunks on the blocking pool. NO_OBJ if this node has no copy; a copy
-/// that cannot be read answers EIO and is replaced in the background, as for a read.
+/// GET_HASH: the SHA-1 of the whole local copy (`disk::hash`). NO_OBJ if this node has no
+/// copy; a copy that cannot be read answers EIO and is replaced in the background, as for
+/// a read.
 pub async fn hash(sheep: &Sheep, oid: Oid) -> SheepResult<[u8; 20]> {
-    use sha1::{Digest, Sha1};
-    let store = sheep.store.clone();
-    let r = blocking(move || {
-        // The file as it is now: an open descriptor outlives a file removed under the store.
-        if !store.exists(oid) {
-            return Err(StoreError::NoObject(oid));
-        }
-        let size = store.object_size(oid)?;
-        let mut hasher = Sha1::new();
-        let mut buf = vec![0u8; HASH_CHUNK.min(usize::try_from(size).unwrap_or(HASH_CHUNK))];
-        let mut offset = 0u64;
-        while offset < size {
-            // Only the last chunk is shorter.
-            let left = usize::try_from(size - offset).unwrap_or(usize::MAX);
-            buf.truncate(left);
-            store.read(oid, offset, &mut buf)?;
-            hasher.update(&buf);
-            offset += buf.len() as u64;
-        }
-        Ok::<_, StoreError>(hasher.finalize().into())
-    })
-    .await;
+    let r = crate::disk::hash(&sheep.store, oid).await;
     if let Err(SheepError::Store(StoreError::Unreadable { .. })) = &r {
         tracing::error!(%oid, "local copy unreadable while hashing");
         crate::recovery::object::repair_unreadable(sheep, oid);

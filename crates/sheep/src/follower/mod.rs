@@ -231,8 +231,8 @@ async fn execute(
             sheep.sys_mut().status = NodeStatus::Shutdown;
             // The whole cluster stops: writeback data is made durable here, so the next
             // start trusts these copies.
-            if crate::lifecycle::sync_local(sheep).await {
-                crate::lifecycle::leave_clean_mark(sheep).await;
+            if crate::writeback::sync_local(sheep).await {
+                crate::recovery::mark_clean_stop(sheep).await;
             }
             sheep.cancel.cancel();
         }

@@ -294,3 +294,18 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     tracing::info!(%epoch, removed = n, "removed copies no longer placed here");
     Ok(())
 }
+
+/// Leaves the clean-stop mark, unless copies are still suspect from an earlier unclean
+/// stop (the next start must still distrust them).
+pub async fn mark_clean_stop(sheep: &Sheep) {
+    let suspects = sheep.recovery.suspects();
+    if suspects > 0 {
+        tracing::warn!(suspects, "copies still suspect: not marking the stop clean");
+        return;
+    }
+    let dir = sheep.cfg.dir.clone();
+    match blocking(move || crate::sys::mark_clean(&dir)).await {
+        Ok(()) => tracing::debug!("clean stop marked"),
+        Err(e) => tracing::warn!(error = %e, "could not mark the stop clean"),
+    }
+}

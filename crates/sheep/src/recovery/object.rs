@@ -124,7 +124,7 @@ pub async fn repair_from(
     sheep.recovery.hold(oid);
     let r = async {
         if let Some(seen) = seen {
-            let now = match crate::replica::hash(sheep, oid).await {
+            let now = match crate::disk::hash(&sheep.store, oid).await {
                 Ok(h) => Answer::Hash(h),
                 Err(e) if e.result() == SdResult::NoObj => Answer::Missing,
                 Err(e) => return Err(e),
@@ -344,7 +344,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
 /// Whether `nid`'s copy of `oid` is byte for byte ours (GET_HASH of both); false if
 /// either cannot be hashed.
 async fn same_copy(sheep: &Sheep, oid: Oid, nid: NodeId, epoch: Epoch) -> bool {
-    let Ok(mine) = crate::replica::hash(sheep, oid).await else {
+    let Ok(mine) = crate::disk::hash(&sheep.store, oid).await else {
         return false;
     };
     let mut h = RequestHeader::new(Opcode::GetHash).with_obj(ObjArgs {

@@ -178,3 +178,18 @@ pub async fn run_flusher(sheep: std::sync::Arc<Sheep>) {
         }
     }
 }
+
+/// Makes every dirty object of the local store durable (writeback); whether all were.
+pub async fn sync_local(sheep: &Sheep) -> bool {
+    let mut ok = true;
+    for vid in sheep.store.dirty_vids_older_than(std::time::Duration::ZERO) {
+        let Some(vid) = sd_proto::Vid::new(vid) else {
+            continue;
+        };
+        if let Err(e) = flush_local(sheep, vid).await {
+            tracing::error!(%vid, error = %e, "local flush at stop failed");
+            ok = false;
+        }
+    }
+    ok
+}

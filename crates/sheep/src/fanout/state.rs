@@ -1,36 +1,13 @@
-//! Fan-out reconciliation: copies a write left different are made identical again.
-//!
-//! A gateway writes every replica of an object at once. If one replica fails the write
-//! (EIO, no space) or the gateway dies before every replica got it, the client is told
-//! the write failed (or never hears back), yet some replicas applied it: their copies now
-//! differ, and two readers reaching different replicas would read different bytes. Any
-//! of the copies is a right answer (each holds every acknowledged write; only the
-//! unacknowledged one differs), so it suffices to pick one and copy it over the others.
-//!
-//! Two parties notice such writes:
-//! - **The gateway**, when a mutation it fanned out fails ([`Fanout::failed`]).
-//! - **Each replica**, for a gateway that dies: every peer connection names its sending
-//!   node first (PEER_HELLO), and the writes received from each gateway in the last
-//!   [`WINDOW`] are remembered ([`Fanout::received`]). When that gateway leaves the
-//!   membership, they are queued here ([`Fanout::node_left`]).
-//!
-//! Queued objects are checked once recovery has finished: GET_HASH of every replica, and
-//! [`sd_cluster::check::settle`] picks the copy (the majority's, else the first replica's
-//! that holds one), with the scrub's second look and REPAIR_REPLICA's guard against a
-//! copy that changed meanwhile (`crate::scrub::check_object`). An object that cannot be
-//! settled yet (a replica down, copies still changing) is tried again later.
+//! Fan-out reconciliation's bookkeeping (owned by `Sheep`): the writes received from each
+//! gateway, and the objects waiting to be checked. Pure bookkeeping; the checking is in
+//! `fanout`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sd_cluster::check::settle;
 use sd_proto::Oid;
-use sd_proto::cluster::NodeStatus;
 use sd_proto::node::NodeId;
-
-use crate::node::Sheep;
-use crate::scrub::{Outcome, check_object};
 
 /// How long a write received from a gateway counts as possibly part of a fan-out that
 /// gateway has not finished: longer than a peer call may take (30 s) plus the time the
@@ -43,11 +20,9 @@ const FIRST_CHECK: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Checks of one object before it is given up (the scrub, if on, still finds it).
 const ATTEMPTS: u32 = 30;
-/// How often the queue is looked at when nothing wakes it.
-const TICK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy)]
-struct Pending {
+pub(super) struct Pending {
     due: Instant,
     attempts: u32,
 }
@@ -129,13 +104,18 @@ impl Fanout {
         self.kick.notify_one();
     }
 
+    /// Waits until objects are queued.
+    pub(super) async fn kicked(&self) {
+        self.kick.notified().await;
+    }
+
     /// Objects waiting to be checked.
     pub fn queued(&self) -> usize {
         lock(&self.queue).len()
     }
 
     /// Takes the objects due now.
-    fn take_due(&self, now: Instant) -> Vec<(Oid, Pending)> {
+    pub(super) fn take_due(&self, now: Instant) -> Vec<(Oid, Pending)> {
         let mut q = lock(&self.queue);
         let due: Vec<(Oid, Pending)> = q
             .iter()
@@ -149,7 +129,7 @@ impl Fanout {
     }
 
     /// Puts back an object that could not be settled, unless it was tried often enough.
-    fn again(&self, oid: Oid, p: Pending) -> bool {
+    pub(super) fn again(&self, oid: Oid, p: Pending) -> bool {
         let attempts = p.attempts + 1;
         if attempts >= ATTEMPTS {
             return false;
@@ -163,72 +143,6 @@ impl Fanout {
         });
         true
     }
-}
-
-/// Whether objects can be checked now: the node serves, and no recovery is under way (it
-/// may be about to replace some of the copies anyway).
-fn quiet(sheep: &Sheep) -> bool {
-    sheep.sys().status == NodeStatus::Ok && !sheep.recovery.progress().active
-}
-
-/// The background task: checks queued objects as they fall due.
-pub async fn run(sheep: Arc<Sheep>) {
-    loop {
-        tokio::select! {
-            () = sheep.cancel.cancelled() => return,
-            () = sheep.fanout.kick.notified() => {}
-            () = tokio::time::sleep(TICK) => {}
-        }
-        if !quiet(&sheep) {
-            continue;
-        }
-        for (oid, p) in sheep.fanout.take_due(Instant::now()) {
-            if sheep.cancel.is_cancelled() {
-                return;
-            }
-            let settled = if quiet(&sheep) {
-                settle_object(&sheep, oid).await
-            } else {
-                false
-            };
-            if !settled && !sheep.fanout.again(oid, p) {
-                tracing::warn!(%oid, "could not make the copies of an object agree; giving up (the scrub still looks)");
-            }
-        }
-    }
-}
-
-/// Checks one object and makes its copies identical; whether that is done.
-async fn settle_object(sheep: &Sheep, oid: Oid) -> bool {
-    if !sheep.vdis().is_live(oid.vid()) {
-        // A deleted VDI's objects are reclaimed, not repaired.
-        return true;
-    }
-    // Before the sys guard: `copies_of` may take it too.
-    let copies = sheep.copies_of(oid, 0);
-    let (epoch, replicas) = {
-        let sys = sheep.sys();
-        let replicas: Vec<NodeId> = sys
-            .ring
-            .replicas(oid, copies)
-            .iter()
-            .map(|n| n.nid)
-            .collect();
-        (sys.epoch, replicas)
-    };
-    let outcome = check_object(sheep, epoch, oid, &replicas, settle).await;
-    let (done, repaired) = match outcome {
-        Outcome::Agree => (true, 0),
-        Outcome::Repaired(n) => (true, n),
-        Outcome::Unresolved { .. } => (false, 0),
-    };
-    if done {
-        crate::metrics::reconciled(repaired);
-        if repaired > 0 {
-            tracing::info!(%oid, repaired, "copies left different by a failed write made identical");
-        }
-    }
-    done
 }
 
 #[cfg(test)]
