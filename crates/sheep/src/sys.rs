@@ -170,7 +170,7 @@ pub(crate) fn take_clean_mark(dir: &Path) -> Result<bool, sd_store::StoreError> 
     }
 }
 
-/// Removes every epoch file (cluster format).
+/// Removes every epoch file (cluster format), durably.
 pub fn remove_epochs(dir: &Path) -> std::io::Result<()> {
     let d = dir.join("epoch");
     match std::fs::read_dir(&d) {
@@ -178,7 +178,9 @@ pub fn remove_epochs(dir: &Path) -> std::io::Result<()> {
             for ent in rd {
                 std::fs::remove_file(ent?.path())?;
             }
-            Ok(())
+            // Durable before the new format's config is written: a power cut must not
+            // bring the old format's epochs back beside it.
+            std::fs::File::open(&d)?.sync_all()
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
