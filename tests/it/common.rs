@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use sd_proto::{Oid, SdResult, Vid};
 use sd_testkit::{
-    Cluster, RawClient, Sheep, assert_same_bytes, dir_names, pattern, random_seed, req,
+    Cluster, RawClient, SETTLE_TIMEOUT, Sheep, assert_same_bytes, dir_names, pattern, random_seed,
+    req,
 };
 
 /// Name of the fixture's VDI; `sd_hash_vdi("test")` is 0x7c2b25.
@@ -165,5 +166,33 @@ pub fn assert_dir_clean(sheep: &Sheep) {
             BTreeSet::from(["dir".to_string()]),
             "files created next to DIR"
         );
+    }
+}
+
+/// Waits until no node reports recovery in progress.
+pub fn wait_recovered(c: &mut Cluster) {
+    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
+        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
+        out.check_success("dog node recovery")?;
+        Ok(out.stdout.is_empty().then_some(()))
+    })
+    .unwrap();
+}
+
+/// Every copy on disk and every read through every gateway is `want`.
+pub fn assert_everywhere(c: &Cluster, oid: Oid, want: &[u8]) {
+    c.check_replicas_identical().unwrap();
+    for i in c.live() {
+        assert_same_bytes(
+            &c.read_object(i, oid).unwrap(),
+            want,
+            &format!("node {i}'s copy"),
+        );
+        let rsp = c
+            .connect(i)
+            .unwrap()
+            .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
+            .unwrap();
+        assert_same_bytes(&rsp.payload, want, &format!("read through node {i}"));
     }
 }

@@ -18,7 +18,9 @@ use sd_testkit::{
     random_seed, req,
 };
 
-use crate::common::{OBJ_LEN, OBJ_SIZE, create_vdi, vdi_with_one_object};
+use crate::common::{
+    OBJ_LEN, OBJ_SIZE, assert_everywhere, create_vdi, vdi_with_one_object, wait_recovered,
+};
 
 /// fsyncs a directory (its entries become durable).
 fn sync_dir(dir: &Path) {
@@ -307,16 +309,6 @@ fn wait_running(c: &mut Cluster) {
         Ok(String::from_utf8_lossy(&out.stdout)
             .starts_with("Cluster status: running")
             .then_some(()))
-    })
-    .unwrap();
-}
-
-/// Waits until no node reports recovery in progress (`dog node recovery`).
-fn wait_recovered(c: &mut Cluster) {
-    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
-        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
-        out.check_success("dog node recovery")?;
-        Ok(out.stdout.is_empty().then_some(()))
     })
     .unwrap();
 }
@@ -685,17 +677,5 @@ fn a_node_cut_alone_catches_up_on_writes_flushed_without_it() {
     c.restart(0).unwrap();
     c.wait_settled(3, SETTLE_TIMEOUT).unwrap();
     wait_recovered(&mut c);
-    for i in 0..3 {
-        assert_same_bytes(
-            &c.read_object(i, oid).unwrap(),
-            &image,
-            &format!("node {i}'s copy"),
-        );
-        let rsp = c
-            .connect(i)
-            .unwrap()
-            .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
-            .unwrap();
-        assert_same_bytes(&rsp.payload, &image, &format!("read through node {i}"));
-    }
+    assert_everywhere(&c, oid, &image);
 }

@@ -11,9 +11,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use sd_proto::Oid;
-use sd_testkit::{Cluster, SETTLE_TIMEOUT, assert_same_bytes, pattern, random_seed, req};
+use sd_testkit::{Cluster, SETTLE_TIMEOUT, pattern, random_seed, req};
 
-use crate::common::{OBJ_LEN, vdi_with_one_object};
+use crate::common::{assert_everywhere, vdi_with_one_object, wait_recovered};
 
 const WRITEBACK: &[&str] = &["-W", "--writeback-max-age", "600000"];
 
@@ -32,16 +32,6 @@ fn lose_unflushed_write(c: &Cluster, i: usize, oid: Oid, old: &[u8]) {
         .unwrap();
 }
 
-/// Waits until no node reports recovery in progress.
-fn wait_recovered(c: &mut Cluster) {
-    c.poll_until(SETTLE_TIMEOUT, "recovery to finish", |c| {
-        let out = c.dog(0, &["node", "recovery", "-r"], None)?;
-        out.check_success("dog node recovery")?;
-        Ok(out.stdout.is_empty().then_some(()))
-    })
-    .unwrap();
-}
-
 /// A writeback cluster with one object, and an acknowledged but unflushed write to it
 /// through node 1: the object, its bytes before and after the write.
 fn written_not_flushed(c: &Cluster, name: &str) -> (Oid, Vec<u8>, Vec<u8>) {
@@ -54,24 +44,6 @@ fn written_not_flushed(c: &Cluster, name: &str) -> (Oid, Vec<u8>, Vec<u8>) {
         .call_ok(&req::write_obj(oid, AT, LEN as u32), &part)
         .unwrap();
     (oid, old, new)
-}
-
-/// Every copy on disk and every read through every gateway is `want`.
-fn assert_everywhere(c: &Cluster, oid: Oid, want: &[u8]) {
-    c.check_replicas_identical().unwrap();
-    for i in c.live() {
-        assert_same_bytes(
-            &c.read_object(i, oid).unwrap(),
-            want,
-            &format!("node {i}'s copy"),
-        );
-        let rsp = c
-            .connect(i)
-            .unwrap()
-            .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
-            .unwrap();
-        assert_same_bytes(&rsp.payload, want, &format!("read through node {i}"));
-    }
 }
 
 /// One node loses power with an acknowledged write in its page cache only; a flush then
