@@ -69,6 +69,12 @@ pub fn decide(answers: &[Answer]) -> Decision {
         // `good` was counted from these answers.
         return Decision::Undecided;
     };
+    good_copy(answers, source, good)
+}
+
+/// `source`'s copy (hash `good`) is good: every replica missing it or holding another is
+/// repaired from it.
+fn good_copy(answers: &[Answer], source: usize, good: [u8; 20]) -> Decision {
     let repairs = answers
         .iter()
         .enumerate()
@@ -91,23 +97,13 @@ pub fn decide(answers: &[Answer]) -> Decision {
 pub fn settle(answers: &[Answer]) -> Decision {
     match decide(answers) {
         Decision::NoMajority => {
-            let Some((source, &good)) = answers
-                .iter()
-                .enumerate()
-                .find(|(_, a)| matches!(a, Answer::Hash(_)))
-            else {
+            let Some((source, good)) = answers.iter().enumerate().find_map(|(i, a)| match a {
+                Answer::Hash(h) => Some((i, *h)),
+                _ => None,
+            }) else {
                 return Decision::Lost;
             };
-            let repairs = answers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| match a {
-                    Answer::Missing => Some((i, Fix::Missing)),
-                    Answer::Hash(_) if *a != good => Some((i, Fix::Replica)),
-                    _ => None,
-                })
-                .collect();
-            Decision::Good { source, repairs }
+            good_copy(answers, source, good)
         }
         other => other,
     }

@@ -193,12 +193,7 @@ fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<No
         NodeStatus::Shutdown => return Err(SdResult::Shutdown.into()),
         NodeStatus::Killed => return Err(SdResult::Killed.into()),
     }
-    let t: Vec<NodeId> = sys
-        .ring
-        .replicas(oid, copies)
-        .iter()
-        .map(|n| n.nid)
-        .collect();
+    let t = sys.replica_nids(oid, copies);
     if t.is_empty() {
         return Err(SdResult::Halt.into());
     }

@@ -70,6 +70,16 @@ pub struct SysState {
 }
 
 impl SysState {
+    /// The nodes holding `oid`'s `copies` replicas in the current epoch, in placement
+    /// order.
+    pub fn replica_nids(&self, oid: sd_proto::Oid, copies: usize) -> Vec<sd_proto::node::NodeId> {
+        self.ring
+            .replicas(oid, copies)
+            .iter()
+            .map(|n| n.nid)
+            .collect()
+    }
+
     /// The cluster default copies/policy/shift.
     pub fn defaults(&self) -> (u8, u8, u8) {
         (

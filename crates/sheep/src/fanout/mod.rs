@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use sd_cluster::check::settle;
 use sd_proto::Oid;
 use sd_proto::cluster::NodeStatus;
-use sd_proto::node::NodeId;
 
 use crate::node::Sheep;
 use crate::scrub::{Outcome, check_object};
@@ -79,13 +78,7 @@ async fn settle_object(sheep: &Sheep, oid: Oid) -> bool {
     let copies = sheep.copies_of(oid, 0);
     let (epoch, replicas) = {
         let sys = sheep.sys();
-        let replicas: Vec<NodeId> = sys
-            .ring
-            .replicas(oid, copies)
-            .iter()
-            .map(|n| n.nid)
-            .collect();
-        (sys.epoch, replicas)
+        (sys.epoch, sys.replica_nids(oid, copies))
     };
     let outcome = check_object(sheep, epoch, oid, &replicas, settle).await;
     let (done, repaired) = match outcome {

@@ -272,12 +272,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let order = {
         let copies = sheep.copies_of(oid, 0);
         let sys = sheep.sys();
-        let placement: Vec<NodeId> = sys
-            .ring
-            .replicas(oid, copies)
-            .iter()
-            .map(|n| n.nid)
-            .collect();
+        let placement = sys.replica_nids(oid, copies);
         let members: Vec<NodeId> = sys.nodes.iter().map(|n| n.nid).collect();
         suspect_order(&sys.epochs, &members, &placement)
     };
