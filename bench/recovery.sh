@@ -23,7 +23,7 @@ trap 'for p in "${pids[@]}"; do kill -9 $p 2>/dev/null || true; done
       [ -n "${KEEP:-}" ] || rm -rf "$work"/n* "$work"/cluster' EXIT
 
 for i in 0 1 2 3 4; do
-    "$bin/sheep" -f -p $((base + i)) -z $i -c local:"$work/cluster" ${SHEEP_ARGS:-} "$work/n$i" > "$work/n$i.out" 2>&1 &
+    "$bin/sheep" -f -p $((base + i)) -z $i -c local:"$work/cluster" --metrics 127.0.0.1:$((base + 50 + i)) ${SHEEP_ARGS:-} "$work/n$i" > "$work/n$i.out" 2>&1 &
     pids+=($!)
 done
 dog() { "$bin/dog" "$@" -p $base; }
@@ -60,6 +60,18 @@ settle() {
         sleep 0.05
     done
 }
+# waits NODES...: client requests that waited for their object's recovery, over the nodes'
+# metrics (cumulative): count and total seconds.
+waits() {
+    local n=0 sum=0 c s
+    for i in "$@"; do
+        m=$(curl -sf "http://127.0.0.1:$((base + 50 + i))/metrics" || true)
+        c=$(awk '/^sheep_recovery_client_wait_seconds_count/ {s+=$2} END {print s+0}' <<<"$m")
+        s=$(awk '/^sheep_recovery_client_wait_seconds_sum/ {s+=$2} END {print s+0}' <<<"$m")
+        n=$(py "$n+$c"); sum=$(py "$sum+$s")
+    done
+    echo "$n $sum"
+}
 # report WHAT MOVED_MIB SECONDS DURING
 report() {
     local rate; rate=$(py "round($2/$3,1)")
@@ -82,9 +94,11 @@ touch "$work/settled"
 wait $latpid
 after=$(bytes_live)
 report leave "$(py "($after-$before)/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"
+read -r wn ws < <(waits 0 1 2 3)
+echo "leave: replica requests that waited for their object's recovery: $wn, $(py "round($ws*1000)") ms in all"
 
 # Join: a new, empty node 5; the ring moves its share of the objects onto it.
-"$bin/sheep" -f -p $((base + 5)) -z 5 -c local:"$work/cluster" ${SHEEP_ARGS:-} "$work/n5" > "$work/n5.out" 2>&1 &
+"$bin/sheep" -f -p $((base + 5)) -z 5 -c local:"$work/cluster" --metrics 127.0.0.1:$((base + 55)) ${SHEEP_ARGS:-} "$work/n5" > "$work/n5.out" 2>&1 &
 pids+=($!)
 t0=$(now)
 rm -f "$work/settled"
@@ -97,3 +111,5 @@ touch "$work/settled"
 wait $latpid
 joined=$(find "$work/n5/obj" -maxdepth 1 -type f ! -name '*.tmp*' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 report join "$(py "$joined/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"
+read -r jn js < <(waits 0 1 2 3 5)
+echo "join: replica requests that waited for their object's recovery: $(py "$jn-$wn"), $(py "round(($js-$ws)*1000)") ms in all"

@@ -30,6 +30,9 @@ pub const FLUSH_SECONDS: &str = "sheep_flush_duration_seconds";
 pub const FLUSH_FANOUT: &str = "sheep_flush_peer_fanout";
 /// Objects this node recovered (all epochs); its `rate()` is the recovery rate.
 pub const RECOVERED: &str = "sheep_recovery_objects_recovered_total";
+/// Seconds a client read or write on this node waited for its object's recovery, by `op`
+/// (`read`, `write`).
+pub const RECOVERY_WAIT_SECONDS: &str = "sheep_recovery_client_wait_seconds";
 /// Objects the scrub compared across their replicas.
 pub const SCRUBBED: &str = "sheep_scrub_objects_total";
 /// Objects the scrub found with a copy missing or different.
@@ -125,6 +128,11 @@ pub fn gateway_flush(fanout: usize, started: Instant) {
 /// Records a peer's flush of one VDI's dirty objects.
 pub fn peer_flush(started: Instant) {
     metrics::histogram!(FLUSH_SECONDS, "side" => "peer").record(started.elapsed().as_secs_f64());
+}
+
+/// Records a client read or write that waited for its object's recovery.
+pub fn recovery_wait(op: &'static str, started: Instant) {
+    metrics::histogram!(RECOVERY_WAIT_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
 }
 
 /// Records one object scrubbed: whether its copies disagreed, and how many were repaired.

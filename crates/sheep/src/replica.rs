@@ -3,7 +3,7 @@
 //! before they are served; a copy that cannot be read (EIO) is answered with EIO and
 //! replaced from another replica in the background.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sd_proto::peer_copy::PeerCopy;
@@ -70,13 +70,17 @@ pub async fn read(
         if for_recovery {
             return Err(SdResult::NoObj.into());
         }
+        let started = Instant::now();
         crate::recovery::object::recover_now(sheep, oid).await?;
+        crate::metrics::recovery_wait("read", started);
     }
     match read_store(sheep, oid, offset, len).await {
         // Missing here although asked for: perhaps placed here by a new epoch and not
         // recovered yet. Fetch it, then serve.
         Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
+            let started = Instant::now();
             crate::recovery::object::recover_missing(sheep, oid).await?;
+            crate::metrics::recovery_wait("read", started);
             read_store(sheep, oid, offset, len).await
         }
         // The copy is bad: answer EIO (the gateway reads another replica) and replace it.
@@ -109,13 +113,17 @@ pub async fn write(
         crate::writeback::throttle(sheep).await?;
     }
     if sheep.recovery.needs(oid) {
+        let started = Instant::now();
         crate::recovery::object::recover_now(sheep, oid).await?;
+        crate::metrics::recovery_wait("write", started);
     }
     let put = |data: Bytes| crate::disk::write(&sheep.store, oid, offset, data, durable, epoch.0);
     match put(data.clone()).await {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {
+            let started = Instant::now();
             crate::recovery::object::recover_missing(sheep, oid).await?;
+            crate::metrics::recovery_wait("write", started);
             put(data).await
         }
         other => other,
