@@ -21,6 +21,7 @@ impl Store {
         let path = self.object_path(oid);
         self.fds.forget(oid);
         self.versions.forget(oid);
+        self.discard_partial(oid)?;
         if !remove_if_present(&path)? {
             return Err(StoreError::NoObject(oid));
         }
@@ -55,8 +56,12 @@ impl Store {
     /// Removes every object and temporary file (cluster format); durable on return.
     pub fn purge(&self) -> Result<(), StoreError> {
         self.fds.clear();
+        self.partials.clear();
         for_each_file(&self.obj_dir, |name, path| {
-            if names::parse_object_name(name).is_some() || names::is_tmp_name(name) {
+            if names::parse_object_name(name).is_some()
+                || names::is_tmp_name(name)
+                || names::parse_partial_name(name).is_some()
+            {
                 remove_if_present(path)?;
             }
             Ok(())

@@ -21,10 +21,12 @@ mod fdcache;
 pub mod meta;
 mod names;
 mod object_io;
+mod partial;
 mod store;
 mod version;
 mod writeback;
 
 pub use error::StoreError;
+pub use partial::PARTIAL_ALIGN;
 pub use store::{CreateSpec, Store, StoreConfig, StoreSpace, SyncMode};
 pub use writeback::FlushOutcome;

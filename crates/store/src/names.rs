@@ -21,6 +21,20 @@ pub(crate) fn tmp_name(oid: Oid, pid: u32, seq: u64) -> String {
     format!("{:016x}.tmp.{pid}.{seq}", oid.get())
 }
 
+/// The name of the partial copy of `oid` (see `partial`).
+pub(crate) fn partial_name(oid: Oid) -> String {
+    format!("{:016x}.partial", oid.get())
+}
+
+/// The oid of a partial copy's file name, else `None`.
+pub(crate) fn parse_partial_name(name: &OsStr) -> Option<Oid> {
+    let (head, rest) = name.as_encoded_bytes().split_at_checked(OID_HEX_LEN)?;
+    if rest != b".partial" {
+        return None;
+    }
+    parse_hex16(head)
+}
+
 fn parse_hex16(s: &[u8]) -> Option<Oid> {
     if s.len() != OID_HEX_LEN || !s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -55,6 +69,12 @@ mod tests {
             assert_eq!(parse_object_name(OsStr::new(&name)), Some(oid));
             assert!(is_tmp_name(OsStr::new(&tmp_name(oid, 7, 9))));
             assert_eq!(parse_object_name(OsStr::new(&tmp_name(oid, 7, 9))), None);
+            assert_eq!(
+                parse_partial_name(OsStr::new(&partial_name(oid))),
+                Some(oid)
+            );
+            assert_eq!(parse_object_name(OsStr::new(&partial_name(oid))), None);
+            assert!(!is_tmp_name(OsStr::new(&partial_name(oid))));
         }
         assert_eq!(
             object_name(Oid::new(0x807c_2b25_0000_0000)),

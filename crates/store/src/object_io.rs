@@ -130,6 +130,8 @@ impl Store {
         self.fds.forget(oid);
         tmp.disarm();
         self.fsync_obj_dir()?;
+        // Any writes a partial copy held are in the new copy, or superseded by it.
+        self.discard_partial(oid)?;
         // Created durably in both modes: any dirty or lost state of an older copy is moot.
         self.mark_clean(oid);
         self.versions.forget(oid);

@@ -73,6 +73,8 @@ pub struct Store {
     pub(crate) fds: crate::fdcache::FdCache,
     /// Versions this process set (see `version`).
     pub(crate) versions: crate::version::Versions,
+    /// Partial copies (see `partial`).
+    pub(crate) partials: crate::partial::Partials,
 }
 
 impl Store {
@@ -87,7 +89,7 @@ impl Store {
         }
         let obj_dir_handle =
             File::open(&obj_dir).map_err(|e| StoreError::io("open", &obj_dir, e))?;
-        let store = Store {
+        let mut store = Store {
             dir: cfg.dir,
             obj_dir,
             obj_dir_handle,
@@ -98,8 +100,10 @@ impl Store {
             dirty_bytes: AtomicU64::new(0),
             fds: crate::fdcache::FdCache::default(),
             versions: crate::version::Versions::default(),
+            partials: crate::partial::Partials::default(),
         };
         store.remove_leftover_tmp()?;
+        store.load_partials()?;
         Ok(store)
     }
 

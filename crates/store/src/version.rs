@@ -48,16 +48,21 @@ pub(crate) fn write_version(file: &File, version: u32) -> std::io::Result<()> {
     }
 }
 
+/// The version `file` carries (0: none, or unreadable).
+pub(crate) fn read_version(file: &File) -> u32 {
+    let mut buf = [0u8; 4];
+    match rustix::fs::fgetxattr(file, XATTR, &mut buf[..]) {
+        Ok(4) => u32::from_le_bytes(buf),
+        _ => 0,
+    }
+}
+
 impl Store {
     /// The version of the local copy of `oid` (0: unknown). [`StoreError::NoObject`] if
     /// there is none.
     pub fn version(&self, oid: Oid) -> Result<u32, StoreError> {
         let o = self.cached_object(oid)?;
-        let mut buf = [0u8; 4];
-        Ok(match rustix::fs::fgetxattr(&*o.file, XATTR, &mut buf[..]) {
-            Ok(4) => u32::from_le_bytes(buf),
-            _ => 0,
-        })
+        Ok(read_version(&o.file))
     }
 
     /// Records that the local copy of `oid` was written in epoch `version` (a no-op when it
