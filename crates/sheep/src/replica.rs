@@ -113,6 +113,10 @@ pub async fn write(
         crate::writeback::throttle(sheep).await?;
     }
     if sheep.recovery.needs(oid) {
+        // Not held yet: kept in a partial copy, which recovery merges first.
+        if crate::recovery::partial::write(sheep, oid, offset, &data, epoch).await? {
+            return Ok(());
+        }
         let started = Instant::now();
         crate::recovery::object::recover_now(sheep, oid).await?;
         crate::metrics::recovery_wait("write", started);

@@ -9,6 +9,7 @@
 //! epoch (`Outcome::Stable`). Client I/O to an object still pending recovers it first.
 
 pub mod object;
+pub mod partial;
 pub mod state;
 pub mod yielding;
 
@@ -195,7 +196,9 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
                 }
             }
         };
-        for oid in std::mem::take(&mut todo) {
+        let mut queue = std::mem::take(&mut todo).into_iter();
+        // Objects clients wrote to partial copies of first, then the rest.
+        while let Some(oid) = rec.next_urgent().or_else(|| queue.next()) {
             if rec.superseded(generation) {
                 return Ok(true);
             }

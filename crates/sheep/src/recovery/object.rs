@@ -420,14 +420,20 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
 }
 
 /// Stores a recovered copy, keeping its source's `version` (a suspect source's flag is
-/// not a version: the stored copy is no longer suspect).
+/// not a version: the stored copy is no longer suspect), with the writes of a partial copy
+/// laid over it when they are newer (`partial::merge`).
 async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> SheepResult<()> {
     let version = version & !sd_proto::peer_copy::SUSPECT;
     let store = sheep.store.clone();
-    let spec = CreateSpec {
-        size: data.len() as u64,
-        sparse: oid.is_sparse(),
-    };
+    let fresh = sheep.recovery.partial_is_fresh(oid);
     // Atomic and durable in both store modes: the old holder may drop its copy later.
-    blocking(move || store.create_versioned(oid, spec, 0, &data, version)).await
+    blocking(move || {
+        let (data, version) = super::partial::merge(&store, oid, fresh, data, version)?;
+        let spec = CreateSpec {
+            size: data.len() as u64,
+            sparse: oid.is_sparse(),
+        };
+        store.create_versioned(oid, spec, 0, &data, version)
+    })
+    .await
 }

@@ -40,6 +40,12 @@ struct State {
     /// Copies being replaced by REPAIR_REPLICA: reads and writes of them wait (they call
     /// `recover_now`, which waits for the object's lock the repair holds).
     held: HashSet<Oid>,
+    /// Objects with a partial copy (`sd_store` `write_partial`) written since this node
+    /// joined, while it held them in every epoch since: it received every write made to
+    /// them meanwhile, so the partial copy's bytes are the newest.
+    fresh_partials: HashSet<Oid>,
+    /// Objects with a fresh partial copy that the pass has not recovered yet: first in line.
+    urgent: Vec<Oid>,
 }
 
 /// Recovery state shared by the background task and the I/O path.
@@ -86,6 +92,8 @@ impl Recovery {
         st.unverified.clear();
         st.suspect.clear();
         st.lone.clear();
+        st.fresh_partials.clear();
+        st.urgent.clear();
         st.active = false;
         st.done = 0;
         st.total = 0;
@@ -123,7 +131,43 @@ impl Recovery {
             st.done += 1;
             crate::metrics::recovered();
         }
+        st.fresh_partials.remove(&oid);
         st.locks.remove(&oid);
+    }
+
+    /// A client write to `oid` went to its partial copy: recover it before the others.
+    pub(super) fn wrote_partial(&self, oid: Oid) {
+        let mut st = self.st();
+        if st.fresh_partials.insert(oid) {
+            st.urgent.push(oid);
+        }
+    }
+
+    /// Whether the partial copy of `oid` holds the newest bytes of what it holds (see
+    /// `State::fresh_partials`).
+    pub(super) fn partial_is_fresh(&self, oid: Oid) -> bool {
+        self.st().fresh_partials.contains(&oid)
+    }
+
+    /// The next object a client wrote to a partial copy of, for the pass to recover first.
+    pub(super) fn next_urgent(&self) -> Option<Oid> {
+        self.st().urgent.pop()
+    }
+
+    /// This node (re)joined the cluster: it may have missed writes to the objects of the
+    /// partial copies it kept, which are no longer fresh.
+    pub fn rejoined(&self) {
+        let mut st = self.st();
+        st.fresh_partials.clear();
+        st.urgent.clear();
+    }
+
+    /// The partial copies of `oids` were dropped.
+    pub fn partials_dropped(&self, oids: &[Oid]) {
+        let mut st = self.st();
+        for oid in oids {
+            st.fresh_partials.remove(oid);
+        }
     }
 
     /// Runs `op`, which replaces or removes the whole local copy of `oid`, excluding any

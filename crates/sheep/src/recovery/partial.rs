@@ -1,0 +1,111 @@
+//! Client writes to objects this node must recover but does not hold yet.
+//!
+//! Recovering such an object before the write (fetching all of it and writing it durably)
+//! costs a 4 MiB transfer and sync per first write: most of a client's latency while a
+//! node's data is re-replicated. Instead the write goes to a *partial copy*
+//! (`sd_store::Store::write_partial`: durable, holding only the bytes written) and the
+//! object moves to the front of the epoch's recovery, which fetches the newest full copy
+//! and lays the partial copy's bytes over it before storing it ([`merge`]).
+//!
+//! Overlaying is right when the partial copy's bytes are the newest: this node received
+//! every write to the object since the partial copy began, i.e. it has held the object in
+//! every epoch since and not left the cluster (`Recovery::partial_is_fresh`). Partial
+//! copies of objects no longer placed here are dropped at each new epoch
+//! ([`drop_unplaced`]). One kept across a restart is overlaid only over a copy last
+//! written in an earlier epoch than it was (that copy never saw its writes); a copy
+//! written since, in the partial copy's epoch or later, received those writes too (they
+//! went to every holder of that epoch), or superseded them, and is taken as it is.
+//!
+//! Meanwhile the object has the redundancy it had when recovery began: the other replicas'
+//! full copies hold every acknowledged write, as this node's partial copy does.
+
+use bytes::Bytes;
+use sd_cluster::placement::Ring;
+use sd_proto::{Epoch, Oid};
+
+use crate::disk::blocking;
+use crate::error::SheepResult;
+use crate::node::Sheep;
+
+/// Writes `data` at `offset` of `oid` into its partial copy if this node must recover the
+/// object and does not hold it; false (nothing written) if the caller must recover it
+/// first: the node holds a copy (to be verified), the write is not aligned, or the store
+/// cannot keep partial copies.
+pub async fn write(
+    sheep: &Sheep,
+    oid: Oid,
+    offset: u64,
+    data: &Bytes,
+    epoch: Epoch,
+) -> SheepResult<bool> {
+    if offset % sd_store::PARTIAL_ALIGN != 0 || data.len() as u64 % sd_store::PARTIAL_ALIGN != 0 {
+        return Ok(false);
+    }
+    let lock = sheep.recovery.lock_for(oid);
+    let _g = lock.lock().await;
+    if !sheep.recovery.needs(oid) {
+        return Ok(false);
+    }
+    let (store, size, data) = (sheep.store.clone(), sheep.object_size(oid), data.clone());
+    let wrote = blocking(move || store.write_partial(oid, size, offset, &data, epoch.0)).await?;
+    if wrote {
+        sheep.recovery.wrote_partial(oid);
+        sheep.recovery.client_io();
+    }
+    Ok(wrote)
+}
+
+/// The copy to store for `oid`, given the fetched `data` at `version`: with the partial
+/// copy's bytes laid over it when they are newer (`fresh`: `Recovery::partial_is_fresh`;
+/// see the module documentation), and its version then the later of the two. Blocks.
+pub(super) fn merge(
+    store: &sd_store::Store,
+    oid: Oid,
+    fresh: bool,
+    data: Bytes,
+    version: u32,
+) -> Result<(Bytes, u32), sd_store::StoreError> {
+    if !store.has_partial(oid) {
+        return Ok((data, version));
+    }
+    let mut buf = data.to_vec();
+    let Some(partial) = store.overlay_partial(oid, &mut buf)? else {
+        return Ok((data, version));
+    };
+    if fresh || (version != 0 && version < partial) {
+        tracing::debug!(%oid, version, partial, fresh, "partial copy merged");
+        return Ok((Bytes::from(buf), version.max(partial)));
+    }
+    tracing::info!(%oid, version, partial, "partial copy older than the fetched copy: dropped");
+    Ok((data, version))
+}
+
+/// Drops the partial copies of objects `ring` does not place on this node: it will not
+/// receive their writes from now on, so their bytes stop being the newest.
+pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
+    let me = sheep.me.nid;
+    let unplaced: Vec<Oid> = sheep
+        .store
+        .partials()
+        .into_iter()
+        .filter(|oid| {
+            let copies = sheep.copies_of(*oid, 0);
+            ring.replicas(*oid, copies).iter().all(|n| n.nid != me)
+        })
+        .collect();
+    if unplaced.is_empty() {
+        return Ok(());
+    }
+    sheep.recovery.partials_dropped(&unplaced);
+    let store = sheep.store.clone();
+    let n = unplaced.len();
+    blocking(move || {
+        for oid in unplaced {
+            store.discard_partial(oid)?;
+        }
+        Ok(())
+    })
+    .await?;
+    tracing::info!(partial = n, "dropped partial copies of objects no longer placed here");
+    Ok(())
+}
