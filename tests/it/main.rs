@@ -33,6 +33,7 @@ mod locks;
 mod metrics;
 mod nbd;
 mod operations;
+mod partial;
 mod partition;
 mod powerloss;
 mod restart;

@@ -393,8 +393,9 @@ impl Cluster {
     }
 
     /// The objects stored in node `i`'s `DIR/obj` (16 hex digits each; names containing
-    /// ".tmp" are creations in progress and skipped, and so is [`QUARANTINE_DIR`]). Fails
-    /// on any other entry.
+    /// ".tmp" are creations in progress and skipped, and so are [`QUARANTINE_DIR`] and
+    /// partial copies, `<oid>.partial`, which recovery has not merged yet). Fails on any
+    /// other entry.
     pub fn objects_on_disk(&self, i: usize) -> anyhow::Result<BTreeSet<Oid>> {
         let obj = self.m(i).sheep.dir().join("obj");
         if !obj.exists() {
@@ -402,7 +403,7 @@ impl Cluster {
         }
         let mut out = BTreeSet::new();
         for name in dir_names(&obj)? {
-            if name.contains(".tmp") || name == QUARANTINE_DIR {
+            if name.contains(".tmp") || name == QUARANTINE_DIR || name.ends_with(".partial") {
                 continue;
             }
             let hex =
