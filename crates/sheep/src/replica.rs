@@ -155,7 +155,8 @@ pub async fn create(
 
 /// FETCH_PEER: the local copy's version, then (when `room` allows) its bytes, whether or not
 /// this node trusts the copy yet: the asking node compares versions (`recovery`). A copy
-/// still suspect after an unclean stop says so (`peer_copy::SUSPECT`).
+/// still suspect after an unclean stop says so (`peer_copy::SUSPECT`). Without a copy, a
+/// partial copy answers with its version marked `peer_copy::PARTIAL`, and its ranges.
 pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     let store = sheep.store.clone();
     let flag = if sheep.recovery.is_suspect(oid) {
@@ -164,7 +165,11 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
         0
     };
     let data = blocking(move || {
-        let version = store.version(oid)? | flag;
+        let version = match store.version(oid) {
+            Ok(v) => v | flag,
+            Err(StoreError::NoObject(_)) => return fetch_partial(&store, oid, room),
+            Err(e) => return Err(e),
+        };
         let size = store.object_size(oid)?;
         if !PeerCopy::fits(room, size) {
             return Ok(PeerCopy {
@@ -178,6 +183,31 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     })
     .await?;
     Ok(Bytes::from(data))
+}
+
+/// The FETCH_PEER answer of a partial copy of `oid` (NO_OBJ without one).
+fn fetch_partial(store: &sd_store::Store, oid: Oid, room: u32) -> Result<Vec<u8>, StoreError> {
+    let partial = sd_proto::peer_copy::PARTIAL;
+    if room < 8 {
+        let version = store.partial_version(oid).ok_or(StoreError::NoObject(oid))?;
+        return Ok(PeerCopy {
+            version: version | partial,
+            data: Bytes::new(),
+        }
+        .encode());
+    }
+    let (version, ranges) = store.read_partial(oid)?.ok_or(StoreError::NoObject(oid))?;
+    let encoded = ranges.encode();
+    let data = if PeerCopy::fits(room, encoded.len() as u64) {
+        Bytes::from(encoded)
+    } else {
+        Bytes::new()
+    };
+    Ok(PeerCopy {
+        version: version | partial,
+        data,
+    }
+    .encode())
 }
 
 /// GET_HASH: the SHA-1 of the whole local copy (`disk::hash`). NO_OBJ if this node has no

@@ -23,7 +23,9 @@ use rustix::fs::SeekFrom;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use sd_proto::Oid;
+use sd_proto::peer_copy::Partial;
 
 use crate::error::{StoreError, check_range, len_u64};
 use crate::names;
@@ -211,9 +213,19 @@ impl Store {
         v
     }
 
-    /// Copies the bytes the partial copy of `oid` holds onto `buf` (the whole object), and
-    /// returns the partial copy's version; `None` (and `buf` untouched) if there is none.
-    pub fn overlay_partial(&self, oid: Oid, buf: &mut [u8]) -> Result<Option<u32>, StoreError> {
+    /// The version of the partial copy of `oid`, if there is one.
+    pub fn partial_version(&self, oid: Oid) -> Option<u32> {
+        if !self.has_partial(oid) {
+            return None;
+        }
+        File::open(self.partial_path(oid))
+            .ok()
+            .map(|f| crate::version::read_version(&f))
+    }
+
+    /// The partial copy of `oid`: its version and the ranges written with their bytes;
+    /// `None` if there is none.
+    pub fn read_partial(&self, oid: Oid) -> Result<Option<(u32, Partial)>, StoreError> {
         if !self.has_partial(oid) {
             return Ok(None);
         }
@@ -223,20 +235,40 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::object(oid, "open", &path, e)),
         };
-        let ranges = data_ranges(&file, len_u64(buf.len()))
-            .map_err(|e| StoreError::object(oid, "lseek", &path, e))?;
-        for (start, end) in ranges {
-            let (s, e) = (
-                usize::try_from(start).unwrap_or(usize::MAX),
-                usize::try_from(end).unwrap_or(usize::MAX),
-            );
-            let Some(part) = buf.get_mut(s..e) else {
-                continue;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::object(oid, "fstat", &path, e))?
+            .len();
+        let spans =
+            data_ranges(&file, len).map_err(|e| StoreError::object(oid, "lseek", &path, e))?;
+        let mut ranges = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            let (Ok(offset), Ok(n)) = (u32::try_from(start), usize::try_from(end - start)) else {
+                return Err(StoreError::OutOfBounds {
+                    oid,
+                    offset: start,
+                    len: end - start,
+                    size: len,
+                });
             };
-            file.read_exact_at(part, start)
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, start)
                 .map_err(|e| crate::error::read_error(oid, &path, e))?;
+            ranges.push((offset, Bytes::from(buf)));
         }
-        Ok(Some(crate::version::read_version(&file)))
+        Ok(Some((
+            crate::version::read_version(&file),
+            Partial { ranges },
+        )))
+    }
+
+    /// Lays the bytes the partial copy of `oid` holds over `buf` (the whole object), and
+    /// returns the partial copy's version; `None` (and `buf` untouched) if there is none.
+    pub fn overlay_partial(&self, oid: Oid, buf: &mut [u8]) -> Result<Option<u32>, StoreError> {
+        Ok(self.read_partial(oid)?.map(|(version, partial)| {
+            partial.overlay(buf);
+            version
+        }))
     }
 
     /// Removes the partial copy of `oid`, if any (not durably: one that comes back after

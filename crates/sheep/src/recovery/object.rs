@@ -11,7 +11,7 @@ use sd_cluster::recovery::{
     placement_fallback, placement_sources, suspect_order,
 };
 use sd_proto::node::NodeId;
-use sd_proto::peer_copy::PeerCopy;
+use sd_proto::peer_copy::{Partial, PeerCopy};
 use sd_proto::{Epoch, Flags, ObjArgs, Oid, Opcode, RequestHeader, SdResult};
 use sd_store::CreateSpec;
 
@@ -149,13 +149,13 @@ async fn fetch_and_store(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<(
         tracing::warn!(%oid, %from, got = data.len(), want = size, "repair copy of the wrong size refused");
         return Err(SdResult::Eio.into());
     }
-    store_copy(sheep, oid, data, version).await?;
+    store_copy(sheep, oid, data, version, Vec::new()).await?;
     tracing::info!(%oid, %from, version, "replica repaired");
     Ok(())
 }
 
 /// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
-async fn fetch_peer(
+pub(super) async fn fetch_peer(
     sheep: &Sheep,
     nid: NodeId,
     oid: Oid,
@@ -256,12 +256,24 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         .filter(|n| *n != me)
         .collect();
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let answers: Vec<(NodeId, Probe)> =
+    let probes: Vec<(NodeId, Result<PeerCopy, SdResult>)> =
         futures::future::join_all(members.iter().map(|n| async move {
-            let answer = fetch_peer(sheep, *n, oid, epoch, 4).await;
-            (*n, Probe::from_answer(answer.map(|copy| copy.version)))
+            (*n, fetch_peer(sheep, *n, oid, epoch, 4).await)
         }))
         .await;
+    // Partial copies are not copies to fetch the object from, but their writes may be
+    // newer than every copy's (`partial`).
+    let mut partials: Vec<(NodeId, u32)> = Vec::new();
+    let answers: Vec<(NodeId, Probe)> = probes
+        .into_iter()
+        .map(|(n, answer)| match answer {
+            Ok(copy) if copy.partial() => {
+                partials.push((n, copy.epoch()));
+                (n, Probe::Missing)
+            }
+            answer => (n, Probe::from_answer(answer.map(|copy| copy.version))),
+        })
+        .collect();
     let store = sheep.store.clone();
     let mine = blocking(move || match store.version(oid) {
         Ok(v) => Ok(Some(v)),
@@ -282,11 +294,29 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         order: &order,
     };
     let suspect = sheep.recovery.is_suspect(oid).then_some(&suspect);
+    let keep_local = |newest: u32| {
+        let newer = super::partial::newer_than(&partials, newest);
+        async move {
+            if newer.is_empty() {
+                return Ok(());
+            }
+            // Ours is the newest copy, but partial copies elsewhere hold later writes.
+            let (store, len) = (sheep.store.clone(), usize::try_from(size).unwrap_or(0));
+            let data = blocking(move || {
+                let mut buf = vec![0u8; len];
+                store.read(oid, 0, &mut buf)?;
+                Ok(Bytes::from(buf))
+            })
+            .await?;
+            let overlays = super::partial::fetch_newer(sheep, oid, epoch, &newer).await?;
+            store_copy(sheep, oid, data, newest, overlays).await
+        }
+    };
     let (version, from) = match choose_source_with(&answers, mine, suspect) {
         SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
         SourceChoice::Again => return Err(SheepError::RecoverLater),
         SourceChoice::Lost => {
-            tracing::error!(%oid, "no live copy of the object found");
+            tracing::error!(%oid, partial = partials.len(), "no live copy of the object found");
             return Err(SdResult::NoObj.into());
         }
         SourceChoice::KeepLocal(KeepReason::OnlyLiveCopy) => {
@@ -297,11 +327,11 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             if sheep.sys().nodes.len() < copies {
                 sheep.recovery.keep_lone_suspect(oid);
             }
-            return Ok(());
+            return keep_local(mine.unwrap_or(0)).await;
         }
         SourceChoice::KeepLocal(KeepReason::Newest { newest }) => {
             tracing::debug!(%oid, version = newest, "the local copy is the newest");
-            return Ok(());
+            return keep_local(newest).await;
         }
         SourceChoice::Fetch { version, from } if mine == Some(version) => {
             // Ours is suspect and as new: fetched only if it differs (copies that agree,
@@ -310,24 +340,27 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
                 && same_copy(sheep, oid, *src, epoch).await
             {
                 tracing::debug!(%oid, from = %src, version, "suspect copy matches; kept");
-                return Ok(());
+                return keep_local(version).await;
             }
             (version, from)
         }
         SourceChoice::Fetch { version, from } => (version, from),
     };
+    let newer = super::partial::newer_than(&partials, version);
+    let overlays = super::partial::fetch_newer(sheep, oid, epoch, &newer).await?;
     for nid in from {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
             // A copy of the wrong size is not the object (a broken peer): never store it.
             Ok(PeerCopy { data, .. }) if data.len() as u64 != size => {
                 tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
             }
-            Ok(copy) => {
+            Ok(copy) if !copy.partial() => {
                 let version = copy.epoch();
-                store_copy(sheep, oid, copy.data, version).await?;
+                store_copy(sheep, oid, copy.data, version, overlays).await?;
                 tracing::debug!(%oid, from = %nid, version, "recovered object");
                 return Ok(());
             }
+            Ok(_) => tracing::debug!(%oid, from = %nid, "only a partial copy there now"),
             Err(r) => {
                 tracing::debug!(%oid, from = %nid, result = %r, wanted = version, "newest copy not fetched")
             }
@@ -391,7 +424,7 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
                 tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
             }
             Ok((rsp, data)) if rsp.result == SdResult::Success => {
-                store_copy(sheep, oid, data, 0).await?;
+                store_copy(sheep, oid, data, 0, Vec::new()).await?;
                 tracing::debug!(%oid, from = %nid, "recovered object");
                 return Ok(());
             }
@@ -420,10 +453,28 @@ async fn recover_by_placement(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepRes
 }
 
 /// Stores a recovered copy, keeping its source's `version` (a suspect source's flag is
-/// not a version: the stored copy is no longer suspect), with the writes of a partial copy
+/// not a version: the stored copy is no longer suspect), with the writes of other nodes'
+/// newer partial copies (`overlays`, oldest first) and then this node's own partial copy
 /// laid over it when they are newer (`partial::merge`).
-async fn store_copy(sheep: &Sheep, oid: Oid, data: Bytes, version: u32) -> SheepResult<()> {
-    let version = version & !sd_proto::peer_copy::SUSPECT;
+async fn store_copy(
+    sheep: &Sheep,
+    oid: Oid,
+    data: Bytes,
+    version: u32,
+    overlays: Vec<(u32, Partial)>,
+) -> SheepResult<()> {
+    let mut version = version & !sd_proto::peer_copy::SUSPECT;
+    let data = if overlays.is_empty() {
+        data
+    } else {
+        let mut buf = data.to_vec();
+        for (v, partial) in &overlays {
+            partial.overlay(&mut buf);
+            version = version.max(*v);
+        }
+        tracing::info!(%oid, partial = overlays.len(), version, "writes of partial copies elsewhere merged");
+        Bytes::from(buf)
+    };
     let store = sheep.store.clone();
     let fresh = sheep.recovery.partial_is_fresh(oid);
     // Atomic and durable in both store modes: the old holder may drop its copy later.

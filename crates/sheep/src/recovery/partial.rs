@@ -21,10 +21,12 @@
 
 use bytes::Bytes;
 use sd_cluster::placement::Ring;
-use sd_proto::{Epoch, Oid};
+use sd_proto::node::NodeId;
+use sd_proto::peer_copy::Partial;
+use sd_proto::{Epoch, Oid, SdResult};
 
 use crate::disk::blocking;
-use crate::error::SheepResult;
+use crate::error::{SheepError, SheepResult};
 use crate::node::Sheep;
 
 /// Writes `data` at `offset` of `oid` into its partial copy if this node must recover the
@@ -43,7 +45,11 @@ pub async fn write(
     }
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
-    if !sheep.recovery.needs(oid) {
+    // A partial copy that is not fresh (kept from before this node rejoined) may lack
+    // writes made meanwhile: adding newer ones to it would mix ages; recovery settles it.
+    if !sheep.recovery.needs(oid)
+        || (sheep.store.has_partial(oid) && !sheep.recovery.partial_is_fresh(oid))
+    {
         return Ok(false);
     }
     let (store, size, data) = (sheep.store.clone(), sheep.object_size(oid), data.clone());
@@ -80,6 +86,47 @@ pub(super) fn merge(
     Ok((data, version))
 }
 
+/// The members' partial copies (node, version) newer than a copy of `version`, oldest
+/// first: their writes are later than any that copy holds (with versions: 0 is unknown,
+/// and then none is known to be newer).
+pub(super) fn newer_than(partials: &[(NodeId, u32)], version: u32) -> Vec<(NodeId, u32)> {
+    if version == 0 {
+        return Vec::new();
+    }
+    let mut newer: Vec<(NodeId, u32)> = partials
+        .iter()
+        .copied()
+        .filter(|(_, v)| *v > version)
+        .collect();
+    newer.sort_by_key(|(_, v)| *v);
+    newer
+}
+
+/// Fetches the partial copies `newer` names (oldest first); AGAIN (recover later) if one
+/// cannot be had: it may hold the only copy of acknowledged writes.
+pub(super) async fn fetch_newer(
+    sheep: &Sheep,
+    oid: Oid,
+    epoch: Epoch,
+    newer: &[(NodeId, u32)],
+) -> SheepResult<Vec<(u32, Partial)>> {
+    let size = sheep.object_size(oid);
+    let room = u32::try_from(Partial::room(size, sd_store::PARTIAL_ALIGN))
+        .map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let mut out = Vec::with_capacity(newer.len());
+    for (nid, version) in newer {
+        let copy = super::object::fetch_peer(sheep, *nid, oid, epoch, room).await;
+        match copy.map(|c| (c.partial(), c.epoch(), Partial::decode(&c.data, size))) {
+            Ok((true, v, Ok(partial))) if v >= *version => out.push((v, partial)),
+            other => {
+                tracing::info!(%oid, node = %nid, answer = ?other.map(|(p, v, _)| (p, v)), "partial copy not fetched; recovering later");
+                return Err(SheepError::RecoverLater);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Drops the partial copies of objects `ring` does not place on this node: it will not
 /// receive their writes from now on, so their bytes stop being the newest.
 pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
@@ -106,6 +153,9 @@ pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
         Ok(())
     })
     .await?;
-    tracing::info!(partial = n, "dropped partial copies of objects no longer placed here");
+    tracing::info!(
+        partial = n,
+        "dropped partial copies of objects no longer placed here"
+    );
     Ok(())
 }
