@@ -1,7 +1,7 @@
 //! Fuzz target: every fixed-layout record decoder (headers, `sd_node` and node lists, inode
 //! header and inode, VDI attribute, config, epoch-log record, cluster info, STAT_RECOVERY,
-//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH, GET_OBJ_LIST, FETCH_PEER and GET_STORE_LIST
-//! answers) on arbitrary bytes. Checks that none panics and that whatever decodes survives
+//! STAT_WRITEBACK, GET_LOGLEVEL, GET_EPOCH, GET_OBJ_LIST, FETCH_PEER (with a partial
+//! copy's ranges) and GET_STORE_LIST answers) on arbitrary bytes. Checks that none panics and that whatever decodes survives
 //! encode → decode unchanged.
 #![no_main]
 
@@ -11,7 +11,7 @@ use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, SheepdogConfi
 use sd_proto::inode::{Inode, InodeHeader};
 use sd_proto::node::SdNode;
 use sd_proto::oid_list::OidList;
-use sd_proto::peer_copy::PeerCopy;
+use sd_proto::peer_copy::{Partial, PeerCopy};
 use sd_proto::stat::{LogLevel, RecoveryState, WritebackStat};
 use sd_proto::store_list::StoreList;
 use sd_proto::{RequestHeader, ResponseHeader};
@@ -88,6 +88,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = PeerCopy::decode(bytes::Bytes::copy_from_slice(bytes)) {
         assert_eq!(c.encode(), bytes);
         assert_eq!(PeerCopy::decode(c.encode().into()), Ok(c));
+    }
+    // A partial copy's ranges, within an object of up to 64 KiB picked by the selector.
+    let size = u64::from(sel) << 8;
+    if let Ok(p) = Partial::decode(&bytes::Bytes::copy_from_slice(bytes), size) {
+        assert_eq!(p.encode(), bytes);
+        let mut object = vec![0u8; usize::try_from(size).unwrap_or(0)];
+        p.overlay(&mut object);
     }
     let s = StoreList::decode(bytes);
     assert!(

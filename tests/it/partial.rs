@@ -79,7 +79,11 @@ fn assert_whole(c: &mut Cluster, vid: Vid, images: &[Vec<u8>], copies: usize) {
                 .unwrap()
                 .call_ok(&req::read_obj(oid, 0, OBJ_LEN), &[])
                 .unwrap();
-            assert_same_bytes(&rsp.payload, image, &format!("object {i} through node {gw}"));
+            assert_same_bytes(
+                &rsp.payload,
+                image,
+                &format!("object {i} through node {gw}"),
+            );
         }
     }
     c.poll_until(SETTLE_TIMEOUT, "partial copies to be gone", |c| {

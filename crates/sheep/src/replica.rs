@@ -189,7 +189,9 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
 fn fetch_partial(store: &sd_store::Store, oid: Oid, room: u32) -> Result<Vec<u8>, StoreError> {
     let partial = sd_proto::peer_copy::PARTIAL;
     if room < 8 {
-        let version = store.partial_version(oid).ok_or(StoreError::NoObject(oid))?;
+        let version = store
+            .partial_version(oid)
+            .ok_or(StoreError::NoObject(oid))?;
         return Ok(PeerCopy {
             version: version | partial,
             data: Bytes::new(),

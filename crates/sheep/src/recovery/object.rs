@@ -256,11 +256,12 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         .filter(|n| *n != me)
         .collect();
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let probes: Vec<(NodeId, Result<PeerCopy, SdResult>)> =
-        futures::future::join_all(members.iter().map(|n| async move {
-            (*n, fetch_peer(sheep, *n, oid, epoch, 4).await)
-        }))
-        .await;
+    let probes: Vec<(NodeId, Result<PeerCopy, SdResult>)> = futures::future::join_all(
+        members
+            .iter()
+            .map(|n| async move { (*n, fetch_peer(sheep, *n, oid, epoch, 4).await) }),
+    )
+    .await;
     // Partial copies are not copies to fetch the object from, but their writes may be
     // newer than every copy's (`partial`).
     let mut partials: Vec<(NodeId, u32)> = Vec::new();

@@ -11,13 +11,18 @@
 //! every write to the object since the partial copy began, i.e. it has held the object in
 //! every epoch since and not left the cluster (`Recovery::partial_is_fresh`). Partial
 //! copies of objects no longer placed here are dropped at each new epoch
-//! ([`drop_unplaced`]). One kept across a restart is overlaid only over a copy last
-//! written in an earlier epoch than it was (that copy never saw its writes); a copy
-//! written since, in the partial copy's epoch or later, received those writes too (they
-//! went to every holder of that epoch), or superseded them, and is taken as it is.
+//! ([`drop_unplaced`]), and one kept from before a rejoin takes no new writes (they would
+//! mix ages). One kept across a restart is overlaid only over a copy last written in an
+//! earlier epoch than it was (that copy never saw its writes); a copy written since, in
+//! the partial copy's epoch or later, received those writes too (they went to every holder
+//! of that epoch), or superseded them, and is taken as it is.
 //!
-//! Meanwhile the object has the redundancy it had when recovery began: the other replicas'
-//! full copies hold every acknowledged write, as this node's partial copy does.
+//! A partial copy may hold the only surviving bytes of acknowledged writes: when the nodes
+//! with whole copies die before it is merged, the remaining whole copies can be older.
+//! So other nodes' recovery sees partial copies too: FETCH_PEER answers for one with its
+//! version marked `peer_copy::PARTIAL` and, when asked for the bytes, its ranges; a
+//! recovery lays every partial copy newer than the copy it takes over that copy, oldest
+//! first ([`newer_than`], [`fetch_newer`]), and waits (AGAIN) for one it cannot fetch.
 
 use bytes::Bytes;
 use sd_cluster::placement::Ring;
@@ -158,4 +163,73 @@ pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
         "dropped partial copies of objects no longer placed here"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sd_store::{Store, StoreConfig, SyncMode};
+
+    const SIZE: u64 = 16 * sd_store::PARTIAL_ALIGN;
+
+    fn node(port: u16) -> NodeId {
+        NodeId::from_socket(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn only_partial_copies_newer_than_the_copy_count_oldest_first() {
+        let p = [(node(1), 5), (node(2), 3), (node(3), 7), (node(4), 4)];
+        assert_eq!(newer_than(&p, 4), vec![(node(1), 5), (node(3), 7)]);
+        assert!(newer_than(&p, 7).is_empty());
+        assert!(
+            newer_than(&p, 0).is_empty(),
+            "versionless: none is known newer"
+        );
+    }
+
+    /// A store holding a partial copy of `oid` at version 5: 4 KiB of 7s at 4 KiB.
+    fn store_with_partial(dir: &std::path::Path, oid: Oid) -> Store {
+        let s = Store::open(StoreConfig {
+            dir: dir.to_path_buf(),
+            sync: SyncMode::Writethrough,
+        })
+        .unwrap();
+        let block = vec![7u8; sd_store::PARTIAL_ALIGN as usize];
+        assert!(
+            s.write_partial(oid, SIZE, sd_store::PARTIAL_ALIGN, &block, 5)
+                .unwrap()
+        );
+        s
+    }
+
+    #[test]
+    fn a_fresh_partial_copy_is_laid_over_any_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let oid = Oid::new(0x42);
+        let s = store_with_partial(d.path(), oid);
+        let base = Bytes::from(vec![1u8; SIZE as usize]);
+        let (merged, version) = merge(&s, oid, true, base, 9).unwrap();
+        assert_eq!(version, 9);
+        let a = sd_store::PARTIAL_ALIGN as usize;
+        assert!(merged[..a].iter().all(|b| *b == 1));
+        assert!(merged[a..2 * a].iter().all(|b| *b == 7));
+        assert!(merged[2 * a..].iter().all(|b| *b == 1));
+    }
+
+    #[test]
+    fn a_kept_partial_copy_is_laid_only_over_an_older_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let oid = Oid::new(0x43);
+        let s = store_with_partial(d.path(), oid);
+        let base = Bytes::from(vec![1u8; SIZE as usize]);
+        for newer_or_same in [5, 6] {
+            let (data, version) = merge(&s, oid, false, base.clone(), newer_or_same).unwrap();
+            assert_eq!((data.clone(), version), (base.clone(), newer_or_same));
+        }
+        let (data, version) = merge(&s, oid, false, base.clone(), 0).unwrap();
+        assert_eq!((data, version), (base.clone(), 0), "versionless copy");
+        let (data, version) = merge(&s, oid, false, base.clone(), 4).unwrap();
+        assert_eq!(version, 5);
+        assert_ne!(data, base);
+    }
 }
