@@ -260,29 +260,13 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     Ok(true)
 }
 
-/// Every member recovered `epoch`: drop the copies this node no longer holds, and the
-/// partial copies recovery did not merge (of objects deleted meanwhile).
+/// Every member recovered `epoch`: drop the copies this node no longer holds. (Partial
+/// copies stay until merged, or until their object is removed or placed elsewhere: one
+/// recovery did not need may still hold the only bytes of writes whose whole copies are on
+/// nodes that are away.)
 pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     if sheep.sys().epoch != epoch {
         return Ok(());
-    }
-    let unmerged: Vec<Oid> = sheep
-        .store
-        .partials()
-        .into_iter()
-        .filter(|oid| !sheep.recovery.needs(*oid))
-        .collect();
-    if !unmerged.is_empty() {
-        sheep.recovery.partials_dropped(&unmerged);
-        let store = sheep.store.clone();
-        blocking(move || {
-            for oid in unmerged {
-                tracing::info!(%oid, "dropping a partial copy recovery did not need");
-                store.discard_partial(oid)?;
-            }
-            Ok(())
-        })
-        .await?;
     }
     let ring = sheep.sys().ring.clone();
     let store = sheep.store.clone();
