@@ -33,6 +33,8 @@ use crate::store::{Store, for_each_file, remove_if_present};
 
 /// Offsets and lengths of partial writes are multiples of this.
 pub const PARTIAL_ALIGN: u64 = 4096;
+/// [`PARTIAL_ALIGN`] as a length.
+const ALIGN_LEN: usize = 4096;
 
 /// The partial copies in the store, and whether the file system can keep them.
 #[derive(Debug, Default)]
@@ -94,7 +96,7 @@ fn holes_reported(dir: &std::path::Path) -> bool {
             .truncate(true)
             .open(&path)?;
         file.set_len(16 * PARTIAL_ALIGN)?;
-        file.write_all_at(&[1u8; PARTIAL_ALIGN as usize], 8 * PARTIAL_ALIGN)?;
+        file.write_all_at(&[1u8; ALIGN_LEN], 8 * PARTIAL_ALIGN)?;
         Ok(data_ranges(&file, 16 * PARTIAL_ALIGN)? == [(8 * PARTIAL_ALIGN, 9 * PARTIAL_ALIGN)])
     };
     let ok = probe().unwrap_or(false);
@@ -155,8 +157,8 @@ impl Store {
         let len = len_u64(data.len());
         if !self.partials.supported
             || len == 0
-            || offset % PARTIAL_ALIGN != 0
-            || len % PARTIAL_ALIGN != 0
+            || !offset.is_multiple_of(PARTIAL_ALIGN)
+            || !len.is_multiple_of(PARTIAL_ALIGN)
             || self.exists(oid)
         {
             return Ok(false);
@@ -170,7 +172,7 @@ impl Store {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
+            .open(path)
             .map_err(io("open"))?;
         let created = file.metadata().map_err(io("fstat"))?.len() == 0;
         if created {
@@ -284,6 +286,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::store::{CreateSpec, StoreConfig, SyncMode};

@@ -45,7 +45,8 @@ pub async fn write(
     data: &Bytes,
     epoch: Epoch,
 ) -> SheepResult<bool> {
-    if offset % sd_store::PARTIAL_ALIGN != 0 || data.len() as u64 % sd_store::PARTIAL_ALIGN != 0 {
+    let align = sd_store::PARTIAL_ALIGN;
+    if !offset.is_multiple_of(align) || !(data.len() as u64).is_multiple_of(align) {
         return Ok(false);
     }
     let lock = sheep.recovery.lock_for(oid);
@@ -166,6 +167,7 @@ pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use sd_store::{Store, StoreConfig, SyncMode};
