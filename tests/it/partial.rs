@@ -37,14 +37,49 @@ fn write(c: &Cluster, oid: Oid, offset: usize, data: &[u8], image: &mut [u8]) {
     image[offset..offset + data.len()].copy_from_slice(data);
 }
 
-/// Waits until node `i` reports its recovery under way.
-fn wait_recovering(c: &mut Cluster, i: usize) {
+/// Waits until each of `nodes` reports its recovery under way with objects to recover
+/// (`dog node recovery -r`: id, host:port, vnodes, zone, done, total), so a write reaching
+/// one of its objects finds it awaiting recovery.
+fn wait_recovering(c: &mut Cluster, nodes: &[usize]) {
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|i| c.sheep(*i).addr().to_string())
+        .collect();
     c.poll_until(SETTLE_TIMEOUT, "recovery to start", |c| {
-        let out = c.dog(i, &["node", "recovery", "-r"], None)?;
+        let out = c.dog(nodes[0], &["node", "recovery", "-r"], None)?;
         out.check_success("dog node recovery")?;
-        Ok((!out.stdout.is_empty()).then_some(()))
+        let text = String::from_utf8_lossy(&out.stdout);
+        let started = addrs.iter().all(|a| {
+            text.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&a.as_str()) && f.get(5).is_some_and(|t| *t != "0")
+            })
+        });
+        Ok(started.then_some(()))
     })
     .unwrap();
+}
+
+/// The nodes that hold some of `oids` among `after` but not among `before`.
+fn gainers(
+    c: &Cluster,
+    oids: &[Oid],
+    before: &[usize],
+    after: &[usize],
+    copies: usize,
+) -> Vec<usize> {
+    let mut g: Vec<usize> = oids
+        .iter()
+        .flat_map(|oid| {
+            let was = c.placement(*oid, before, copies);
+            c.placement(*oid, after, copies)
+                .into_iter()
+                .filter(move |n| !was.contains(n))
+        })
+        .collect();
+    g.sort_unstable();
+    g.dedup();
+    g
 }
 
 /// The partial copies in node `i`'s store.
@@ -109,9 +144,11 @@ fn writes_before_recovery_reaches_an_object_land_in_its_copy() {
     let (vid, mut images) = written_vdi(&c, "partial", seed);
     wait_recovered(&mut c);
 
+    let oids: Vec<Oid> = (0..OBJECTS).map(|i| vid.data_oid(i)).collect();
+    let gaining = gainers(&c, &oids, &[0, 1, 2, 3], &[0, 1, 2], 3);
     c.kill9(3).unwrap();
     c.wait_members(3).unwrap();
-    wait_recovering(&mut c, 0);
+    wait_recovering(&mut c, &gaining);
     for i in 0..OBJECTS {
         let data = pattern(seed ^ 0xabc ^ u64::from(i), 0, 8192);
         let at = (i as usize) * (64 << 10) + 4096;
@@ -143,7 +180,7 @@ fn a_partial_copy_kept_across_a_crash_is_merged_over_an_older_copy() {
     c.set_env(2, "SHEEP_DELAY_AT", Some("recovery:pass:60000"));
     c.restart(2).unwrap();
     c.wait_members(3).unwrap();
-    wait_recovering(&mut c, 2);
+    wait_recovering(&mut c, &[2]);
     for i in 0..OBJECTS {
         let data = pattern(seed ^ 0x123 ^ u64::from(i), 0, 4096);
         write(&c, vid.data_oid(i), 8192, &data, &mut images[i as usize]);
