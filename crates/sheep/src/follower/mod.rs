@@ -274,8 +274,24 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
     let cluster = fold.config().clone();
     let mine =
         crate::sys::load_config(&sheep.cfg.dir).map_err(|_| SheepError::Result(SdResult::Eio))?;
-    if cluster.ctime != 0 && cluster.ctime != mine.ctime {
-        tracing::info!("store belongs to another format of the cluster: emptying it");
+    // Another format: its creation time differs, or (two formats in the same second, or a
+    // cut that lost the format's local effects) our epoch log goes past the cluster's or
+    // disagrees with it: epochs only grow within a format.
+    let other_history = cluster.ctime != 0 && {
+        let sys = sheep.sys();
+        sys.epochs.iter().any(|e| {
+            e.epoch > fold.epoch()
+                || fold
+                    .history()
+                    .iter()
+                    .any(|h| h.epoch == e.epoch && h.members != e.members)
+        })
+    };
+    if (cluster.ctime != 0 && cluster.ctime != mine.ctime) || other_history {
+        tracing::info!(
+            other_history,
+            "store belongs to another format of the cluster: emptying it"
+        );
         adopt_config(sheep, cluster).await?;
         sheep.sys_mut().epochs.clear();
     }
