@@ -43,7 +43,7 @@ async fn distrust_regained(sheep: &Sheep, fold: &Membership) -> SheepResult<()> 
         // Not a member before: go_live distrusted every copy already.
         return Ok(());
     }
-    crate::recovery::partial::drop_unplaced(sheep, &after).await?;
+    crate::recovery::partial::unplaced(sheep, &after);
     let store = sheep.store.clone();
     let local = blocking(move || store.list()).await?;
     let regained: Vec<Oid> = local
@@ -301,7 +301,6 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
     let local = blocking(move || store.list()).await?;
     sheep.recovery.distrust(local);
     sheep.recovery.rejoined();
-    crate::recovery::partial::drop_unplaced(sheep, &Ring::new(fold.members())).await?;
     sync_sys(sheep, fold);
     if fold.status() == Status::Ok {
         sheep.recovery.start_epoch(fold.epoch());

@@ -260,10 +260,10 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     Ok(true)
 }
 
-/// Every member recovered `epoch`: drop the copies this node no longer holds. (Partial
-/// copies stay until merged, or until their object is removed or placed elsewhere: one
-/// recovery did not need may still hold the only bytes of writes whose whole copies are on
-/// nodes that are away.)
+/// Every member recovered `epoch`: drop the copies, and partial copies, of objects this
+/// node no longer holds. (Partial copies of objects placed here stay until merged or the
+/// object is removed: one recovery did not need may still hold the only bytes of writes
+/// whose whole copies are on nodes that are away.)
 pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     if sheep.sys().epoch != epoch {
         return Ok(());
@@ -285,6 +285,31 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
         {
             stale.push(oid);
         }
+    }
+    let stale_partials: Vec<Oid> = sheep
+        .store
+        .partials()
+        .into_iter()
+        .filter(|oid| {
+            let copies = sheep.copies_of(*oid, 0);
+            !ring
+                .replicas(*oid, copies)
+                .iter()
+                .any(|n| n.nid == sheep.me.nid)
+        })
+        .collect();
+    if !stale_partials.is_empty() {
+        sheep.recovery.partials_dropped(&stale_partials);
+        let store = store.clone();
+        let n = stale_partials.len();
+        blocking(move || {
+            for oid in stale_partials {
+                store.discard_partial(oid)?;
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(%epoch, removed = n, "removed partial copies no longer placed here");
     }
     if stale.is_empty() {
         return Ok(());

@@ -9,10 +9,10 @@
 //!
 //! Overlaying is right when the partial copy's bytes are the newest: this node received
 //! every write to the object since the partial copy began, i.e. it has held the object in
-//! every epoch since and not left the cluster (`Recovery::partial_is_fresh`). Partial
-//! copies of objects no longer placed here are dropped at each new epoch
-//! ([`drop_unplaced`]), and one kept from before a rejoin takes no new writes (they would
-//! mix ages). One kept across a restart is overlaid only over a copy last written in an
+//! every epoch since and not left the cluster (`Recovery::partial_is_fresh`). A partial
+//! copy of an object no longer placed here stops being fresh ([`unplaced`]) and is
+//! removed once the epoch is stable, like a leftover copy; one that is not fresh takes no
+//! new writes (they would mix ages). One kept across a restart is overlaid only over a copy last written in an
 //! earlier epoch than it was (that copy never saw its writes); a copy written since, in
 //! the partial copy's epoch or later, received those writes too (they went to every holder
 //! of that epoch), or superseded them, and is taken as it is.
@@ -133,9 +133,11 @@ pub(super) async fn fetch_newer(
     Ok(out)
 }
 
-/// Drops the partial copies of objects `ring` does not place on this node: it will not
-/// receive their writes from now on, so their bytes stop being the newest.
-pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
+/// The partial copies of objects `ring` does not place on this node stop being fresh:
+/// this node will not receive their writes from now on. They stay (as leftover copies
+/// do) until every member recovered the epoch ([`super::cleanup`]): until then, one may
+/// hold the only bytes of acknowledged writes whose whole copy is on a node that dies.
+pub fn unplaced(sheep: &Sheep, ring: &Ring) {
     let me = sheep.me.nid;
     let unplaced: Vec<Oid> = sheep
         .store
@@ -146,24 +148,13 @@ pub async fn drop_unplaced(sheep: &Sheep, ring: &Ring) -> SheepResult<()> {
             ring.replicas(*oid, copies).iter().all(|n| n.nid != me)
         })
         .collect();
-    if unplaced.is_empty() {
-        return Ok(());
+    if !unplaced.is_empty() {
+        tracing::info!(
+            partial = unplaced.len(),
+            "partial copies of objects no longer placed here kept until the epoch is stable"
+        );
+        sheep.recovery.partials_dropped(&unplaced);
     }
-    sheep.recovery.partials_dropped(&unplaced);
-    let store = sheep.store.clone();
-    let n = unplaced.len();
-    blocking(move || {
-        for oid in unplaced {
-            store.discard_partial(oid)?;
-        }
-        Ok(())
-    })
-    .await?;
-    tracing::info!(
-        partial = n,
-        "dropped partial copies of objects no longer placed here"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

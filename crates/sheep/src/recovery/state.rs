@@ -162,7 +162,7 @@ impl Recovery {
         st.urgent.clear();
     }
 
-    /// The partial copies of `oids` were dropped.
+    /// The partial copies of `oids` are no longer fresh (dropped, or no longer placed here).
     pub fn partials_dropped(&self, oids: &[Oid]) {
         let mut st = self.st();
         for oid in oids {
