@@ -155,7 +155,7 @@ async fn fetch_and_store(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<(
 }
 
 /// FETCH_PEER of `oid` on `nid`: the version, and the bytes when `room` allows.
-pub(super) async fn fetch_peer(
+async fn fetch_peer(
     sheep: &Sheep,
     nid: NodeId,
     oid: Oid,
@@ -309,7 +309,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
                 Ok(Bytes::from(buf))
             })
             .await?;
-            let overlays = super::partial::fetch_newer(sheep, oid, epoch, &newer).await?;
+            let overlays = fetch_newer(sheep, oid, epoch, &newer).await?;
             store_copy(sheep, oid, data, newest, overlays).await
         }
     };
@@ -348,7 +348,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         SourceChoice::Fetch { version, from } => (version, from),
     };
     let newer = super::partial::newer_than(&partials, version);
-    let overlays = super::partial::fetch_newer(sheep, oid, epoch, &newer).await?;
+    let overlays = fetch_newer(sheep, oid, epoch, &newer).await?;
     for nid in from {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
             // A copy of the wrong size is not the object (a broken peer): never store it.
@@ -368,6 +368,31 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         }
     }
     Err(SheepError::RecoverLater)
+}
+
+/// Fetches the partial copies `newer` names (oldest first); AGAIN (recover later) if one
+/// cannot be had: it may hold the only copy of acknowledged writes.
+async fn fetch_newer(
+    sheep: &Sheep,
+    oid: Oid,
+    epoch: Epoch,
+    newer: &[(NodeId, u32)],
+) -> SheepResult<Vec<(u32, Partial)>> {
+    let size = sheep.object_size(oid);
+    let room = u32::try_from(Partial::room(size, sd_store::PARTIAL_ALIGN))
+        .map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    let mut out = Vec::with_capacity(newer.len());
+    for (nid, version) in newer {
+        let copy = fetch_peer(sheep, *nid, oid, epoch, room).await;
+        match copy.map(|c| (c.partial(), c.epoch(), Partial::decode(&c.data, size))) {
+            Ok((true, v, Ok(partial))) if v >= *version => out.push((v, partial)),
+            other => {
+                tracing::info!(%oid, node = %nid, answer = ?other.map(|(p, v, _)| (p, v)), "partial copy not fetched; recovering later");
+                return Err(SheepError::RecoverLater);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `nid`'s copy of `oid` is byte for byte ours (GET_HASH of both); false if

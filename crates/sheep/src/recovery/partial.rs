@@ -22,16 +22,16 @@
 //! So other nodes' recovery sees partial copies too: FETCH_PEER answers for one with its
 //! version marked `peer_copy::PARTIAL` and, when asked for the bytes, its ranges; a
 //! recovery lays every partial copy newer than the copy it takes over that copy, oldest
-//! first ([`newer_than`], [`fetch_newer`]), and waits (AGAIN) for one it cannot fetch.
+//! first ([`newer_than`]; `object::fetch_newer`), and waits (AGAIN) for one it cannot
+//! fetch.
 
 use bytes::Bytes;
 use sd_cluster::placement::Ring;
 use sd_proto::node::NodeId;
-use sd_proto::peer_copy::Partial;
-use sd_proto::{Epoch, Oid, SdResult};
+use sd_proto::{Epoch, Oid};
 
 use crate::disk::blocking;
-use crate::error::{SheepError, SheepResult};
+use crate::error::SheepResult;
 use crate::node::Sheep;
 
 /// Writes `data` at `offset` of `oid` into its partial copy if this node must recover the
@@ -106,31 +106,6 @@ pub(super) fn newer_than(partials: &[(NodeId, u32)], version: u32) -> Vec<(NodeI
         .collect();
     newer.sort_by_key(|(_, v)| *v);
     newer
-}
-
-/// Fetches the partial copies `newer` names (oldest first); AGAIN (recover later) if one
-/// cannot be had: it may hold the only copy of acknowledged writes.
-pub(super) async fn fetch_newer(
-    sheep: &Sheep,
-    oid: Oid,
-    epoch: Epoch,
-    newer: &[(NodeId, u32)],
-) -> SheepResult<Vec<(u32, Partial)>> {
-    let size = sheep.object_size(oid);
-    let room = u32::try_from(Partial::room(size, sd_store::PARTIAL_ALIGN))
-        .map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let mut out = Vec::with_capacity(newer.len());
-    for (nid, version) in newer {
-        let copy = super::object::fetch_peer(sheep, *nid, oid, epoch, room).await;
-        match copy.map(|c| (c.partial(), c.epoch(), Partial::decode(&c.data, size))) {
-            Ok((true, v, Ok(partial))) if v >= *version => out.push((v, partial)),
-            other => {
-                tracing::info!(%oid, node = %nid, answer = ?other.map(|(p, v, _)| (p, v)), "partial copy not fetched; recovering later");
-                return Err(SheepError::RecoverLater);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The partial copies of objects `ring` does not place on this node stop being fresh:
