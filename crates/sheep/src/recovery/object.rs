@@ -351,17 +351,19 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     let overlays = fetch_newer(sheep, oid, epoch, &newer).await?;
     for nid in from {
         match fetch_peer(sheep, nid, oid, epoch, room).await {
+            Ok(copy) if copy.partial() => {
+                tracing::debug!(%oid, from = %nid, "only a partial copy there now");
+            }
             // A copy of the wrong size is not the object (a broken peer): never store it.
             Ok(PeerCopy { data, .. }) if data.len() as u64 != size => {
                 tracing::warn!(%oid, from = %nid, got = data.len(), want = size, "copy of the wrong size refused");
             }
-            Ok(copy) if !copy.partial() => {
+            Ok(copy) => {
                 let version = copy.epoch();
                 store_copy(sheep, oid, copy.data, version, overlays).await?;
                 tracing::debug!(%oid, from = %nid, version, "recovered object");
                 return Ok(());
             }
-            Ok(_) => tracing::debug!(%oid, from = %nid, "only a partial copy there now"),
             Err(r) => {
                 tracing::debug!(%oid, from = %nid, result = %r, wanted = version, "newest copy not fetched")
             }
