@@ -144,7 +144,12 @@ pub async fn repair_from(
 async fn fetch_and_store(sheep: &Sheep, oid: Oid, from: NodeId) -> SheepResult<()> {
     let (epoch, size) = (sheep.sys().epoch, sheep.object_size(oid));
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let PeerCopy { version, data } = fetch_peer(sheep, from, oid, epoch, room).await?;
+    let copy = fetch_peer(sheep, from, oid, epoch, room).await?;
+    if copy.partial() {
+        tracing::warn!(%oid, %from, "repair source holds only a partial copy");
+        return Err(SdResult::NoObj.into());
+    }
+    let PeerCopy { version, data } = copy;
     if data.len() as u64 != size {
         tracing::warn!(%oid, %from, got = data.len(), want = size, "repair copy of the wrong size refused");
         return Err(SdResult::Eio.into());
