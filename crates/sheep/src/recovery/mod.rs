@@ -265,7 +265,9 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
 /// object is removed: one recovery did not need may still hold the only bytes of writes
 /// whose whole copies are on nodes that are away.)
 pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
-    if sheep.sys().epoch != epoch {
+    // A node on its way out keeps its copies: it restarts with them (checked by hash, not
+    // copied again), and a removal cut short by its exit would leave some of them gone.
+    if sheep.sys().epoch != epoch || sheep.drain.is_draining() {
         return Ok(());
     }
     let ring = sheep.sys().ring.clone();
