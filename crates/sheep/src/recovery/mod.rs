@@ -288,18 +288,7 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
             stale.push(oid);
         }
     }
-    let stale_partials: Vec<Oid> = sheep
-        .store
-        .partials()
-        .into_iter()
-        .filter(|oid| {
-            let copies = sheep.copies_of(*oid, 0);
-            !ring
-                .replicas(*oid, copies)
-                .iter()
-                .any(|n| n.nid == sheep.me.nid)
-        })
-        .collect();
+    let stale_partials = partial::not_placed_on(sheep, &ring);
     if !stale_partials.is_empty() {
         sheep.recovery.partials_dropped(&stale_partials);
         let store = store.clone();

@@ -113,16 +113,7 @@ pub(super) fn newer_than(partials: &[(NodeId, u32)], version: u32) -> Vec<(NodeI
 /// do) until every member recovered the epoch ([`super::cleanup`]): until then, one may
 /// hold the only bytes of acknowledged writes whose whole copy is on a node that dies.
 pub fn unplaced(sheep: &Sheep, ring: &Ring) {
-    let me = sheep.me.nid;
-    let unplaced: Vec<Oid> = sheep
-        .store
-        .partials()
-        .into_iter()
-        .filter(|oid| {
-            let copies = sheep.copies_of(*oid, 0);
-            ring.replicas(*oid, copies).iter().all(|n| n.nid != me)
-        })
-        .collect();
+    let unplaced = not_placed_on(sheep, ring);
     if !unplaced.is_empty() {
         tracing::info!(
             partial = unplaced.len(),
@@ -130,6 +121,20 @@ pub fn unplaced(sheep: &Sheep, ring: &Ring) {
         );
         sheep.recovery.partials_dropped(&unplaced);
     }
+}
+
+/// The objects of this node's partial copies that `ring` does not place on it.
+pub(super) fn not_placed_on(sheep: &Sheep, ring: &Ring) -> Vec<Oid> {
+    let me = sheep.me.nid;
+    sheep
+        .store
+        .partials()
+        .into_iter()
+        .filter(|oid| {
+            let copies = sheep.copies_of(*oid, 0);
+            ring.replicas(*oid, copies).iter().all(|n| n.nid != me)
+        })
+        .collect()
 }
 
 #[cfg(test)]
