@@ -9,12 +9,15 @@ use sd_testkit::{Cluster, SETTLE_TIMEOUT, assert_same_bytes, pattern, random_see
 use crate::common::{OBJ_LEN, OBJ_SIZE, assert_everywhere, create_vdi, wait_recovered};
 
 const OBJECTS: u32 = 8;
+/// Objects of the join test: with copies=1 over 3 nodes, the joining node is placed none
+/// of them with probability (2/3)^n; 24 makes that 6e-5.
+const JOIN_OBJECTS: u32 = 24;
 
-/// A VDI of [`OBJECTS`] objects written through node 0; their bytes.
-fn written_vdi(c: &Cluster, name: &str, seed: u64) -> (Vid, Vec<Vec<u8>>) {
+/// A VDI of `n` objects written through node 0; their bytes.
+fn written_vdi(c: &Cluster, name: &str, seed: u64, n: u32) -> (Vid, Vec<Vec<u8>>) {
     let mut gw = c.connect(0).unwrap();
-    let vid = create_vdi(&mut gw, name, u64::from(OBJECTS) * OBJ_SIZE);
-    let images = (0..OBJECTS)
+    let vid = create_vdi(&mut gw, name, u64::from(n) * OBJ_SIZE);
+    let images = (0..n)
         .map(|i| {
             let image = pattern(seed ^ u64::from(i), 0, OBJ_SIZE as usize);
             gw.call_ok(
@@ -141,7 +144,7 @@ fn writes_before_recovery_reaches_an_object_land_in_its_copy() {
         c.wait_members(4).unwrap();
     }
     let seed = random_seed();
-    let (vid, mut images) = written_vdi(&c, "partial", seed);
+    let (vid, mut images) = written_vdi(&c, "partial", seed, OBJECTS);
     wait_recovered(&mut c);
 
     let oids: Vec<Oid> = (0..OBJECTS).map(|i| vid.data_oid(i)).collect();
@@ -175,13 +178,19 @@ fn a_partial_copy_kept_across_a_crash_is_merged_over_an_older_copy() {
     c.wait_members(2).unwrap();
     c.format(1).unwrap();
     let seed = random_seed();
-    let (vid, mut images) = written_vdi(&c, "joined", seed);
+    let (vid, mut images) = written_vdi(&c, "joined", seed, JOIN_OBJECTS);
+    let oids: Vec<Oid> = (0..JOIN_OBJECTS).map(|i| vid.data_oid(i)).collect();
+    assert_eq!(
+        gainers(&c, &oids, &[0, 1], &[0, 1, 2], 1),
+        vec![2],
+        "the joining node must be placed some objects"
+    );
 
     c.set_env(2, "SHEEP_DELAY_AT", Some("recovery:pass:60000"));
     c.restart(2).unwrap();
     c.wait_members(3).unwrap();
     wait_recovering(&mut c, &[2]);
-    for i in 0..OBJECTS {
+    for i in 0..JOIN_OBJECTS {
         let data = pattern(seed ^ 0x123 ^ u64::from(i), 0, 4096);
         write(&c, vid.data_oid(i), 8192, &data, &mut images[i as usize]);
     }
