@@ -174,16 +174,12 @@ impl Store {
             .truncate(false)
             .open(path)
             .map_err(io("open"))?;
-        let created = file.metadata().map_err(io("fstat"))?.len() == 0;
+        let file_len = file.metadata().map_err(io("fstat"))?.len();
+        let created = file_len == 0;
         if created {
             file.set_len(size).map_err(io("ftruncate"))?;
         } else {
-            check_range(
-                oid,
-                offset,
-                len,
-                file.metadata().map_err(io("fstat"))?.len(),
-            )?;
+            check_range(oid, offset, len, file_len)?;
         }
         file.write_all_at(data, offset).map_err(io("pwrite"))?;
         let raised = version > crate::version::read_version(&file);

@@ -62,7 +62,6 @@ pub async fn write(
     let wrote = blocking(move || store.write_partial(oid, size, offset, &data, epoch.0)).await?;
     if wrote {
         sheep.recovery.wrote_partial(oid);
-        sheep.recovery.client_io();
     }
     Ok(wrote)
 }
@@ -77,19 +76,19 @@ pub(super) fn merge(
     data: Bytes,
     version: u32,
 ) -> Result<(Bytes, u32), sd_store::StoreError> {
-    if !store.has_partial(oid) {
+    let Some(partial) = store.partial_version(oid) else {
+        return Ok((data, version));
+    };
+    if !fresh && (version == 0 || version >= partial) {
+        tracing::info!(%oid, version, partial, "partial copy older than the fetched copy: dropped");
         return Ok((data, version));
     }
     let mut buf = data.to_vec();
     let Some(partial) = store.overlay_partial(oid, &mut buf)? else {
         return Ok((data, version));
     };
-    if fresh || (version != 0 && version < partial) {
-        tracing::debug!(%oid, version, partial, fresh, "partial copy merged");
-        return Ok((Bytes::from(buf), version.max(partial)));
-    }
-    tracing::info!(%oid, version, partial, "partial copy older than the fetched copy: dropped");
-    Ok((data, version))
+    tracing::debug!(%oid, version, partial, fresh, "partial copy merged");
+    Ok((Bytes::from(buf), version.max(partial)))
 }
 
 /// The members' partial copies (node, version) newer than a copy of `version`, oldest
