@@ -16,6 +16,7 @@
 
 mod admin;
 mod cached_io;
+mod direct;
 mod error;
 mod fdcache;
 pub mod meta;

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -108,13 +108,29 @@ impl Store {
     ) -> Result<(), StoreError> {
         let len = len_u64(data.len());
         check_range(oid, offset, len, spec.size)?;
-        let (file, tmp) = self.create_tmp(oid)?;
+        let direct = self.direct.applies(offset, data.len());
+        let (file, tmp, direct) = self.create_tmp(oid, direct)?;
         // The write does not fill the object: give it its full size first.
         if offset != 0 || len != spec.size {
             size_new_object(oid, &file, &tmp.path, spec)?;
         }
-        file.write_all_at(data, offset)
-            .map_err(|e| StoreError::object(oid, "pwrite", &tmp.path, e))?;
+        let written = if direct {
+            self.direct.write(&file, data, offset)
+        } else {
+            file.write_all_at(data, offset)
+        };
+        match written {
+            // Opened O_DIRECT, but the write was refused (an alignment the device does
+            // not take): buffered from now on.
+            Err(e) if direct && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                self.direct.refused();
+                rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
+                    .map_err(|e| StoreError::object(oid, "fcntl", &tmp.path, e.into()))?;
+                file.write_all_at(data, offset)
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::object(oid, "pwrite", &tmp.path, e))?;
         if version != 0 {
             crate::version::write_version(&file, version)
                 .map_err(|e| StoreError::object(oid, "fsetxattr", &tmp.path, e))?;
@@ -150,16 +166,26 @@ impl Store {
             .map_err(|e| StoreError::object(oid, "fdatasync", &self.object_path(oid), e))
     }
 
-    /// Creates a fresh temporary file for `oid` under a name no one else uses.
-    fn create_tmp(&self, oid: Oid) -> Result<(File, TmpFile), StoreError> {
+    /// Creates a fresh temporary file for `oid` under a name no one else uses, opened
+    /// `O_DIRECT` if `direct` and the file system allows it (the third value says).
+    fn create_tmp(&self, oid: Oid, mut direct: bool) -> Result<(File, TmpFile, bool), StoreError> {
         let mut last = None;
         for _ in 0..TMP_ATTEMPTS {
             let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
             let path = self
                 .obj_dir
                 .join(names::tmp_name(oid, std::process::id(), seq));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((file, TmpFile { path, armed: true })),
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            if direct {
+                options.custom_flags(crate::direct::open_flag());
+            }
+            match options.open(&path) {
+                Ok(file) => return Ok((file, TmpFile { path, armed: true }, direct)),
+                Err(e) if direct && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                    self.direct.refused();
+                    direct = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((path, e)),
                 Err(e) => return Err(StoreError::object(oid, "create", &path, e)),
             }

@@ -75,6 +75,8 @@ pub struct Store {
     pub(crate) versions: crate::version::Versions,
     /// Partial copies (see `partial`).
     pub(crate) partials: crate::partial::Partials,
+    /// Whole new objects written `O_DIRECT` (see `direct`).
+    pub(crate) direct: crate::direct::Direct,
 }
 
 impl Store {
@@ -101,6 +103,7 @@ impl Store {
             fds: crate::fdcache::FdCache::default(),
             versions: crate::version::Versions::default(),
             partials: crate::partial::Partials::default(),
+            direct: crate::direct::Direct::default(),
         };
         store.remove_leftover_tmp()?;
         store.load_partials()?;
