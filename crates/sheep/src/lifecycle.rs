@@ -44,6 +44,8 @@ struct Loaded {
     store: Store,
     /// The previous run stopped cleanly (or there was none).
     clean: bool,
+    /// The store's durable 4 KiB write latency at start (`None`: not measurable).
+    write_latency: Option<std::time::Duration>,
     config: SheepdogConfig,
     epochs: Vec<EpochEntry>,
 }
@@ -84,9 +86,14 @@ pub async fn start(
         let epochs = load_epochs(&dir)?;
         // Unclean only matters if there are copies to distrust.
         let clean = take_clean_mark(&dir)? || store.list()?.is_empty();
+        let write_latency = store
+            .durable_write_latency()
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot measure the disk's write latency"))
+            .ok();
         Ok::<_, StartError>(Loaded {
             store,
             clean,
+            write_latency,
             config,
             epochs,
         })
@@ -120,12 +127,17 @@ pub async fn start(
         stable: Epoch(0),
     };
     let clean = loaded.clean;
+    let write_latency = loaded.write_latency;
     let sheep = Sheep::new(me, incarnation, loaded.store, cfg, sys, driver, cancel);
     if !clean {
         tracing::warn!(
             "the last run did not stop cleanly: local copies are suspect until compared with the other replicas"
         );
         sheep.recovery.unclean_start();
+    }
+    if let Some(took) = write_latency {
+        tracing::debug!(?took, "durable 4 KiB write latency");
+        sheep.recovery.disk_write_latency(took);
     }
     let (live_tx, mut live_rx) = watch::channel(false);
     tokio::spawn(crate::follower::run(sheep.clone(), records, live_tx));

@@ -122,7 +122,13 @@ pub async fn write(
         crate::metrics::recovery_wait("write", started);
     }
     let put = |data: Bytes| crate::disk::write(&sheep.store, oid, offset, data, durable, epoch.0);
-    match put(data.clone()).await {
+    let started = Instant::now();
+    let first = put(data.clone()).await;
+    if first.is_ok() && (durable || sheep.store.sync_mode() == sd_store::SyncMode::Writethrough) {
+        // What recovery paces itself by (`recovery::yielding::Pace`).
+        sheep.recovery.client_write_took(started.elapsed());
+    }
+    match first {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {
             let started = Instant::now();

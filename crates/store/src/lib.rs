@@ -19,6 +19,7 @@ mod cached_io;
 mod direct;
 mod error;
 mod fdcache;
+mod latency;
 pub mod meta;
 mod names;
 mod object_io;

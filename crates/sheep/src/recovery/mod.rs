@@ -228,9 +228,10 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
             tasks.spawn(async move {
                 let started = tokio::time::Instant::now();
                 let r = object::recover_in_pass(&sheep, oid).await;
-                // ... and a rest as long as the object took, so clients get the disk.
+                // ... and a rest paced by the clients' latency, so they get the disk.
                 if sheep.recovery.clients_active() {
-                    tokio::time::sleep(yielding::rest_after(started.elapsed())).await;
+                    let rest = sheep.recovery.pace().rest_after(started.elapsed());
+                    tokio::time::sleep(rest).await;
                 }
                 drop(permit);
                 (oid, r)

@@ -55,6 +55,8 @@ pub struct Recovery {
     kick: tokio::sync::Notify,
     /// When client I/O last reached this node's store (recovery yields to it).
     activity: super::yielding::ClientActivity,
+    /// Client write latency and how long recovery rests for it.
+    pace: super::yielding::Pace,
 }
 
 /// Progress for STAT_RECOVERY.
@@ -299,6 +301,24 @@ impl Recovery {
     /// A client read or write reached this node's store.
     pub fn client_io(&self) {
         self.activity.touch();
+    }
+
+    /// A durable 4 KiB write to this node's disk took `took` with nothing else running
+    /// (measured at start): the client latency recovery compares with until clients
+    /// have written while this node did not recover.
+    pub fn disk_write_latency(&self, took: std::time::Duration) {
+        self.pace.seed_idle(took);
+    }
+
+    /// A client's durable write to this node's store took `took`.
+    pub fn client_write_took(&self, took: std::time::Duration) {
+        let recovering = self.st().active;
+        self.pace.client_write(took, recovering);
+    }
+
+    /// How long recovery rests for clients.
+    pub(super) fn pace(&self) -> &super::yielding::Pace {
+        &self.pace
     }
 
     /// Whether clients used this node's store within `yielding::QUIET`.
