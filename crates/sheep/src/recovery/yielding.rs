@@ -2,9 +2,9 @@
 //! node's store marks the moment ([`ClientActivity::touch`]); while clients were active
 //! within [`QUIET`], the epoch's pass recovers one object at a time and rests after each.
 //! The rest is the object's own time scaled by a factor that follows the clients' durable
-//! write latency on this node ([`Pace`]): it grows while some of their writes take more
-//! than [`SLOW`] times as long as when this node did not recover, and shrinks while none
-//! do. Nodes sharing a disk all see the same latency, so they all back off; a node with a
+//! write latency on this node ([`Pace`]): it grows while more than one of their writes
+//! in twenty takes over [`SLOW`] times as long as when this node did not recover, and
+//! shrinks otherwise. Nodes sharing a disk all see the same latency, so they all back off; a node with a
 //! disk of its own backs off only as far as its own clients need. Once the clients are
 //! quiet, recovery runs at its full `-R` parallelism. An object a client reads is not
 //! queued at all: the read recovers it first (`recover_now`); a write to one this node
