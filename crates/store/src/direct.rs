@@ -52,8 +52,20 @@ impl Direct {
     }
 
     /// Writes `data` (length a multiple of [`ALIGN`]) at `offset` (aligned) to `file`,
-    /// opened `O_DIRECT`, through an aligned buffer.
+    /// opened `O_DIRECT`, through an aligned buffer. A write the device refuses (an
+    /// alignment it does not take) is done buffered, and so are later creates.
     pub(crate) fn write(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        match self.write_aligned(file, data, offset) {
+            Err(e) if refuses(&e) => {
+                self.refused();
+                rustix::fs::fcntl_setfl(file, rustix::fs::OFlags::empty())?;
+                file.write_all_at(data, offset)
+            }
+            other => other,
+        }
+    }
+
+    fn write_aligned(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
         let mut buf = self
             .pool
             .lock()
@@ -83,6 +95,11 @@ fn write_through(buf: &mut [u8], file: &File, data: &[u8], mut offset: u64) -> i
         offset += piece.len() as u64;
     }
     Ok(())
+}
+
+/// Whether `e` is the file system or device refusing `O_DIRECT` (`EINVAL`).
+pub(crate) fn refuses(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 
 /// The `open(2)` flag, for `OpenOptionsExt::custom_flags`.

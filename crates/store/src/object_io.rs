@@ -114,21 +114,10 @@ impl Store {
         if offset != 0 || len != spec.size {
             size_new_object(oid, &file, &tmp.path, spec)?;
         }
-        let written = if direct {
+        if direct {
             self.direct.write(&file, data, offset)
         } else {
             file.write_all_at(data, offset)
-        };
-        match written {
-            // Opened O_DIRECT, but the write was refused (an alignment the device does
-            // not take): buffered from now on.
-            Err(e) if direct && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                self.direct.refused();
-                rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
-                    .map_err(|e| StoreError::object(oid, "fcntl", &tmp.path, e.into()))?;
-                file.write_all_at(data, offset)
-            }
-            other => other,
         }
         .map_err(|e| StoreError::object(oid, "pwrite", &tmp.path, e))?;
         if version != 0 {
@@ -182,7 +171,7 @@ impl Store {
             }
             match options.open(&path) {
                 Ok(file) => return Ok((file, TmpFile { path, armed: true }, direct)),
-                Err(e) if direct && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                Err(e) if direct && crate::direct::refuses(&e) => {
                     self.direct.refused();
                     direct = false;
                 }
