@@ -185,7 +185,7 @@ pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
             .encode());
         }
         let len = usize::try_from(size).unwrap_or(0);
-        PeerCopy::encode_with(version, len, |buf| store.read(oid, 0, buf))
+        PeerCopy::encode_with(version, len, |buf| store.read_bulk(oid, 0, buf))
     })
     .await?;
     Ok(Bytes::from(data))

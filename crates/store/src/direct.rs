@@ -1,14 +1,23 @@
-//! Whole new objects written with `O_DIRECT`: the bytes of a created copy (recovery, a
-//! client's first whole-object write) go from an aligned buffer to the disk without being
-//! copied into, and filling, the page cache. A recovered copy is bulk data no one is about
-//! to read; copying it into fresh page-cache pages cost more CPU than anything else in a
-//! recovery (measured: 43% of all CPU during one, where memory is faulted in by the
+//! Bulk object I/O with `O_DIRECT`, in [`PIECE`]s: whole new objects written (recovery, a
+//! client's first whole-object write) and whole copies read to be sent elsewhere (a
+//! FETCH_PEER answer). The bytes go between an aligned buffer and the disk without being
+//! copied into, and filling, the page cache. A copy in transit is bulk data no one here is
+//! about to read; copying it into fresh page-cache pages cost more CPU than anything else in
+//! a recovery (measured: 43% of all CPU during one, where memory is faulted in by the
 //! hypervisor on first touch), and it competed with clients for both cores.
 //!
-//! Used only where it applies: the write starts and ends on [`ALIGN`], and the file system
-//! accepts `O_DIRECT` (tmpfs before Linux 6.6 and some FUSE file systems do not: the first
-//! `EINVAL` turns it off for the store's lifetime, and creates are buffered as before).
-//! Durability is unchanged: the create still fsyncs the file before renaming it into place.
+//! The pieces are small on purpose: the disk serves one request at a time from the guest's
+//! point of view, so a client's 4 KiB write waits behind whatever bulk request is ahead of
+//! it. A buffered read of a 4 MiB object goes out as one 4 MiB request (readahead), and a
+//! client write behind it waited a 27 ms p99 on this machine kind against 1.7 ms behind
+//! 256 KiB reads at a similar rate (writes: 11 ms behind 1 MiB pieces, 3 ms behind 256 KiB).
+//!
+//! Used only where it applies: the I/O starts on [`ALIGN`] (a write also ends on it), and
+//! the file system accepts `O_DIRECT` (tmpfs before Linux 6.6 and some FUSE file systems do
+//! not: the first `EINVAL` turns it off for the store's lifetime, and bulk I/O goes through
+//! the page cache as before). Durability is unchanged: a create still fsyncs the file
+//! before renaming it into place; a direct read of a range the page cache holds dirty has
+//! the kernel write that range first, so it reads what was written.
 
 use std::fs::File;
 use std::io;
@@ -19,9 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Offset, length and buffer alignment `O_DIRECT` needs (the largest logical block size
 /// in use).
 pub(crate) const ALIGN: usize = 4096;
-/// The aligned buffer a direct write goes through, one piece at a time.
-const PIECE: usize = 1 << 20;
-/// Writes smaller than this stay buffered (a direct write of a few blocks gains nothing).
+/// The aligned buffer direct I/O goes through, one piece (one disk request) at a time.
+const PIECE: usize = 256 << 10;
+/// I/O smaller than this stays buffered (a direct request of a few blocks gains nothing).
 const MIN_LEN: usize = 64 << 10;
 /// Aligned buffers kept for reuse (fresh memory costs page faults on every use).
 const POOL: usize = 4;
@@ -36,9 +45,14 @@ pub(crate) struct Direct {
 impl Direct {
     /// Whether a create writing `len` bytes at `offset` should open its file `O_DIRECT`.
     pub(crate) fn applies(&self, offset: u64, len: usize) -> bool {
+        self.reads(offset, len) && len.is_multiple_of(ALIGN)
+    }
+
+    /// Whether a bulk read of `len` bytes at `offset` should go direct (the object may end
+    /// anywhere: the last piece is read whole and cut).
+    pub(crate) fn reads(&self, offset: u64, len: usize) -> bool {
         !self.unsupported.load(Ordering::Relaxed)
             && len >= MIN_LEN
-            && len.is_multiple_of(ALIGN)
             && offset.is_multiple_of(ALIGN as u64)
     }
 
@@ -65,14 +79,30 @@ impl Direct {
         }
     }
 
+    /// Reads `buf.len()` bytes at `offset` (aligned) from `file`, opened `O_DIRECT`, one
+    /// [`PIECE`] at a time through an aligned buffer. `EINVAL` (see [`refuses`]) is the
+    /// caller's to handle: nothing is turned off here.
+    pub(crate) fn read(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with_buffer(|aligned| read_through(aligned, file, buf, offset))
+    }
+
     fn write_aligned(&self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        self.with_buffer(|aligned| write_through(aligned, file, data, offset))
+    }
+
+    /// Runs `f` with an aligned [`PIECE`]-sized buffer from the pool.
+    fn with_buffer(&self, f: impl FnOnce(&mut [u8]) -> io::Result<()>) -> io::Result<()> {
         let mut buf = self
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_else(|| vec![0u8; PIECE + ALIGN]);
-        let r = write_through(&mut buf, file, data, offset);
+        let start = buf.as_ptr().align_offset(ALIGN);
+        let r = match buf.get_mut(start..start + PIECE) {
+            Some(aligned) => f(aligned),
+            None => Err(io::Error::other("aligned buffer too small")),
+        };
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < POOL {
             pool.push(buf);
@@ -81,17 +111,42 @@ impl Direct {
     }
 }
 
-fn write_through(buf: &mut [u8], file: &File, data: &[u8], mut offset: u64) -> io::Result<()> {
-    let start = buf.as_ptr().align_offset(ALIGN);
-    let aligned = buf
-        .get_mut(start..start + PIECE)
-        .ok_or_else(|| io::Error::other("aligned buffer too small"))?;
+fn write_through(aligned: &mut [u8], file: &File, data: &[u8], mut offset: u64) -> io::Result<()> {
     for piece in data.chunks(PIECE) {
         let dst = aligned
             .get_mut(..piece.len())
             .ok_or_else(|| io::Error::other("piece larger than the buffer"))?;
         dst.copy_from_slice(piece);
         file.write_all_at(dst, offset)?;
+        offset += piece.len() as u64;
+    }
+    Ok(())
+}
+
+/// Fills `buf` from `file` at `offset`, each piece read whole into `aligned` (rounded up to
+/// [`ALIGN`]: the file may end inside the last one) and copied out.
+fn read_through(
+    aligned: &mut [u8],
+    file: &File,
+    buf: &mut [u8],
+    mut offset: u64,
+) -> io::Result<()> {
+    for piece in buf.chunks_mut(PIECE) {
+        let want = piece.len().next_multiple_of(ALIGN);
+        let src = aligned
+            .get_mut(..want)
+            .ok_or_else(|| io::Error::other("piece larger than the buffer"))?;
+        let mut got = 0;
+        while got < piece.len() {
+            let rest = src.get_mut(got..).unwrap_or_default();
+            match file.read_at(rest, offset + got as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        piece.copy_from_slice(src.get(..piece.len()).unwrap_or_default());
         offset += piece.len() as u64;
     }
     Ok(())

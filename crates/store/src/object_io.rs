@@ -31,6 +31,44 @@ impl Store {
             .map_err(|e| crate::error::read_error(oid, &self.object_path(oid), e))
     }
 
+    /// Reads like [`Store::read`], for a copy on its way to another node (recovery,
+    /// repair): straight from the disk in small pieces, not through the page cache (see
+    /// `direct`), so it neither fills the cache nor sends the disk one long request that
+    /// client I/O waits behind. Buffered, as [`Store::read`], where `O_DIRECT` does not
+    /// apply.
+    pub fn read_bulk(&self, oid: Oid, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        if !self.direct.reads(offset, buf.len()) {
+            return self.read(oid, offset, buf);
+        }
+        let path = self.object_path(oid);
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(crate::direct::open_flag() | nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path);
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NoObject(oid)),
+            Err(e) if crate::direct::refuses(&e) => {
+                self.direct.refused();
+                return self.read(oid, offset, buf);
+            }
+            Err(e) => return Err(StoreError::io("open", &path, e)),
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| StoreError::io("fstat", &path, e))?
+            .len();
+        check_range(oid, offset, len_u64(buf.len()), size)?;
+        match self.direct.read(&file, buf, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if crate::direct::refuses(&e) => {
+                self.direct.refused();
+                self.read(oid, offset, buf)
+            }
+            Err(e) => Err(crate::error::read_error(oid, &path, e)),
+        }
+    }
+
     /// Writes `data` into the existing object `oid` at `offset`; never extends the file.
     ///
     /// [`StoreError::NoObject`] if absent; [`StoreError::OutOfBounds`] if the range

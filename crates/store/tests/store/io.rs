@@ -390,3 +390,55 @@ fn versions_travel_with_the_copy() {
         assert!(matches!(store.version(oid), Err(StoreError::NoObject(_))));
     }
 }
+
+/// A bulk read (a copy on its way to another node) sees exactly what `read` sees: whole
+/// objects, an object whose size is not a multiple of the block size (an inode), data
+/// written since the create and still only in the page cache (writeback), and the same
+/// errors for a range past the end or a missing object.
+#[test]
+fn bulk_reads_see_what_reads_see() {
+    for mode in MODES {
+        let (_tmp, store) = new_store(mode);
+        let data_oid = Oid::new(0x00a1_0000_0000_0003);
+        let size = 4 << 20;
+        let data = pattern(data_oid, 0, 1, size);
+        store
+            .create_and_write(data_oid, sparse(size as u64), 0, &data)
+            .expect("create");
+        let later = pattern(data_oid, 1_000_000, 2, 70_000);
+        store.write(data_oid, 1_000_000, &later).expect("write");
+        let mut expect = data.clone();
+        expect[1_000_000..1_070_000].copy_from_slice(&later);
+        let mut bulk = vec![0xEE; size];
+        store.read_bulk(data_oid, 0, &mut bulk).expect("bulk read");
+        assert!(bulk == expect, "{mode:?}: whole object");
+        let mut part = vec![0xEE; 300_000];
+        store
+            .read_bulk(data_oid, 8192, &mut part)
+            .expect("bulk part");
+        assert!(
+            part[..] == expect[8192..308_192],
+            "{mode:?}: from an offset"
+        );
+
+        let inode = Oid::new(0x80a1_0000_0000_0000);
+        let odd = 4_198_976;
+        let idata = pattern(inode, 0, 1, odd);
+        store
+            .create_and_write(inode, prealloc(odd as u64), 0, &idata)
+            .expect("create inode");
+        let mut ibulk = vec![0xEE; odd];
+        store.read_bulk(inode, 0, &mut ibulk).expect("bulk inode");
+        assert!(ibulk == idata, "{mode:?}: odd-sized object");
+
+        let mut past = vec![0; 128 << 10];
+        assert!(matches!(
+            store.read_bulk(data_oid, (4 << 20) - 4096, &mut past),
+            Err(StoreError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            store.read_bulk(Oid::new(0x00a1_0000_0000_0099), 0, &mut past),
+            Err(StoreError::NoObject(_))
+        ));
+    }
+}
