@@ -45,6 +45,10 @@ pub const RECONCILED: &str = "sheep_fanout_objects_checked_total";
 pub const RECONCILE_REPAIRED: &str = "sheep_fanout_repaired_total";
 /// Objects waiting to be checked after a failed fan-out.
 pub const FANOUT_QUEUED: &str = "sheep_fanout_queued_objects";
+/// Seconds the recovery pass spent on each object (fetch, write, bookkeeping).
+pub const RECOVERY_OBJECT_SECONDS: &str = "sheep_recovery_object_seconds";
+/// Seconds the recovery pass rested after an object for the clients (`recovery::yielding`).
+pub const RECOVERY_REST_SECONDS: &str = "sheep_recovery_rest_seconds";
 /// Objects of the current epoch's recovery done on this node.
 pub const RECOVERY_DONE: &str = "sheep_recovery_objects_done";
 /// Objects of the current epoch's recovery left on this node.
@@ -148,6 +152,15 @@ pub fn scrubbed(mismatch: bool, repaired: usize) {
 pub fn reconciled(repaired: usize) {
     metrics::counter!(RECONCILED).increment(1);
     metrics::counter!(RECONCILE_REPAIRED).increment(repaired as u64);
+}
+
+/// Records the recovery pass's time on one object, and the rest it took after it (clients
+/// active; `None`: they were not).
+pub fn recovery_pace(object: std::time::Duration, rest: Option<std::time::Duration>) {
+    metrics::histogram!(RECOVERY_OBJECT_SECONDS).record(object.as_secs_f64());
+    if let Some(rest) = rest {
+        metrics::histogram!(RECOVERY_REST_SECONDS).record(rest.as_secs_f64());
+    }
 }
 
 /// Records one object recovered.

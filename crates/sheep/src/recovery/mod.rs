@@ -227,14 +227,24 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
             let sheep = sheep.clone();
             tasks.spawn(async move {
                 let started = tokio::time::Instant::now();
+                let working = sheep.recovery.pace().working();
                 let r = object::recover_in_pass(&sheep, oid).await;
-                // ... and a rest paced by the clients' latency, so they get the disk.
-                if sheep.recovery.clients_active() {
-                    let rest = sheep.recovery.pace().rest_after(started.elapsed());
-                    tokio::time::sleep(rest).await;
+                drop(working);
+                let took = started.elapsed();
+                // ... and a rest paced by the clients' latency, so they get the disk (none
+                // after an object client I/O had already recovered).
+                if matches!(r, Ok(true) | Err(_)) {
+                    let rest = sheep
+                        .recovery
+                        .clients_active()
+                        .then(|| sheep.recovery.pace().rest_after(took));
+                    crate::metrics::recovery_pace(took, rest);
+                    if let Some(rest) = rest {
+                        tokio::time::sleep(rest).await;
+                    }
                 }
                 drop(permit);
-                (oid, r)
+                (oid, r.map(drop))
             });
         }
         while let Some(r) = tasks.join_next().await {

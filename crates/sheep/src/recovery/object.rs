@@ -77,28 +77,32 @@ async fn repair(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
 
 /// Recovers `oid` now (client I/O reached it before the background task did).
 pub async fn recover_now(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
-    recover_if(sheep, oid, |s| s.recovery.needs(oid)).await
+    recover_if(sheep, oid, |s| s.recovery.needs(oid))
+        .await
+        .map(drop)
 }
 
 /// Recovers `oid` for the epoch's pass: also a copy still suspect because it was the only
-/// one reachable before (it is compared again).
-pub(super) async fn recover_in_pass(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+/// one reachable before (it is compared again). Whether there was anything to do (client
+/// I/O may have recovered it first).
+pub(super) async fn recover_in_pass(sheep: &Sheep, oid: Oid) -> SheepResult<bool> {
     recover_if(sheep, oid, |s| {
         s.recovery.needs(oid) || s.recovery.is_suspect(oid)
     })
     .await
 }
 
-async fn recover_if(sheep: &Sheep, oid: Oid, needed: impl Fn(&Sheep) -> bool) -> SheepResult<()> {
+/// Recovers `oid` if `needed` still says so once its lock is held; whether it did.
+async fn recover_if(sheep: &Sheep, oid: Oid, needed: impl Fn(&Sheep) -> bool) -> SheepResult<bool> {
     let lock = sheep.recovery.lock_for(oid);
     let _g = lock.lock().await;
     if !needed(sheep) {
-        return Ok(());
+        return Ok(false);
     }
     let epoch = sheep.recovery.epoch();
     recover_one(sheep, oid, epoch).await?;
     sheep.recovery.mark_recovered(oid);
-    Ok(())
+    Ok(true)
 }
 
 /// REPAIR_REPLICA: replaces the local copy of `oid` with the one `from` holds (its bytes
