@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): recovery after losing one of 5 sheep holding DATA_MIB (2 GiB) with
 # copies=3 (leave), then the data movement when a new, empty sheep joins (join). SHEEP_ARGS
-# passes extra sheep options (e.g. "-R max=4,interval=50").
+# passes extra sheep options (e.g. "-R max=4,interval=50"). NO_CLIENT=1 runs the leave and
+# the join without the client writes: what recovery moves at full speed, the ceiling its
+# paced rate (clients active) is a share of.
 # Prints, for the leave and for the join, the rate data moved at against the disk's own
 # sequential write rate, and client 4 KiB write latency and IOPS meanwhile against idle,
 # all measured in the same run.
@@ -50,6 +52,15 @@ echo "disk sequential write (dd 1 GiB, conv=fsync): $disk MB/s"
 idle=$("$lat" 127.0.0.1:$base rec 5 $((data_mb << 20)))
 echo "idle 4 KiB writes: $idle"
 
+# during: client 4 KiB writes until $work/settled appears (NO_CLIENT=1: none).
+during() {
+    if [ -n "${NO_CLIENT:-}" ]; then
+        while [ ! -e "$work/settled" ]; do sleep 0.05; done
+        echo "writes=0 iops=0 p50_us=0 p99_us=0"
+    else
+        "$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled"
+    fi
+}
 p() { sed -E "s/.*$1=([0-9]+).*/\1/" <<<"$2"; }
 # settle EPOCH: waits until the cluster is at EPOCH or later and no node recovers.
 settle() {
@@ -72,10 +83,22 @@ waits() {
     done
     echo "$n $sum"
 }
+# paced NODES...: seconds the nodes' recovery spent on objects, and rested for clients
+# (cumulative, from their metrics).
+paced() {
+    local o=0 r=0 m
+    for i in "$@"; do
+        m=$(curl -sf "http://127.0.0.1:$((base + 50 + i))/metrics" || true)
+        o=$(py "$o+$(awk '/^sheep_recovery_object_seconds_sum/ {s+=$2} END {print s+0}' <<<"$m")")
+        r=$(py "$r+$(awk '/^sheep_recovery_rest_seconds_sum/ {s+=$2} END {print s+0}' <<<"$m")")
+    done
+    echo "$o $r"
+}
 # report WHAT MOVED_MIB SECONDS DURING
 report() {
     local rate; rate=$(py "round($2/$3,1)")
     echo "$1: moved $(py "round($2,1)") MiB in $(py "round($3,2)") s: $rate MB/s"
+    [ -n "${NO_CLIENT:-}" ] && { echo "ratio $1: data movement $(py "round($rate/$disk,2)")x of disk sequential write (no client)"; return; }
     echo "$1: 4 KiB writes meanwhile: $4"
     echo "ratio $1: data movement $(py "round($rate/$disk,2)")x of disk sequential write"
     echo "ratio $1: write latency p50 $(py "round($(p p50_us "$4")/$(p p50_us "$idle"),2)")x, p99 $(py "round($(p p99_us "$4")/$(p p99_us "$idle"),2)")x of idle; IOPS $(py "round($(p iops "$4")/$(p iops "$idle"),2)")x of idle"
@@ -86,7 +109,7 @@ before=$(bytes_live)
 kill -9 "${pids[4]}"
 t0=$(now)
 rm -f "$work/settled"
-"$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled" > "$work/during.txt" &
+during > "$work/during.txt" &
 latpid=$!
 settle 2
 t1=$(now)
@@ -96,13 +119,15 @@ after=$(bytes_live)
 report leave "$(py "($after-$before)/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"
 read -r wn ws < <(waits 0 1 2 3)
 echo "leave: replica requests that waited for their object's recovery: $wn, $(py "round($ws*1000)") ms in all"
+read -r lo lr < <(paced 0 1 2 3)
+echo "leave: recovery worked $(py "round($lo,1)") s on objects, rested $(py "round($lr,1)") s for clients (all nodes)"
 
 # Join: a new, empty node 5; the ring moves its share of the objects onto it.
 "$bin/sheep" -f -p $((base + 5)) -z 5 -c local:"$work/cluster" --metrics 127.0.0.1:$((base + 55)) ${SHEEP_ARGS:-} "$work/n5" > "$work/n5.out" 2>&1 &
 pids+=($!)
 t0=$(now)
 rm -f "$work/settled"
-"$lat" 127.0.0.1:$base rec 60 $((data_mb << 20)) "$work/settled" > "$work/during.txt" &
+during > "$work/during.txt" &
 latpid=$!
 for _ in $(seq 1 200); do [ -d "$work/n5/obj" ] && break; sleep 0.05; done
 settle 3
@@ -113,3 +138,5 @@ joined=$(find "$work/n5/obj" -maxdepth 1 -type f ! -name '*.tmp*' -printf '%s\n'
 report join "$(py "$joined/1048576")" "$(py "$t1-$t0")" "$(cat "$work/during.txt")"
 read -r jn js < <(waits 0 1 2 3 5)
 echo "join: replica requests that waited for their object's recovery: $(py "$jn-$wn"), $(py "round(($js-$ws)*1000)") ms in all"
+read -r jo jr < <(paced 0 1 2 3 5)
+echo "join: recovery worked $(py "round($jo-$lo,1)") s on objects, rested $(py "round($jr-$lr,1)") s for clients (all nodes)"
