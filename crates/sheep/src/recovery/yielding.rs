@@ -3,20 +3,20 @@
 //! within [`QUIET`], the epoch's pass recovers one object at a time and rests after each.
 //! The rest is the object's own time scaled by a factor that follows the clients' durable
 //! write latency on this node ([`Pace`]), judged every [`JUDGE_AFTER`] or more writes: it
-//! grows while more than one of their writes (and one in a hundred) takes over [`SLOW`] times the
-//! 99th percentile of their latency when this node did not recover, or while their mean
-//! latency is over [`MEAN_SLOW`] tenths of the idle mean, and shrinks otherwise. Those
-//! marks are the targets themselves (a client's p99 within 3x idle's, its rate, which a
-//! client waiting on each write loses as the mean grows, within half): the rule settles
-//! where about a quarter of the judged stretches cross one, so the clients stay near the
-//! targets whatever the disk's own spread, and recovery takes what is left. A node that
-//! has not seen enough client writes outside recovery (one that just joined) starts from
-//! its disk's latency measured at start, and learns from the client writes that arrive
-//! while it rests between objects. Nodes sharing a disk all see the same latency, so they
-//! all back off; a node with a disk of its own backs off only as far as its own clients
-//! need. Once the clients are quiet, recovery runs at its full `-R` parallelism. An object
-//! a client reads is not queued at all: the read recovers it first (`recover_now`); a
-//! write to one this node lacks goes to a partial copy (`partial`).
+//! grows while more than one of their writes, and more than one in a hundred, takes over
+//! [`SLOW`] times the 99th percentile of their latency when this node did not recover, or
+//! while their mean latency is over [`MEAN_SLOW`] tenths of the idle mean, and shrinks
+//! otherwise. Those marks are the targets themselves (a client's p99 within 3x idle's, its
+//! rate, which a client waiting on each write loses as the mean grows, within half): the
+//! rule settles where about a quarter of the judged stretches cross one, so the clients
+//! stay near the targets whatever the disk's own spread, and recovery takes what is left.
+//! A node that has not seen enough client writes outside recovery (one that just joined)
+//! starts from its disk's latency measured at start, and learns from the client writes
+//! that arrive while it rests between objects. Nodes sharing a disk all see the same
+//! latency, so they all back off; a node with a disk of its own backs off only as far as
+//! its own clients need. Once the clients are quiet, recovery runs at its full `-R`
+//! parallelism. An object a client reads is not queued at all: the read recovers it first
+//! (`recover_now`); a write to one this node lacks goes to a partial copy (`partial`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -262,7 +262,11 @@ impl Pace {
             let mean = self.mean_ns.load(Ordering::Relaxed);
             // One write caught in a stall of the whole disk is not a trend.
             let tail = slow > 1 && slow * SLOW_SHARE > writes;
-            let rate = mean != 0 && spent.saturating_mul(10) > mean * MEAN_SLOW * u64::from(writes);
+            let rate = mean != 0
+                && spent.saturating_mul(10)
+                    > mean
+                        .saturating_mul(MEAN_SLOW)
+                        .saturating_mul(u64::from(writes));
             f = if tail || rate {
                 (f + f / 2 + 1).min(FACTOR_MAX)
             } else {
