@@ -1,6 +1,8 @@
 //! Benchmark helper (not a test): 4 KiB writes at random offsets of the already written
 //! part of a VDI, one at a time, for a number of seconds (or until STOP_FILE exists);
-//! prints IOPS and latency percentiles.
+//! prints IOPS and latency percentiles. With `LATENCY_TRACE=FILE` it also appends one line
+//! per write, `<ms since start> <latency us>`, after a `# run` line: where in time the
+//! slow writes fall.
 //! Usage: `write_latency ADDR:PORT VDI SECONDS [SPAN_BYTES [STOP_FILE]]`.
 #![allow(
     clippy::indexing_slicing,
@@ -37,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let block = vec![0xa5u8; 4096];
     let mut rng = rand::rng();
     let mut lat = Vec::new();
+    let mut trace = Vec::new();
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     while Instant::now() < end && !stop.as_ref().is_some_and(|p| p.exists()) {
@@ -51,6 +54,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         lat.push(t.elapsed());
+        trace.push((t - start, t.elapsed()));
+    }
+    if let Some(path) = std::env::var_os("LATENCY_TRACE") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .context("trace file")?;
+        let mut out = String::from("# run\n");
+        for (at, took) in &trace {
+            out.push_str(&format!("{} {}\n", at.as_millis(), took.as_micros()));
+        }
+        f.write_all(out.as_bytes()).context("trace file")?;
     }
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
