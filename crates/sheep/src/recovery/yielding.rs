@@ -3,13 +3,14 @@
 //! within [`QUIET`], the epoch's pass recovers one object at a time and rests after each.
 //! The rest is the object's own time scaled by a factor that follows the clients' durable
 //! write latency on this node ([`Pace`]), judged every [`JUDGE_AFTER`] or more writes: it
-//! grows while more than one of their writes, and more than one in a hundred, takes over
-//! [`SLOW`] times the 99th percentile of their latency when this node did not recover, or
-//! while their mean latency is over [`MEAN_SLOW`] tenths of the idle mean, and shrinks
-//! otherwise. Those marks are the targets themselves (a client's p99 within 3x idle's, its
-//! rate, which a client waiting on each write loses as the mean grows, within half): the
-//! rule settles where about a quarter of the judged stretches cross one, so the clients
-//! stay near the targets whatever the disk's own spread, and recovery takes what is left.
+//! grows while more than one of their writes in a hundred takes over [`SLOW`] times the
+//! 99th percentile of their latency when this node did not recover, or while their mean
+//! latency is over [`MEAN_SLOW`] tenths of the idle mean, and shrinks otherwise. Those
+//! marks are the targets themselves (a client's p99 within 3x idle's, its rate, which a
+//! client waiting on each write loses as the mean grows, within half): the rule settles
+//! where about a quarter of the judged stretches cross one, so the clients stay near the
+//! targets whatever the disk's own spread, and recovery takes what is left. The factor's
+//! bound ([`MAX_REST`]) keeps recovery moving however slow the clients are.
 //! A node that has not seen enough client writes outside recovery (one that just joined)
 //! starts from its disk's latency measured at start, and learns from the client writes
 //! that arrive while it rests between objects. Nodes sharing a disk all see the same
@@ -260,8 +261,9 @@ impl Pace {
             let slow = self.slow.swap(0, Ordering::Relaxed);
             let spent = self.spent_ns.swap(0, Ordering::Relaxed);
             let mean = self.mean_ns.load(Ordering::Relaxed);
-            // One write caught in a stall of the whole disk is not a trend.
-            let tail = slow > 1 && slow * SLOW_SHARE > writes;
+            // A client write waits for all its replicas, so its tail is about the sum of
+            // theirs: each node keeps its own share of slow writes under one in a hundred.
+            let tail = slow * SLOW_SHARE > writes;
             let rate = mean != 0
                 && spent.saturating_mul(10)
                     > mean
