@@ -218,16 +218,20 @@ impl Pace {
     /// node's recovery runs.
     pub fn client_write(&self, took: Duration, recovering: bool) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        if !recovering || self.resting_without_history() {
+        // While recovery rests, a node without enough idle history learns it from these.
+        let resting = self.busy.load(Ordering::Relaxed) == 0;
+        if !recovering || resting {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.add(ns);
-            // Until a few dozen writes were seen, the seed (if any) says more.
-            if idle.total >= 32 || self.slow_ns.load(Ordering::Relaxed) == 0 {
-                let slow = idle.p99_ns().saturating_mul(SLOW);
-                self.slow_ns.store(slow, Ordering::Relaxed);
-                self.mean_ns.store(idle.mean_ns().max(1), Ordering::Relaxed);
+            if !recovering || idle.total < IDLE_ENOUGH {
+                idle.add(ns);
+                // Until a few dozen writes were seen, the seed (if any) says more.
+                if idle.total >= 32 || self.slow_ns.load(Ordering::Relaxed) == 0 {
+                    let slow = idle.p99_ns().saturating_mul(SLOW);
+                    self.slow_ns.store(slow, Ordering::Relaxed);
+                    self.mean_ns.store(idle.mean_ns().max(1), Ordering::Relaxed);
+                }
+                return;
             }
-            return;
         }
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.spent_ns.fetch_add(ns, Ordering::Relaxed);
@@ -241,12 +245,6 @@ impl Pace {
     pub fn working(&self) -> Working<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
         Working(self)
-    }
-
-    /// Recovery rests, and too few idle writes were seen to know the idle latency.
-    fn resting_without_history(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) == 0
-            && self.idle.lock().unwrap_or_else(|p| p.into_inner()).total < IDLE_ENOUGH
     }
 
     /// The rest after an object that took `took`: the factor grows by half if more than
