@@ -57,10 +57,13 @@ impl Store {
     pub fn purge(&self) -> Result<(), StoreError> {
         self.fds.clear();
         self.partials.clear();
+        self.strips.clear();
         for_each_file(&self.obj_dir, |name, path| {
             if names::parse_object_name(name).is_some()
                 || names::is_tmp_name(name)
                 || names::parse_partial_name(name).is_some()
+                || names::parse_strip_name(name).is_some()
+                || names::parse_strip_log_name(name).is_some()
             {
                 remove_if_present(path)?;
             }
@@ -69,12 +72,12 @@ impl Store {
         self.sync_dir()
     }
 
-    /// Space used by objects and free on the file system.
+    /// Space used by objects (and erasure-coded strips) and free on the file system.
     pub fn space(&self) -> Result<StoreSpace, StoreError> {
         let mut used = 0_u64;
         let mut objects = 0_u64;
         for_each_file(&self.obj_dir, |name, path| {
-            if names::parse_object_name(name).is_none() {
+            if names::parse_object_name(name).is_none() && names::parse_strip_name(name).is_none() {
                 return Ok(());
             }
             match fs::symlink_metadata(path) {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use rustix::io::Errno;
 use sd_proto::Oid;
 
+use crate::strip::StripId;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +72,54 @@ pub enum StoreError {
         /// The error the kernel returned.
         #[source]
         source: io::Error,
+    },
+    /// The strip does not exist (wire: `SD_RES_NO_OBJ`).
+    #[error("strip {0} does not exist")]
+    NoStrip(StripId),
+    /// The byte range lies (partly) outside the strip; nothing was read or written.
+    #[error("strip {id}: range at offset {offset} of {len} bytes is outside its {size} bytes")]
+    StripOutOfBounds {
+        /// The strip addressed.
+        id: StripId,
+        /// Start of the requested range.
+        offset: u64,
+        /// Length of the requested range.
+        len: u64,
+        /// Size of the strip.
+        size: u64,
+    },
+    /// A write cannot be prepared: write `wid` is pending on the strip and must be
+    /// resolved (completed or discarded) first.
+    #[error("strip {id}: write {wid:#x} is pending")]
+    StripInDoubt {
+        /// The strip.
+        id: StripId,
+        /// The pending write.
+        wid: u64,
+    },
+    /// The strip has no write `wid` to complete.
+    #[error("strip {id}: no write {wid:#x}")]
+    UnknownWrite {
+        /// The strip.
+        id: StripId,
+        /// The write asked for.
+        wid: u64,
+    },
+    /// Write `wid` is complete on the strip and cannot be discarded.
+    #[error("strip {id}: write {wid:#x} is complete")]
+    WriteComplete {
+        /// The strip.
+        id: StripId,
+        /// The write.
+        wid: u64,
+    },
+    /// The strip's log has no valid header: the strip cannot be trusted.
+    #[error("strip {id}: log {} is corrupt", path.display())]
+    StripCorrupt {
+        /// The strip.
+        id: StripId,
+        /// Its log.
+        path: PathBuf,
     },
     /// Any other I/O failure (wire: `SD_RES_EIO`).
     #[error("{op} {}", path.display())]

@@ -25,10 +25,12 @@ mod names;
 mod object_io;
 mod partial;
 mod store;
+mod strip;
 mod version;
 mod writeback;
 
 pub use error::StoreError;
 pub use partial::PARTIAL_ALIGN;
 pub use store::{CreateSpec, Store, StoreConfig, StoreSpace, SyncMode};
+pub use strip::{MAX_STRIP_INDEX, PendingWrite, StripId, StripLogState, StripWrite};
 pub use writeback::FlushOutcome;

@@ -1,8 +1,11 @@
-//! File names inside `DIR/obj`: derived from an [`Oid`] only, and parsed back.
+//! File names inside `DIR/obj`: derived from an [`Oid`] (and a strip index) only, and
+//! parsed back.
 
 use std::ffi::OsStr;
 
 use sd_proto::Oid;
+
+use crate::strip::StripId;
 
 /// The object directory below the base directory.
 pub(crate) const OBJ_DIR: &str = "obj";
@@ -48,12 +51,70 @@ pub(crate) fn parse_object_name(name: &OsStr) -> Option<Oid> {
     parse_hex16(name.as_encoded_bytes())
 }
 
-/// True for a temporary file of a create: `<oid>.tmp` (left by C sheep) or `<oid>.tmp.*`.
+/// The file name of strip `id` (`%016lx_%d`, as Sheepdog names erasure-coded strips).
+pub(crate) fn strip_name(id: StripId) -> String {
+    format!("{:016x}_{}", id.oid.get(), id.index)
+}
+
+/// The file name of strip `id`'s log (see `strip`).
+pub(crate) fn strip_log_name(id: StripId) -> String {
+    format!("{:016x}_{}.log", id.oid.get(), id.index)
+}
+
+/// The name of a temporary file for creating strip `id` (`log`: its log).
+pub(crate) fn strip_tmp_name(id: StripId, log: bool, pid: u32, seq: u64) -> String {
+    let what = if log { ".log" } else { "" };
+    format!("{:016x}_{}{what}.tmp.{pid}.{seq}", id.oid.get(), id.index)
+}
+
+/// Splits `<oid>_<index>` off the front of `name`: the strip and the rest of the name.
+fn split_strip(name: &[u8]) -> Option<(StripId, &[u8])> {
+    let (head, rest) = name.split_at_checked(OID_HEX_LEN)?;
+    let oid = parse_hex16(head)?;
+    let rest = rest.strip_prefix(b"_")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (num, tail) = rest.split_at_checked(digits)?;
+    // Canonical decimal only ("07" is not strip 7), so a name maps to one strip.
+    if num.is_empty() || num.len() > 2 || (num.len() > 1 && num.first() == Some(&b'0')) {
+        return None;
+    }
+    let index: u8 = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((StripId::new(oid, index)?, tail))
+}
+
+/// The strip named by a strip file name (`<oid>_<index>`), else `None`.
+pub(crate) fn parse_strip_name(name: &OsStr) -> Option<StripId> {
+    match split_strip(name.as_encoded_bytes())? {
+        (id, b"") => Some(id),
+        _ => None,
+    }
+}
+
+/// The strip whose log this file name is (`<oid>_<index>.log`), else `None`.
+pub(crate) fn parse_strip_log_name(name: &OsStr) -> Option<StripId> {
+    match split_strip(name.as_encoded_bytes())? {
+        (id, b".log") => Some(id),
+        _ => None,
+    }
+}
+
+/// True for a temporary file of a create: `<oid>.tmp` (left by C sheep) or `<oid>.tmp.*`,
+/// and the same after a strip's `<oid>_<index>` or `<oid>_<index>.log`.
 pub(crate) fn is_tmp_name(name: &OsStr) -> bool {
-    let Some((head, rest)) = name.as_encoded_bytes().split_at_checked(OID_HEX_LEN) else {
-        return false;
+    let bytes = name.as_encoded_bytes();
+    let rest = match split_strip(bytes) {
+        Some((_, tail)) => tail.strip_prefix(b".log").unwrap_or(tail),
+        None => {
+            let Some((head, rest)) = bytes.split_at_checked(OID_HEX_LEN) else {
+                return false;
+            };
+            if parse_hex16(head).is_none() {
+                return false;
+            }
+            rest
+        }
     };
-    parse_hex16(head).is_some() && (rest == b".tmp" || rest.starts_with(b".tmp."))
+    rest == b".tmp" || rest.starts_with(b".tmp.")
 }
 
 #[cfg(test)]
@@ -97,6 +158,45 @@ mod tests {
             ".stale",
         ] {
             assert_eq!(parse_object_name(OsStr::new(junk)), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn strip_names_round_trip() {
+        for (raw, index) in [(0, 0), (0x807c_2b25_0000_0001, 5), (u64::MAX, 30)] {
+            let id = StripId::new(Oid::new(raw), index).expect("index in range");
+            let name = strip_name(id);
+            assert_eq!(parse_strip_name(OsStr::new(&name)), Some(id));
+            assert_eq!(parse_object_name(OsStr::new(&name)), None);
+            let log = strip_log_name(id);
+            assert_eq!(parse_strip_log_name(OsStr::new(&log)), Some(id));
+            assert_eq!(parse_strip_name(OsStr::new(&log)), None);
+            for tmp in [
+                strip_tmp_name(id, false, 3, 4),
+                strip_tmp_name(id, true, 3, 4),
+            ] {
+                assert!(is_tmp_name(OsStr::new(&tmp)), "{tmp}");
+                assert_eq!(parse_strip_name(OsStr::new(&tmp)), None);
+                assert_eq!(parse_strip_log_name(OsStr::new(&tmp)), None);
+            }
+            assert!(!is_tmp_name(OsStr::new(&name)));
+            assert!(!is_tmp_name(OsStr::new(&log)));
+        }
+        assert_eq!(
+            strip_name(StripId::new(Oid::new(0x807c_2b25_0000_0001), 2).expect("in range")),
+            "807c2b2500000001_2"
+        );
+        for junk in [
+            "807c2b2500000001_",
+            "807c2b2500000001_07",
+            "807c2b2500000001_31",
+            "807c2b2500000001_100",
+            "807c2b2500000001_1x",
+            "807c2b2500000001_-1",
+            "807c2b2500000001_1.log.x",
+        ] {
+            assert_eq!(parse_strip_name(OsStr::new(junk)), None, "{junk}");
+            assert_eq!(parse_strip_log_name(OsStr::new(junk)), None, "{junk}");
         }
     }
 

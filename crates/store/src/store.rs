@@ -77,6 +77,10 @@ pub struct Store {
     pub(crate) partials: crate::partial::Partials,
     /// Whole new objects written `O_DIRECT` (see `direct`).
     pub(crate) direct: crate::direct::Direct,
+    /// Erasure-coded strips open (see `strip`).
+    pub(crate) strips: crate::strip::Strips,
+    /// Held while a strip is loaded.
+    pub(crate) strip_loading: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -104,6 +108,8 @@ impl Store {
             versions: crate::version::Versions::default(),
             partials: crate::partial::Partials::default(),
             direct: crate::direct::Direct::default(),
+            strips: crate::strip::Strips::default(),
+            strip_loading: std::sync::Mutex::new(()),
         };
         store.remove_leftover_tmp()?;
         store.load_partials()?;

@@ -12,6 +12,7 @@ mod crash;
 mod io;
 mod meta;
 mod model;
+mod strip;
 mod writeback;
 
 use std::path::Path;
