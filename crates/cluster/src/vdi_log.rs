@@ -17,6 +17,7 @@
 //! | 5    | `Settled`: token u64, vid u32                                                      |
 //! | 6    | `Lock`: token u64, vid u32, holder u64                                             |
 //! | 7    | `Unlock`: token u64, vid u32, holder u64                                           |
+//! | 8    | `NewVdi` v3: as v2 with copy_policy u8 after shift (written only for an erasure-coded VDI, so binaries that know v2 keep reading every replicated create) |
 //!
 //! A vid field is 24 bits in a u32; in `base` and `snapshot_of`, 0 means none. A decoder
 //! ignores bytes after a layout's fields (no encoder writes any). Changing a layout means
@@ -42,6 +43,8 @@ mod kind {
     pub const LOCK: u8 = 6;
     /// `Unlock`.
     pub const UNLOCK: u8 = 7;
+    /// `NewVdi` with a copy policy (erasure coding).
+    pub const NEW_VDI_V3: u8 = 8;
 }
 
 /// A VDI operation decided in log order on every member.
@@ -59,6 +62,8 @@ pub enum ClusterMsg {
         copies: u8,
         /// log2 of the object size.
         shift: u8,
+        /// Copy policy: 0 = replication, else erasure coding (`(D/2)<<4 | P`).
+        copy_policy: u8,
         /// The snapshot a clone or rollback starts from, or the VDI a snapshot copies
         /// (`None`: a fresh VDI).
         base: Option<Vid>,
@@ -152,6 +157,7 @@ impl ClusterMsg {
                 size,
                 copies,
                 shift,
+                copy_policy,
                 base,
                 snapshot_of,
                 tag,
@@ -162,11 +168,18 @@ impl ClusterMsg {
                         .to_vec()
                 };
                 let (name, tag) = (clip(name), clip(tag));
-                out.push(kind::NEW_VDI_V2);
+                out.push(if *copy_policy == 0 {
+                    kind::NEW_VDI_V2
+                } else {
+                    kind::NEW_VDI_V3
+                });
                 out.extend_from_slice(&token.to_le_bytes());
                 out.extend_from_slice(&size.to_le_bytes());
                 out.push(*copies);
                 out.push(*shift);
+                if *copy_policy != 0 {
+                    out.push(*copy_policy);
+                }
                 out.extend_from_slice(&opt_vid(*base).to_le_bytes());
                 out.extend_from_slice(&opt_vid(*snapshot_of).to_le_bytes());
                 out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(0).to_le_bytes());
@@ -205,7 +218,7 @@ impl ClusterMsg {
     pub fn decode(b: &[u8]) -> Result<ClusterMsg, MsgDecodeError> {
         let mut r = Reader::new(b);
         let kind = r.u8()?;
-        if !(kind::NEW_VDI_V1..=kind::UNLOCK).contains(&kind) {
+        if !(kind::NEW_VDI_V1..=kind::NEW_VDI_V3).contains(&kind) {
             return Err(MsgDecodeError::UnknownKind(kind));
         }
         let token = r.u64()?;
@@ -220,15 +233,17 @@ impl ClusterMsg {
                     size,
                     copies,
                     shift,
+                    copy_policy: 0,
                     base: None,
                     snapshot_of: None,
                     tag: Vec::new(),
                 }
             }
-            kind::NEW_VDI_V2 => {
+            kind::NEW_VDI_V2 | kind::NEW_VDI_V3 => {
                 let size = r.u64()?;
                 let copies = r.u8()?;
                 let shift = r.u8()?;
+                let copy_policy = if kind == kind::NEW_VDI_V3 { r.u8()? } else { 0 };
                 let base = opt_vid_field(&mut r, "base")?;
                 let snapshot_of = opt_vid_field(&mut r, "snapshot_of")?;
                 let name_len = usize::from(r.u16()?);
@@ -243,6 +258,7 @@ impl ClusterMsg {
                     size,
                     copies,
                     shift,
+                    copy_policy,
                     base,
                     snapshot_of,
                     tag: tag.to_vec(),
@@ -257,7 +273,7 @@ impl ClusterMsg {
                 token,
                 vid: vid(&mut r)?,
             },
-            _ => {
+            kind::LOCK | kind::UNLOCK => {
                 let vid = vid(&mut r)?;
                 let holder = r.u64()?;
                 if kind == kind::LOCK {
@@ -266,6 +282,7 @@ impl ClusterMsg {
                     ClusterMsg::Unlock { token, vid, holder }
                 }
             }
+            other => return Err(MsgDecodeError::UnknownKind(other)),
         };
         Ok(msg)
     }

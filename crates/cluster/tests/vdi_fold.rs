@@ -37,6 +37,7 @@ fn new_vdi(name: &str, base: Option<Vid>, snapshot_of: Option<Vid>, tag: &str) -
         size: 1 << 30,
         copies: 3,
         shift: 22,
+        copy_policy: 0,
         base,
         snapshot_of,
         tag: tag.as_bytes().to_vec(),

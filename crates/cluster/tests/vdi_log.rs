@@ -36,6 +36,7 @@ fn golden_bytes_of_every_kind() {
                 size: 1 << 30,
                 copies: 3,
                 shift: 22,
+                copy_policy: 0,
                 base: None,
                 snapshot_of: None,
                 tag: Vec::new(),
@@ -51,12 +52,29 @@ fn golden_bytes_of_every_kind() {
                 size: 1 << 30,
                 copies: 3,
                 shift: 22,
+                copy_policy: 0,
                 base: Some(vid(0x0a_0b0c)),
                 snapshot_of: Some(vid(0x01_0203)),
                 tag: b"t1".to_vec(),
             },
             "04  07 00 00 00 00 00 00 00  00 00 00 40 00 00 00 00  03  16
              0c 0b 0a 00  03 02 01 00  03 00  76 6d 31  74 31",
+        ),
+        (
+            "an erasure-coded create (4:2): kind 8, the policy after the shift",
+            ClusterMsg::NewVdi {
+                token: 7,
+                name: b"vm1".to_vec(),
+                size: 1 << 30,
+                copies: 6,
+                shift: 22,
+                copy_policy: 0x22,
+                base: None,
+                snapshot_of: None,
+                tag: Vec::new(),
+            },
+            "08  07 00 00 00 00 00 00 00  00 00 00 40 00 00 00 00  06  16  22
+             00 00 00 00  00 00 00 00  03 00  76 6d 31",
         ),
         (
             "delete",
@@ -121,6 +139,7 @@ fn records_of_the_first_format_still_decode() {
         size: 1 << 30,
         copies: 3,
         shift: 22,
+        copy_policy: 0,
         base: None,
         snapshot_of: None,
         tag: Vec::new(),
@@ -136,7 +155,7 @@ fn records_of_the_first_format_still_decode() {
 
 #[test]
 fn bytes_that_are_not_records_say_why() {
-    let cases: [(&str, Vec<u8>, MsgDecodeError); 12] = [
+    let cases: [(&str, Vec<u8>, MsgDecodeError); 13] = [
         ("empty", vec![], MsgDecodeError::Truncated),
         (
             "kind 0",
@@ -144,9 +163,14 @@ fn bytes_that_are_not_records_say_why() {
             MsgDecodeError::UnknownKind(0),
         ),
         (
-            "kind 8 (newer binary)",
-            hex("08  01 00 00 00 00 00 00 00"),
-            MsgDecodeError::UnknownKind(8),
+            "kind 9 (newer binary)",
+            hex("09  01 00 00 00 00 00 00 00"),
+            MsgDecodeError::UnknownKind(9),
+        ),
+        (
+            "erasure-coded create without its policy",
+            hex("08  01 00 00 00 00 00 00 00  00 00 00 40 00 00 00 00  06  16"),
+            MsgDecodeError::Truncated,
         ),
         ("kind 255", vec![255], MsgDecodeError::UnknownKind(255)),
         ("token cut", hex("03  01 02 03"), MsgDecodeError::Truncated),
@@ -212,6 +236,7 @@ fn long_names_and_tags_are_cut_to_255_bytes() {
         size: 0,
         copies: 1,
         shift: 22,
+        copy_policy: 0,
         base: None,
         snapshot_of: None,
         tag: vec![b't'; 300],
@@ -242,18 +267,20 @@ fn msg() -> impl Strategy<Value = ClusterMsg> {
             any::<u64>(),
             any::<u8>(),
             any::<u8>(),
+            any::<u8>(),
             opt_vid(),
             opt_vid(),
             proptest::collection::vec(any::<u8>(), 0..SD_MAX_VDI_LEN)
         )
             .prop_map(
-                |(token, name, size, copies, shift, base, snapshot_of, tag)| {
+                |(token, name, size, copies, shift, copy_policy, base, snapshot_of, tag)| {
                     ClusterMsg::NewVdi {
                         token,
                         name,
                         size,
                         copies,
                         shift,
+                        copy_policy,
                         base,
                         snapshot_of,
                         tag,

@@ -136,6 +136,15 @@ impl RequestHeader {
         self.args = a.encode();
         self
     }
+    /// The erasure-coded strip view of the arguments (the strip opcodes 0xF4..=0xF7).
+    pub fn strip(&self) -> StripArgs {
+        StripArgs::from_obj(ObjArgs::decode(&self.args))
+    }
+    /// Builder: sets strip arguments.
+    pub fn with_strip(mut self, a: StripArgs) -> Self {
+        self.args = a.to_obj().encode();
+        self
+    }
     /// Builder: sets VDI arguments.
     pub fn with_vdi(mut self, a: VdiArgs) -> Self {
         self.args = a.encode();
@@ -251,6 +260,45 @@ impl ObjArgs {
             .u32(self.tgt_epoch.0)
             .u64(self.offset);
         to_array(&w.buf)
+    }
+}
+
+/// Erasure-coded strip arguments (sheepdog-rs strip opcodes): the object layout of the
+/// union, with the write id where a copy-on-write source goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StripArgs {
+    /// The object.
+    pub oid: Oid,
+    /// The write's id, the same on every holder of the stripe.
+    pub wid: u64,
+    /// The object's copy policy (non-zero: erasure coded).
+    pub copy_policy: u8,
+    /// The strip's index.
+    pub ec_index: u8,
+    /// Byte offset inside the strip.
+    pub offset: u64,
+}
+
+impl StripArgs {
+    fn from_obj(o: ObjArgs) -> Self {
+        StripArgs {
+            oid: o.oid,
+            wid: o.cow_oid.get(),
+            copy_policy: o.copy_policy,
+            ec_index: o.ec_index,
+            offset: o.offset,
+        }
+    }
+
+    fn to_obj(self) -> ObjArgs {
+        ObjArgs {
+            oid: self.oid,
+            cow_oid: Oid::new(self.wid),
+            copy_policy: self.copy_policy,
+            ec_index: self.ec_index,
+            offset: self.offset,
+            ..ObjArgs::default()
+        }
     }
 }
 

@@ -18,13 +18,14 @@ pub mod peer_copy;
 pub mod result;
 pub mod stat;
 pub mod store_list;
+pub mod strip_log;
 pub mod vdi_state;
 mod wire;
 
 pub use codec::{MAX_REQUEST_PAYLOAD, RequestDecoder, RequestFrame, ResponseDecoder};
 pub use header::{
     ClusterArgs, Flags, ForwArgs, NodeRsp, ObjArgs, RequestHeader, ResponseHeader, SD_REQ_SIZE,
-    SD_RSP_SIZE, VdiArgs, VdiRsp,
+    SD_RSP_SIZE, StripArgs, VdiArgs, VdiRsp,
 };
 pub use ids::{Epoch, ObjectKind, Oid, Vid};
 pub use opcode::Opcode;

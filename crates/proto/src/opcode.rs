@@ -208,6 +208,17 @@ opcodes! {
     /// naming the sending node (its 80-byte node entry as payload), so the receiver knows
     /// whose writes the connection carries (`sheep::fanout`). Answered SUCCESS, no payload.
     PeerHello = 0xF3,
+    /// 0xF4 sheepdog-rs extension, between sheep: prepare a write on erasure-coded strip
+    /// `ec_index` of `oid` ([`StripArgs`](crate::StripArgs); payload = the strip's bytes at
+    /// `offset`), durable when answered, applied only by [`Opcode::CompleteStripPeer`].
+    PrepareStripPeer = 0xF4,
+    /// 0xF5 sheepdog-rs extension, between sheep: complete the prepared write `wid` on a strip.
+    CompleteStripPeer = 0xF5,
+    /// 0xF6 sheepdog-rs extension, between sheep: drop the prepared write `wid` of a strip.
+    DiscardStripPeer = 0xF6,
+    /// 0xF7 sheepdog-rs extension, between sheep: what a strip's log holds
+    /// ([`StripLog`](crate::strip_log::StripLog)), to resolve a write some holders lack.
+    StripLogPeer = 0xF7,
 }
 
 impl Opcode {

@@ -146,6 +146,9 @@ results! {
     InvalidVnodesStrategy = 0x98, "Invalid cluster vnodes strategy";
     /// No checkpoint entry.
     NoCheckpointEntry = 0x99, "No checkpoint entry";
+    /// sheepdog-rs extension, between sheep: an erasure-coded strip holds a write that is
+    /// neither complete nor dropped; the stripe must be resolved first.
+    InDoubt = 0xF0, "A write to the object is in doubt";
 }
 
 impl SdResult {
