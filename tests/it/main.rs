@@ -22,6 +22,7 @@ mod dog_cli;
 mod dog_json;
 mod dog_track_resize;
 mod dog_ux;
+mod ec;
 mod fanout;
 mod format;
 mod full_stop;

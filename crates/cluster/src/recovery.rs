@@ -301,6 +301,33 @@ pub fn placement_sources(
     sources
 }
 
+/// Who may hold strip `index` of erasure-coded object `oid` (of `total` strips, strip `i`
+/// on the `i`-th node of the object's placement): the current ring's holder of that index
+/// first, then the holder of that index in each of `earlier` (newest first) that is in
+/// `alive`, each node once.
+pub fn strip_sources(
+    alive: &HashSet<NodeId>,
+    current: &Ring,
+    earlier: &[&Ring],
+    oid: Oid,
+    total: usize,
+    index: usize,
+) -> Vec<NodeId> {
+    let mut sources = Vec::new();
+    if let Some(n) = current.replicas(oid, total).get(index) {
+        sources.push(n.nid);
+    }
+    for ring in earlier {
+        if let Some(n) = ring.replicas(oid, total).get(index)
+            && alive.contains(&n.nid)
+            && !sources.contains(&n.nid)
+        {
+            sources.push(n.nid);
+        }
+    }
+    sources
+}
+
 /// Why one of the [`placement_sources`] did not serve the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceFailure {
@@ -698,6 +725,27 @@ mod tests {
         assert_eq!(holders(&r3(), 3), [7001, 7000, 7002]);
         assert_eq!(holders(&r3(), 1), [7001]);
         assert_eq!(holders(&r2(), 1), [7000]);
+    }
+
+    #[test]
+    fn strip_sources_follow_each_index_back_through_the_epochs() {
+        // 2:1 over the sample cluster: epoch 1 places SAMPLE's strips on 7001, 7000, 7002.
+        let r1 = Ring::new(&r3());
+        // 7001 died: 7000 is index 0 now, 7002 index 1.
+        let r2 = Ring::new(&r2());
+        let alive: HashSet<NodeId> = [nid(7000), nid(7002)].into_iter().collect();
+        let sources = |index| ports(&strip_sources(&alive, &r2, &[&r1], SAMPLE, 3, index));
+        // Strip 0 was on 7001 (dead): only its new holder, 7000.
+        assert_eq!(sources(0), [7000]);
+        // Strip 1 was on 7000: its new holder 7002 first, then 7000.
+        assert_eq!(sources(1), [7002, 7000]);
+        // Strip 2 has no holder now (two zones), but 7002 held it in epoch 1.
+        assert_eq!(sources(2), [7002]);
+        // Without history, only the current holders.
+        assert_eq!(
+            ports(&strip_sources(&alive, &r2, &[], SAMPLE, 3, 2)),
+            [] as [u16; 0]
+        );
     }
 
     /// One row: `me`, the live ports, the epoch log, the current members, the epoch being

@@ -62,6 +62,12 @@ impl SheepError {
             SheepError::Store(StoreError::NoObject(_)) => SdResult::NoObj,
             SheepError::Store(StoreError::OutOfBounds { .. }) => SdResult::InvalidParms,
             SheepError::Store(StoreError::NoSpace { .. }) => SdResult::NoSpace,
+            SheepError::Store(StoreError::NoStrip(_)) => SdResult::NoObj,
+            SheepError::Store(StoreError::StripOutOfBounds { .. }) => SdResult::InvalidParms,
+            SheepError::Store(StoreError::StripInDoubt { .. }) => SdResult::InDoubt,
+            SheepError::Store(
+                StoreError::UnknownWrite { .. } | StoreError::WriteComplete { .. },
+            ) => SdResult::InDoubt,
             SheepError::Store(_) => SdResult::Eio,
             SheepError::Task(_) => SdResult::SystemError,
             SheepError::Fenced => SdResult::ClusterError,

@@ -6,6 +6,8 @@
 //! A request does not wait for replicas of an epoch the cluster has left (a replica cut off
 //! by a partition would otherwise hold it for the whole peer timeout).
 //!
+//! Erasure-coded objects take their own path (`crate::ec`) from [`mutate`] and [`read`].
+//!
 //! **The fence**: a fenced node (`Sheep::fenced`: cut off from the membership service long
 //! enough that the others may soon count it dead) fails every request with
 //! `SheepError::Fenced` (CLUSTER_ERROR): new ones at once, those waiting for replicas as the
@@ -28,7 +30,7 @@ use crate::node::Sheep;
 use crate::replica;
 
 /// How long a request keeps retrying while the cluster changes under it.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 /// How long one wait for a new epoch lasts before the request is simply retried.
 const EPOCH_WAIT: Duration = Duration::from_millis(500);
 /// The pause before retrying a replica that has not applied our epoch yet.
@@ -57,7 +59,7 @@ pub enum Mutation {
 
 /// What one replica answered.
 #[derive(Debug, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     Done(Bytes),
     /// The cluster is moving: try again in a newer epoch.
     Retry,
@@ -66,7 +68,7 @@ enum Answer {
     Failed(SdResult),
 }
 
-fn classify(r: SheepResult<Bytes>) -> Answer {
+pub(crate) fn classify(r: SheepResult<Bytes>) -> Answer {
     match r {
         Ok(b) => Answer::Done(b),
         // Unreachable (it died, or a partition), or fenced: the membership is about to move.
@@ -86,7 +88,7 @@ fn classify(r: SheepResult<Bytes>) -> Answer {
 
 /// What to wait for before the next round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
+pub(crate) enum Wait {
     /// The cluster is moving: wait for a newer epoch (or `EPOCH_WAIT`).
     Epoch,
     /// Only replicas lag behind our epoch: a short pause (`BEHIND_WAIT`) is enough.
@@ -182,7 +184,7 @@ impl ReadRound {
 }
 
 /// The current epoch and the replicas of `oid` in it.
-fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<NodeId>)> {
+pub(crate) fn targets(sheep: &Sheep, oid: Oid, copies: usize) -> SheepResult<(Epoch, Vec<NodeId>)> {
     if sheep.fenced() {
         return Err(SheepError::Fenced);
     }
@@ -215,7 +217,12 @@ fn pause(wait: Wait, left: Duration) -> Option<Duration> {
 
 /// Waits until the epoch moves past `epoch` (or for as long as `wait` says), within
 /// `deadline`.
-async fn settle(sheep: &Sheep, epoch: Epoch, wait: Wait, deadline: Instant) -> SheepResult<()> {
+pub(crate) async fn settle(
+    sheep: &Sheep,
+    epoch: Epoch,
+    wait: Wait,
+    deadline: Instant,
+) -> SheepResult<()> {
     let Some(limit) = pause(wait, deadline.saturating_duration_since(Instant::now())) else {
         tracing::warn!(%epoch, "cluster did not settle in time");
         return Err(SheepError::Unsettled(epoch));
@@ -226,7 +233,7 @@ async fn settle(sheep: &Sheep, epoch: Epoch, wait: Wait, deadline: Instant) -> S
 }
 
 /// Why waiting for replicas stopped early.
-enum Cut {
+pub(crate) enum Cut {
     /// This node is fenced.
     Fenced,
     /// The cluster left the epoch the request was sent in.
@@ -235,7 +242,11 @@ enum Cut {
 
 /// Awaits `fut` (replica answers of `epoch`) unless this node is fenced or the epoch moves
 /// on first.
-async fn guarded<T>(sheep: &Sheep, epoch: Epoch, fut: impl Future<Output = T>) -> Result<T, Cut> {
+pub(crate) async fn guarded<T>(
+    sheep: &Sheep,
+    epoch: Epoch,
+    fut: impl Future<Output = T>,
+) -> Result<T, Cut> {
     let mut rx = sheep.watch_epoch();
     tokio::select! {
         biased;
@@ -256,7 +267,7 @@ fn peer_header(op: Opcode, epoch: Epoch, oid: Oid, copies: usize, offset: u64) -
     h
 }
 
-async fn peer_call(
+pub(crate) async fn peer_call(
     sheep: &Sheep,
     nid: NodeId,
     h: RequestHeader,
@@ -319,6 +330,15 @@ async fn mutate_one(
 /// after replicas were asked, some may have applied it: the object is queued for
 /// `crate::fanout` to make its copies identical again.
 pub async fn mutate(sheep: &Sheep, oid: Oid, copies: usize, m: Mutation) -> SheepResult<()> {
+    if let Some(g) = crate::strip::geometry(sheep, oid) {
+        return match m {
+            Mutation::Create { offset, data } => {
+                crate::ec::create(sheep, oid, g, offset, data).await
+            }
+            Mutation::Write { offset, data } => crate::ec::write(sheep, oid, g, offset, data).await,
+            Mutation::Remove => crate::ec::remove(sheep, oid, g).await,
+        };
+    }
     let mut sent = false;
     let r = mutate_rounds(sheep, oid, copies, &m, &mut sent).await;
     if r.is_err() && sent {
@@ -413,6 +433,9 @@ pub async fn read(
     len: u32,
     copies: usize,
 ) -> SheepResult<Bytes> {
+    if let Some(g) = crate::strip::geometry(sheep, oid) {
+        return crate::ec::read(sheep, oid, g, offset, len).await;
+    }
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, mut nodes) = targets(sheep, oid, copies)?;

@@ -38,6 +38,7 @@ pub async fn write_new_inode(sheep: &Sheep, vid: Vid, e: &VdiEntry) -> SheepResu
         create_time: e.create_time,
         vdi_size: e.vdi_size,
         nr_copies: e.nr_copies,
+        copy_policy: e.copy_policy,
         block_size_shift: e.block_size_shift,
         snap_id: e.snap_id,
         vdi_id: vid.get(),

@@ -403,7 +403,11 @@ impl Cluster {
         }
         let mut out = BTreeSet::new();
         for name in dir_names(&obj)? {
-            if name.contains(".tmp") || name == QUARANTINE_DIR || name.ends_with(".partial") {
+            if name.contains(".tmp")
+                || name == QUARANTINE_DIR
+                || name.ends_with(".partial")
+                || parse_strip(&name).is_some()
+            {
                 continue;
             }
             let hex =
@@ -413,6 +417,27 @@ impl Cluster {
             out.insert(Oid::new(v));
         }
         Ok(out)
+    }
+
+    /// The erasure-coded strips (object, strip index) stored in node `i`'s `DIR/obj`
+    /// (files `<oid>_<index>`; their logs `<oid>_<index>.log` are not strips).
+    pub fn strips_on_disk(&self, i: usize) -> anyhow::Result<BTreeSet<(Oid, u8)>> {
+        let obj = self.m(i).sheep.dir().join("obj");
+        if !obj.exists() {
+            return Ok(BTreeSet::new());
+        }
+        Ok(dir_names(&obj)?
+            .iter()
+            .filter_map(|n| parse_strip(n))
+            .filter(|(_, _, log)| !log)
+            .map(|(oid, index, _)| (oid, index))
+            .collect())
+    }
+
+    /// The bytes of strip `index` of `oid` on node `i`.
+    pub fn read_strip(&self, i: usize, oid: Oid, index: u8) -> anyhow::Result<Vec<u8>> {
+        let p = self.dir(i).join("obj").join(format!("{oid}_{index}"));
+        std::fs::read(&p).with_context(|| format!("reading node {i}'s {}", p.display()))
     }
 
     /// The bytes of `oid`'s file on node `i`.
@@ -658,4 +683,19 @@ fn misplaced(actual: &Placement, expected: &Placement, zone: &dyn Fn(usize) -> u
         lines.join("\n"),
         if total > QUOTE_MAX { "\n  ..." } else { "" }
     )
+}
+
+/// `<oid>_<index>` or `<oid>_<index>.log`: the object, the index and whether it is the log.
+fn parse_strip(name: &str) -> Option<(Oid, u8, bool)> {
+    let (hex, rest) = name.split_at_checked(16)?;
+    if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let rest = rest.strip_prefix('_')?;
+    let (num, log) = match rest.strip_suffix(".log") {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    let index: u8 = num.parse().ok()?;
+    Some((Oid::new(u64::from_str_radix(hex, 16).ok()?), index, log))
 }

@@ -45,10 +45,15 @@ async fn distrust_regained(sheep: &Sheep, fold: &Membership) -> SheepResult<()> 
     }
     crate::recovery::partial::unplaced(sheep, &after);
     let store = sheep.store.clone();
-    let local = blocking(move || store.list()).await?;
+    let local = blocking(move || crate::strip::local_oids(&store)).await?;
     let regained: Vec<Oid> = local
         .into_iter()
         .filter(|oid| {
+            if let Some(g) = crate::strip::geometry(sheep, *oid) {
+                // A strip's place may move while this node stays a holder.
+                let at = |r: &Ring| crate::strip::index_on(sheep, r, *oid, g);
+                return at(&after).is_some() && at(&after) != at(&before);
+            }
             let copies = sheep.copies_of(*oid, 0);
             let holds = |r: &Ring| r.replicas(*oid, copies).iter().any(|n| n.nid == me);
             holds(&after) && !holds(&before)
@@ -298,7 +303,7 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
     persist_epochs(sheep, fold).await?;
     // Our copies may have missed writes while we were away: none is served until checked.
     let store = sheep.store.clone();
-    let local = blocking(move || store.list()).await?;
+    let local = blocking(move || crate::strip::local_oids(&store)).await?;
     sheep.recovery.distrust(local);
     sheep.recovery.rejoined();
     sync_sys(sheep, fold);

@@ -48,6 +48,9 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::StatSheep | O::StatRecovery | O::GetVnodes | O::GetObjList => (Local, false),
         O::CreateAndWritePeer | O::ReadPeer | O::WritePeer | O::RemovePeer => (Peer, false),
         O::FetchPeer => (Peer, false),
+        O::PrepareStripPeer | O::CompleteStripPeer | O::DiscardStripPeer | O::StripLogPeer => {
+            (Peer, false)
+        }
         // `dog vdi check`: answered from (or repairing) this node's own copies.
         O::GetHash | O::RepairReplica | O::OidsExist => (Local, false),
         _ => return None,
@@ -152,7 +155,12 @@ fn admission(a: &Admission) -> Result<OpKind, SdResult> {
     if kind == OpKind::Peer {
         let mutation = matches!(
             op,
-            Opcode::CreateAndWritePeer | Opcode::WritePeer | Opcode::RemovePeer
+            Opcode::CreateAndWritePeer
+                | Opcode::WritePeer
+                | Opcode::RemovePeer
+                | Opcode::PrepareStripPeer
+                | Opcode::CompleteStripPeer
+                | Opcode::DiscardStripPeer
         );
         if mutation && a.fenced {
             // The writer's gateway retries once the membership has moved on.

@@ -24,6 +24,12 @@ pub(super) async fn handle(
     let args = req.obj();
     let oid = args.oid;
     tracing::debug!(%oid, offset = args.offset, len = req.data_length, ?kind, "object op");
+    if kind == OpKind::Peer && is_strip_op(req) {
+        if matches!(req.opcode, O::CreateAndWritePeer | O::PrepareStripPeer) {
+            super::expect_payload(req, &payload)?;
+        }
+        return Ok(Reply::data(crate::ec::serve(sheep, req, payload).await?));
+    }
     let copies = sheep.copies_of(oid, args.copies);
     match req.opcode {
         O::ReadObj => Ok(Reply::data(
@@ -90,7 +96,7 @@ pub(super) async fn handle(
         }
         O::GetObjList => {
             let store = sheep.store.clone();
-            let list = blocking(move || store.list()).await?;
+            let list = blocking(move || crate::strip::local_oids(&store)).await?;
             let cap = usize::try_from(req.data_length).unwrap_or(0);
             if OidList::size(list.len()) > cap {
                 return Err(SdResult::BufferSmall.into());
@@ -128,6 +134,17 @@ pub(super) async fn handle(
         // Discard is not offered yet; QEMU's driver reads INVALID_PARMS as "disable discard".
         O::DiscardObj => Err(SdResult::InvalidParms.into()),
         _ => Err(SdResult::InvalidParms.into()),
+    }
+}
+
+/// A peer request for an erasure-coded strip: the strip opcodes, and the object peer ops
+/// that name a copy policy.
+fn is_strip_op(req: &RequestHeader) -> bool {
+    use sd_proto::Opcode as O;
+    match req.opcode {
+        O::PrepareStripPeer | O::CompleteStripPeer | O::DiscardStripPeer | O::StripLogPeer => true,
+        O::CreateAndWritePeer | O::ReadPeer | O::RemovePeer => req.obj().copy_policy != 0,
+        _ => false,
     }
 }
 

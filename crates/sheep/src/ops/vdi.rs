@@ -165,8 +165,8 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     }
     let name = parse_name(&payload)?;
     let a = req.vdi();
-    if a.store_policy != 0 || a.copy_policy != 0 {
-        // Hyper volumes and erasure coding are not implemented.
+    if a.store_policy != 0 {
+        // Hyper volumes are not implemented.
         return Err(SdResult::NoSupport.into());
     }
     let base = Vid::nonzero(a.base_vdi_id);
@@ -196,11 +196,24 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         // Writes to a working base would show through the clone's shared objects.
         return Err(SdResult::InvalidParms.into());
     }
-    let (def_copies, _, def_shift) = sheep.sys().defaults();
-    let copies = match (a.copies, &source_hdr) {
-        (0, Some(h)) => h.nr_copies,
-        (0, None) => def_copies,
-        (c, _) => c,
+    let (def_copies, def_policy, def_shift) = sheep.sys().defaults();
+    // As Sheepdog: no copies asked means the base's (or the cluster's) copies *and*
+    // policy; an erasure code's copies are its data + parity strips.
+    let (copies, copy_policy) = match (a.copies, &source_hdr) {
+        (0, Some(h)) => (h.nr_copies, h.copy_policy),
+        (0, None) => (def_copies, def_policy),
+        (c, _) => (c, a.copy_policy),
+    };
+    let copies = match sd_ec::Ec::from_policy(copy_policy) {
+        Ok(None) => copies,
+        Ok(Some(ec)) => {
+            // Every strip needs a zone of its own.
+            if sheep.sys().ring.nr_zones() < usize::from(ec.total()) {
+                return Err(SdResult::Halt.into());
+            }
+            ec.total()
+        }
+        Err(_) => return Err(SdResult::InvalidParms.into()),
     };
     let shift = match (a.block_size_shift, &source_hdr) {
         (0, Some(h)) => h.block_size_shift,
@@ -240,6 +253,7 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
             size,
             copies,
             shift,
+            copy_policy,
             base: source,
             snapshot_of,
             tag,
@@ -259,7 +273,7 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     let r = work.await;
     crate::reconcile::conclude(sheep, vid, r.is_ok());
     r?;
-    tracing::info!(%vid, size, copies, base = ?source, snapshot_of = ?snapshot_of, "created VDI");
+    tracing::info!(%vid, size, copies, copy_policy, base = ?source, snapshot_of = ?snapshot_of, "created VDI");
     Ok(vdi_reply(sheep, vid))
 }
 

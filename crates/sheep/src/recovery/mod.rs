@@ -62,7 +62,10 @@ async fn skip_dead(sheep: &Sheep, todo: Vec<Oid>) -> Vec<Oid> {
 /// AGAIN if a member's list is unavailable or the cluster leaves `epoch` first.
 async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid>> {
     let store = sheep.store.clone();
-    let mut all: HashSet<Oid> = blocking(move || store.list()).await?.into_iter().collect();
+    let mut all: HashSet<Oid> = blocking(move || crate::strip::local_oids(&store))
+        .await?
+        .into_iter()
+        .collect();
     let others: Vec<_> = sheep
         .sys()
         .nodes
@@ -164,6 +167,16 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     let me = sheep.me.nid;
     let mut todo = Vec::new();
     for oid in all {
+        if let Some(g) = crate::strip::geometry(sheep, oid) {
+            // A strip's place moves with the membership: every holder checks its strip
+            // against the earlier holders of that place after every epoch change.
+            if crate::strip::index_on(sheep, &ring, oid, g).is_some()
+                && rec.must_recover(oid, false)
+            {
+                todo.push(oid);
+            }
+            continue;
+        }
         let copies = sheep.copies_of(oid, 0);
         if ring.replicas(oid, copies).iter().any(|n| n.nid == me)
             && rec.must_recover(oid, sheep.store.exists(oid))
@@ -299,6 +312,7 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
             stale.push(oid);
         }
     }
+    remove_unplaced_strips(sheep, &ring, epoch).await?;
     let stale_partials = partial::not_placed_on(sheep, &ring);
     if !stale_partials.is_empty() {
         sheep.recovery.partials_dropped(&stale_partials);
@@ -329,6 +343,42 @@ pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
     })
     .await?;
     tracing::info!(%epoch, removed = n, "removed copies no longer placed here");
+    Ok(())
+}
+
+/// Removes the strips this node holds at a place the ring no longer gives it (strip `i`
+/// belongs on the `i`-th holder).
+async fn remove_unplaced_strips(
+    sheep: &Sheep,
+    ring: &sd_cluster::placement::Ring,
+    epoch: Epoch,
+) -> SheepResult<()> {
+    let store = sheep.store.clone();
+    let strips = blocking(move || store.list_strips()).await?;
+    let stale: Vec<sd_store::StripId> = strips
+        .into_iter()
+        .filter(|s| {
+            crate::strip::geometry(sheep, s.oid).is_none_or(|g| {
+                crate::strip::index_on(sheep, ring, s.oid, g) != Some(usize::from(s.index))
+            })
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let n = stale.len();
+    let store = sheep.store.clone();
+    blocking(move || {
+        for id in stale {
+            match store.remove_strip(id) {
+                Ok(()) | Err(sd_store::StoreError::NoStrip(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    tracing::info!(%epoch, removed = n, "removed strips no longer placed here");
     Ok(())
 }
 

@@ -255,6 +255,9 @@ async fn leaf_call(
 /// (`AGAIN`). Copies without versions (a file system without user extended attributes),
 /// or a member that predates FETCH_PEER, fall back to [`recover_by_placement`].
 async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
+    if let Some(g) = crate::strip::geometry(sheep, oid) {
+        return crate::ec::recover(sheep, oid, g, epoch).await;
+    }
     let me = sheep.me.nid;
     let size = sheep.object_size(oid);
     let members: Vec<NodeId> = sheep

@@ -1,0 +1,262 @@
+//! Erasure-coded VDIs (`-c D:P`) on real clusters: strips land on the nodes placement names
+//! (strip `i` on the `i`-th), decode to the bytes written and carry the right parity (checked
+//! from the files on disk), reads go on with P nodes SIGKILLed, writes made meanwhile
+//! survive, and recovery puts every strip back on its node; bad policies are refused as
+//! the C dog refuses them.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sd_ec::{Ec, Geometry};
+use sd_proto::Oid;
+use sd_proto::hash::sd_hash_vdi;
+use sd_testkit::{Cluster, DogOutput, assert_same_bytes, pattern};
+
+const OBJ: usize = 4 << 20;
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn ok(out: DogOutput, what: &str) -> DogOutput {
+    out.check_success(what).unwrap();
+    out
+}
+
+/// The data objects `0..n` of VDI `name`.
+fn data_oids(name: &str, n: u32) -> Vec<Oid> {
+    let vid = sd_hash_vdi(name.as_bytes());
+    (0..n).map(|i| vid.data_oid(i)).collect()
+}
+
+/// Writes `data` at `offset` of VDI `name` through node `via` and into `expect`.
+fn write(c: &Cluster, via: usize, name: &str, expect: &mut [u8], offset: usize, data: &[u8]) {
+    let (off, len) = (offset.to_string(), data.len().to_string());
+    ok(
+        c.dog(via, &["vdi", "write", name, &off, &len], Some(data))
+            .unwrap(),
+        "vdi write",
+    );
+    expect[offset..offset + data.len()].copy_from_slice(data);
+}
+
+/// Reads the VDI back through every node of `via` and compares.
+fn read_back(c: &Cluster, via: &[usize], name: &str, expect: &[u8]) {
+    for &i in via {
+        let len = expect.len().to_string();
+        let out = ok(
+            c.dog(i, &["vdi", "read", name, "0", &len], None).unwrap(),
+            "vdi read",
+        );
+        assert_same_bytes(
+            &out.stdout,
+            expect,
+            &format!("{name} read through node {i}"),
+        );
+    }
+}
+
+/// Unaligned overwrites of every kind (inside one block, across blocks and objects).
+fn overwrites(seed: u64, len: usize) -> Vec<(usize, Vec<u8>)> {
+    let spots = [
+        (1usize, 1usize),
+        (511, 2),
+        (4096 * 3 + 100, 7000),
+        (OBJ - 300, 900),
+        (OBJ + 65_536, 131_072),
+        (2 * OBJ - 1, 1),
+    ];
+    spots
+        .iter()
+        .filter(|(o, l)| o + l <= len)
+        .enumerate()
+        .map(|(k, (o, l))| (*o, pattern(seed + k as u64, *o as u64, *l)))
+        .collect()
+}
+
+/// Where each strip of `oids` is on the disks of `nodes`, against where placement puts it
+/// among those members; a description of the differences (empty: all in place).
+fn misplaced_strips(c: &Cluster, nodes: &[usize], oids: &[Oid], total: usize) -> String {
+    let mut diff = Vec::new();
+    let mut on_disk: Vec<(usize, BTreeSet<(Oid, u8)>)> = Vec::new();
+    for &i in nodes {
+        on_disk.push((i, c.strips_on_disk(i).unwrap()));
+    }
+    for oid in oids {
+        let want = c.placement(*oid, nodes, total);
+        for (i, strips) in &on_disk {
+            let have: Vec<u8> = strips
+                .iter()
+                .filter(|(o, _)| o == oid)
+                .map(|(_, j)| *j)
+                .collect();
+            let should: Vec<u8> = want
+                .iter()
+                .position(|n| n == i)
+                .map(|j| vec![u8::try_from(j).unwrap()])
+                .unwrap_or_default();
+            if have != should {
+                diff.push(format!(
+                    "{oid}: node {i} has strips {have:?}, should have {should:?}"
+                ));
+            }
+        }
+    }
+    diff.join("\n")
+}
+
+/// From the files on disk: every strip of `oids` is where placement puts it, the data
+/// strips join back to `expect`'s bytes of that object, and the parity strips are the
+/// code's parity of them.
+fn check_strips(c: &Cluster, nodes: &[usize], oids: &[Oid], ec: Ec, expect: &[u8]) {
+    let total = usize::from(ec.total());
+    let d = usize::from(ec.data());
+    let misplaced = misplaced_strips(c, nodes, oids, total);
+    assert!(misplaced.is_empty(), "strips misplaced:\n{misplaced}");
+    let g = Geometry::new(ec, OBJ as u64).unwrap();
+    for (k, oid) in oids.iter().enumerate() {
+        let want = c.placement(*oid, nodes, total);
+        let strips: Vec<Vec<u8>> = want
+            .iter()
+            .enumerate()
+            .map(|(j, n)| c.read_strip(*n, *oid, u8::try_from(j).unwrap()).unwrap())
+            .collect();
+        for s in &strips {
+            assert_eq!(s.len() as u64, g.strip_size(), "{oid}: strip size");
+        }
+        let data = g.join(g.whole(), &strips[..d]).unwrap();
+        assert_same_bytes(
+            &data,
+            &expect[k * OBJ..(k + 1) * OBJ],
+            &format!("{oid} on disk"),
+        );
+        let parity = g.encode(&strips[..d]).unwrap();
+        for (p, want) in parity.iter().zip(&strips[d..]) {
+            assert!(
+                p == want,
+                "{oid}: a parity strip on disk is not the parity of its data"
+            );
+        }
+    }
+}
+
+/// Polls until the strips of `oids` sit exactly where placement among `nodes` puts them.
+fn wait_strips_placed(c: &mut Cluster, nodes: &[usize], oids: &[Oid], total: usize) {
+    let nodes = nodes.to_vec();
+    let oids = oids.to_vec();
+    c.poll_until(SETTLE, "strips in place", |c| {
+        Ok(misplaced_strips(c, &nodes, &oids, total)
+            .is_empty()
+            .then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", misplaced_strips(c, &nodes, &oids, total)));
+}
+
+#[test]
+fn ec_2_1_strips_decode_and_survive_a_lost_node() {
+    let mut c = Cluster::start(4).unwrap();
+    c.format(2).unwrap();
+    let ec = Ec::new(2, 1).unwrap();
+    ok(
+        c.dog(0, &["vdi", "create", "-c", "2:1", "ecv", "16M"], None)
+            .unwrap(),
+        "vdi create",
+    );
+    let list = ok(c.dog(1, &["vdi", "list", "-r"], None).unwrap(), "list").stdout_str();
+    assert!(list.contains(" 2:1 "), "vdi list shows the policy: {list}");
+    let len = 12 << 20;
+    let mut expect = vec![0u8; 16 << 20];
+    write(&c, 0, "ecv", &mut expect, 0, &pattern(1, 0, len));
+    for (o, d) in overwrites(10, len) {
+        write(&c, 1, "ecv", &mut expect, o, &d);
+    }
+    let oids = data_oids("ecv", 3);
+    let all = [0, 1, 2, 3];
+    check_strips(&c, &all, &oids, ec, &expect);
+    // No whole copies of data objects anywhere: 1.5x the data, not 3x.
+    for i in all {
+        let objects = c.objects_on_disk(i).unwrap();
+        assert!(
+            oids.iter().all(|o| !objects.contains(o)),
+            "node {i} holds a whole copy"
+        );
+    }
+    read_back(&c, &all, "ecv", &expect);
+
+    // Lose the holder of object 0's first data strip: reads decode meanwhile.
+    let victim = c.placement(oids[0], &all, 3)[0];
+    c.kill9(victim).unwrap();
+    let live: Vec<usize> = all.iter().copied().filter(|i| *i != victim).collect();
+    read_back(&c, &live[..1], "ecv", &expect);
+    for (o, d) in overwrites(20, len) {
+        write(&c, live[1], "ecv", &mut expect, o, &d);
+    }
+    c.wait_members(3).unwrap();
+    wait_strips_placed(&mut c, &live, &oids, 3);
+    check_strips(&c, &live, &oids, ec, &expect);
+    read_back(&c, &live, "ecv", &expect);
+}
+
+#[test]
+fn ec_4_2_reads_and_writes_with_two_nodes_down_then_heals() {
+    let mut c = Cluster::start(6).unwrap();
+    c.format(3).unwrap();
+    let ec = Ec::new(4, 2).unwrap();
+    ok(
+        c.dog(0, &["vdi", "create", "-c", "4:2", "ecv", "8M"], None)
+            .unwrap(),
+        "vdi create",
+    );
+    let mut expect = vec![0u8; 8 << 20];
+    write(&c, 0, "ecv", &mut expect, 0, &pattern(3, 0, 8 << 20));
+    let oids = data_oids("ecv", 2);
+    let all: Vec<usize> = (0..6).collect();
+    check_strips(&c, &all, &oids, ec, &expect);
+
+    // Two data strips of object 0 gone: every read of it decodes.
+    let p = c.placement(oids[0], &all, 6);
+    let (a, b) = (p[0], p[1]);
+    c.kill9(a).unwrap();
+    c.kill9(b).unwrap();
+    let live: Vec<usize> = all.iter().copied().filter(|i| *i != a && *i != b).collect();
+    read_back(&c, &live[..1], "ecv", &expect);
+    c.wait_members(4).unwrap();
+    for (o, d) in overwrites(30, 8 << 20) {
+        write(&c, live[0], "ecv", &mut expect, o, &d);
+    }
+    read_back(&c, &live, "ecv", &expect);
+
+    // They come back: every strip returns to its node, with the writes they missed.
+    c.restart(a).unwrap();
+    c.restart(b).unwrap();
+    c.wait_members(6).unwrap();
+    wait_strips_placed(&mut c, &all, &oids, 6);
+    check_strips(&c, &all, &oids, ec, &expect);
+    read_back(&c, &[a, b], "ecv", &expect);
+}
+
+#[test]
+fn bad_policies_are_refused_as_the_c_dog_refuses_them() {
+    let mut c = Cluster::start(3).unwrap();
+    c.format(3).unwrap();
+    for bad in ["3:1", "2:0", "4:16", "0", "32"] {
+        let out = c
+            .dog(0, &["vdi", "create", "-c", bad, "v", "8M"], None)
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "-c {bad}");
+        assert!(
+            out.stderr_str()
+                .starts_with(&format!("Invalid parameter {bad}\n")),
+            "-c {bad}: {}",
+            out.stderr_str()
+        );
+    }
+    // 4:2 needs six zones; this cluster has three.
+    let out = c
+        .dog(0, &["vdi", "create", "-c", "4:2", "v", "8M"], None)
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.stderr_str().trim_end(),
+        "Failed to create VDI v: IO has halted as there are not enough living nodes"
+    );
+    let list = ok(c.dog(0, &["vdi", "list", "-r"], None).unwrap(), "list").stdout_str();
+    assert!(list.is_empty(), "nothing created: {list}");
+}
