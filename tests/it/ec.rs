@@ -260,3 +260,88 @@ fn bad_policies_are_refused_as_the_c_dog_refuses_them() {
     let list = ok(c.dog(0, &["vdi", "list", "-r"], None).unwrap(), "list").stdout_str();
     assert!(list.is_empty(), "nothing created: {list}");
 }
+
+/// A cluster formatted `-c 2:1` makes erasure-coded VDIs by default; snapshots, clones
+/// and rollback of them keep the code, copy-on-write copies old data from strips, and
+/// deleting everything leaves no strip behind.
+#[test]
+fn ec_snapshot_clone_rollback_delete() {
+    let c = Cluster::start(3).unwrap();
+    ok(
+        c.dog(0, &["cluster", "format", "-c", "2:1"], None).unwrap(),
+        "format",
+    );
+    ok(
+        c.dog(0, &["vdi", "create", "ecv", "32M"], None).unwrap(),
+        "create",
+    );
+    let mut a = vec![0u8; 12 << 20];
+    write(&c, 0, "ecv", &mut a, 0, &pattern(5, 0, 12 << 20));
+    ok(
+        c.dog(1, &["vdi", "snapshot", "-s", "s1", "ecv"], None)
+            .unwrap(),
+        "snapshot",
+    );
+    let mut b = a.clone();
+    write(
+        &c,
+        2,
+        "ecv",
+        &mut b,
+        4_000_000,
+        &pattern(6, 4_000_000, 5 << 20),
+    );
+    let read = |i: usize, args: &[&str]| ok(c.dog(i, args, None).unwrap(), "vdi read").stdout;
+    let len = (12 << 20).to_string();
+    assert_same_bytes(
+        &read(0, &["vdi", "read", "-s", "s1", "ecv", "0", &len]),
+        &a,
+        "snapshot",
+    );
+    assert_same_bytes(
+        &read(1, &["vdi", "read", "ecv", "0", &len]),
+        &b,
+        "working VDI",
+    );
+    ok(
+        c.dog(0, &["vdi", "clone", "-s", "s1", "ecv", "cl"], None)
+            .unwrap(),
+        "clone",
+    );
+    let mut cl = a.clone();
+    write(&c, 1, "cl", &mut cl, 100, &pattern(7, 100, 1000));
+    assert_same_bytes(&read(2, &["vdi", "read", "cl", "0", &len]), &cl, "clone");
+    assert_same_bytes(
+        &read(0, &["vdi", "read", "-s", "s1", "ecv", "0", &len]),
+        &a,
+        "snapshot",
+    );
+    let list = ok(c.dog(0, &["vdi", "list", "-r"], None).unwrap(), "list").stdout_str();
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 3, "{list}");
+    assert!(
+        rows.iter().all(|r| r.contains(" 2:1 ")),
+        "every VDI 2:1: {list}"
+    );
+    ok(
+        c.dog(0, &["vdi", "rollback", "-f", "-s", "s1", "ecv"], None)
+            .unwrap(),
+        "rollback",
+    );
+    assert_same_bytes(
+        &read(1, &["vdi", "read", "ecv", "0", &len]),
+        &a,
+        "rolled back",
+    );
+    for args in [
+        &["vdi", "delete", "cl"][..],
+        &["vdi", "delete", "-s", "s1", "ecv"],
+        &["vdi", "delete", "ecv"],
+    ] {
+        ok(c.dog(0, args, None).unwrap(), "delete");
+    }
+    for i in 0..3 {
+        let left = c.strips_on_disk(i).unwrap();
+        assert!(left.is_empty(), "node {i} keeps strips {left:?}");
+    }
+}

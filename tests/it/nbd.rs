@@ -152,14 +152,28 @@ fn squeeze(s: &str) -> String {
 /// NBD, holding VDI `name` of `size` bytes created with `dog vdi create`. Returns the
 /// cluster and the export's URI.
 fn nbd_cluster(extra: &[&str], name: &str, size: u64) -> (Cluster, String) {
+    nbd_cluster_copies(extra, name, size, "3")
+}
+
+/// [`nbd_cluster`] with the VDI created `-c copies` (`N` or an erasure code `D:P`).
+fn nbd_cluster_copies(extra: &[&str], name: &str, size: u64, copies: &str) -> (Cluster, String) {
     let mut c = Cluster::start_nbd(3, extra, &[0]).unwrap();
     c.format(3).unwrap();
-    c.dog(0, &["vdi", "create", name, &size.to_string()], None)
-        .unwrap()
-        .check_success("dog vdi create")
-        .unwrap();
+    c.dog(
+        0,
+        &["vdi", "create", "-c", copies, name, &size.to_string()],
+        None,
+    )
+    .unwrap()
+    .check_success("dog vdi create")
+    .unwrap();
     let uri = c.nbd_uri(0, name);
     (c, uri)
+}
+
+/// Whether node `i` stores `oid`: a whole copy, or a strip of it.
+fn holds(c: &Cluster, i: usize, oid: sd_proto::Oid) -> bool {
+    c.object_path(i, oid).exists() || c.strips_on_disk(i).unwrap().iter().any(|(o, _)| *o == oid)
 }
 
 /// The vid of working VDI `name` (GET_VDI_INFO through node `i`).
@@ -254,9 +268,20 @@ fn qemu_img_convert_and_compare() {
 
 #[test]
 fn qemu_io_patterns_fua_discard_zero() {
+    qemu_io_patterns("3");
+}
+
+/// The same on an erasure-coded VDI (2:1 on the 3 nodes: each holds one strip of every
+/// object).
+#[test]
+fn qemu_io_patterns_fua_discard_zero_erasure_coded() {
+    qemu_io_patterns("2:1");
+}
+
+fn qemu_io_patterns(copies: &str) {
     let t0 = Instant::now();
     const SIZE: u64 = 64 * MIB;
-    let (mut c, uri) = nbd_cluster(&[], "pat", SIZE);
+    let (mut c, uri) = nbd_cluster_copies(&[], "pat", SIZE, copies);
     let vid = vid_of(&c, 0, "pat");
     // Objects 1 ([4M, 8M)) and 4 ([16M, 20M)) are written whole, then freed whole: object
     // 1 by a discard, object 4 by write -z.
@@ -280,7 +305,7 @@ fn qemu_io_patterns_fua_discard_zero() {
         let oid = vid.data_oid(obj);
         for i in 0..3 {
             assert!(
-                c.object_path(i, oid).exists(),
+                holds(&c, i, oid),
                 "node {i} lacks {oid} (object {obj} of {vid}) after it was written"
             );
         }
@@ -354,14 +379,14 @@ fn qemu_io_patterns_fua_discard_zero() {
         );
         let oid = vid.data_oid(obj);
         // Clearing the index entry removes the object before the request is answered.
-        let kept: Vec<usize> = (0..3).filter(|i| c.object_path(*i, oid).exists()).collect();
+        let kept: Vec<usize> = (0..3).filter(|i| holds(&c, *i, oid)).collect();
         assert!(
             kept.is_empty(),
             "{oid} (object {obj} of {vid}, freed by NBD discard/zero) still on nodes {kept:?}"
         );
     }
     c.sheep_mut(0).check_alive().unwrap();
-    eprintln!("qemu_io_patterns_fua_discard_zero: {:.2?}", t0.elapsed());
+    eprintln!("qemu_io_patterns (-c {copies}): {:.2?}", t0.elapsed());
 }
 
 #[test]

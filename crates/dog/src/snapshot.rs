@@ -169,12 +169,17 @@ pub async fn clone(ctx: &mut Ctx, args: &[&[u8]]) -> CmdResult {
         vdi_size: hdr.vdi_size,
         base_vid: if o.no_share { 0 } else { base.get() },
         snapid: 0,
+        // The clone keeps its snapshot's redundancy, erasure code included, unless -c says.
         copies: if o.copies != 0 {
             o.copies
         } else {
             hdr.nr_copies
         },
-        copy_policy: o.copy_policy,
+        copy_policy: if o.copies != 0 {
+            o.copy_policy
+        } else {
+            hdr.copy_policy
+        },
         store_policy: hdr.store_policy,
         block_size_shift: hdr.block_size_shift,
     };

@@ -220,10 +220,12 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     if copies > SD_MAX_COPIES || !(MIN_SHIFT..=MAX_SHIFT).contains(&shift) {
         return Err(SdResult::InvalidParms.into());
     }
-    if a.copy_policy != 0 {
-        // Erasure coding is not implemented.
-        return Err(SdResult::NoSupport.into());
-    }
+    // An erasure code's copies are its strips, whatever the request said.
+    let copies = match sd_ec::Ec::from_policy(a.copy_policy) {
+        Ok(None) => copies,
+        Ok(Some(ec)) => ec.total(),
+        Err(_) => return Err(SdResult::InvalidParms.into()),
+    };
     let config = SheepdogConfig {
         // ctime 0 means "not formatted" everywhere, so a client that sends none gets now.
         ctime: if a.ctime == 0 {
@@ -240,7 +242,7 @@ async fn make_fs(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
         copies,
         store: STORE_NAME.to_vec(),
         shutdown: 0,
-        copy_policy: 0,
+        copy_policy: a.copy_policy,
         block_size_shift: shift,
         version: SD_FORMAT_VERSION,
         space: 0,

@@ -202,6 +202,9 @@ async fn new_vdi(sheep: &Sheep, req: &RequestHeader, payload: Bytes) -> SheepRes
     let (copies, copy_policy) = match (a.copies, &source_hdr) {
         (0, Some(h)) => (h.nr_copies, h.copy_policy),
         (0, None) => (def_copies, def_policy),
+        // The C dog clones with the base's copies and no policy: an erasure-coded base's
+        // clone stays erasure coded.
+        (c, Some(h)) if a.copy_policy == 0 && c == h.nr_copies => (c, h.copy_policy),
         (c, _) => (c, a.copy_policy),
     };
     let copies = match sd_ec::Ec::from_policy(copy_policy) {
