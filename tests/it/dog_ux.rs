@@ -79,7 +79,7 @@ fn version_and_a_help_without_unimplemented_subcommands() {
         (
             Some(64),
             "Invalid command 'cluster nosuch'\nAvailable cluster commands:\n  cluster info\n  \
-             cluster format\n  cluster shutdown\n  cluster check\n"
+             cluster format\n  cluster shutdown\n  cluster check\n  cluster alter-copy\n"
         )
     );
 

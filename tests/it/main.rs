@@ -12,6 +12,7 @@
 )]
 
 mod admission;
+mod alter_copy;
 mod bad_input;
 mod cluster;
 mod common;

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use sd_proto::cluster::{CLUSTER_INFO_SIZE, ClusterInfo, EpochLogRecord, SD_VDI_BITMAP_SIZE};
+use sd_proto::header::VdiStateArgs;
 use sd_proto::inode::{SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN};
 use sd_proto::node::{SD_MAX_NODES, SD_NODE_SIZE, SdNode};
 use sd_proto::store_list::StoreList;
@@ -364,6 +365,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         h.data_length = len_u32(max.saturating_mul(VDI_STATE_SIZE), "vdi state buffer")?;
         let (_, data) = self.call_ok(h, &[]).await?;
         Ok(VdiState::decode_all(&data)?)
+    }
+
+    /// ALTER_VDI_COPY: `vid`'s objects get `copies` replicas (`copy_policy` must be 0 for
+    /// a sheep to accept it; `block_size_shift` is the VDI's, as `dog` sends it).
+    pub async fn alter_vdi_copy(
+        &mut self,
+        vid: Vid,
+        copies: u8,
+        copy_policy: u8,
+        block_size_shift: u8,
+    ) -> Result<(), ClientError> {
+        let h = RequestHeader::new(Opcode::AlterVdiCopy).with_vdi_state(VdiStateArgs {
+            new_vid: vid.get(),
+            copies,
+            copy_policy,
+            block_size_shift,
+            ..VdiStateArgs::default()
+        });
+        self.call_ok(h, &[]).await.map(|_| ())
+    }
+
+    /// ALTER_CLUSTER_COPY: the cluster's default copies become `copies`.
+    pub async fn alter_cluster_copy(
+        &mut self,
+        copies: u8,
+        copy_policy: u8,
+    ) -> Result<(), ClientError> {
+        let h = RequestHeader::new(Opcode::AlterClusterCopy).with_cluster(ClusterArgs {
+            copies,
+            copy_policy,
+            ..ClusterArgs::default()
+        });
+        self.call_ok(h, &[]).await.map(|_| ())
     }
 
     /// GET_NODE_LIST with room for every possible node; nodes in reply order.

@@ -44,12 +44,16 @@ pub enum LogEntry {
     },
     /// The cluster shuts down.
     Shutdown,
-    /// `nid` finished recovering `epoch`.
+    /// `nid` finished recovering `epoch`, in the epoch's recovery pass `pass`.
     RecoveryDone {
         /// The node.
         nid: NodeId,
         /// The epoch it recovered.
         epoch: Epoch,
+        /// Which recovery pass of the epoch: 0 for the pass the epoch began with, `n` after
+        /// the epoch's `n`-th copy change (`Membership::pass`). Encoded as kind 5 when 0
+        /// (the layout binaries before copy changes wrote), else as kind 7.
+        pass: u32,
     },
     /// An opaque cluster-wide notification from `from` (VDI operations, locks).
     Notify {
@@ -110,10 +114,13 @@ impl Record {
                 out.extend_from_slice(&config.encode());
             }
             LogEntry::Shutdown => out.push(4),
-            LogEntry::RecoveryDone { nid, epoch } => {
-                out.push(5);
+            LogEntry::RecoveryDone { nid, epoch, pass } => {
+                out.push(if *pass == 0 { 5 } else { 7 });
                 put_nid(&mut out, nid);
                 out.extend_from_slice(&epoch.get().to_le_bytes());
+                if *pass != 0 {
+                    out.extend_from_slice(&pass.to_le_bytes());
+                }
             }
             LogEntry::Notify { from, msg } => {
                 out.push(6);
@@ -155,6 +162,12 @@ impl Record {
             5 => LogEntry::RecoveryDone {
                 nid: nid(&mut r)?,
                 epoch: Epoch(r.u32()?),
+                pass: 0,
+            },
+            7 => LogEntry::RecoveryDone {
+                nid: nid(&mut r)?,
+                epoch: Epoch(r.u32()?),
+                pass: r.u32()?,
             },
             6 => {
                 let from = nid(&mut r)?;

@@ -85,6 +85,7 @@ mod tests {
             entry: LogEntry::RecoveryDone {
                 nid: NodeId::from_socket("127.0.0.1:7000".parse().unwrap()),
                 epoch: Epoch(n),
+                pass: 0,
             },
         }
     }

@@ -1,5 +1,10 @@
 //! The membership state machine: a pure fold over the ordered log. Every member applies the
 //! same records in the same order and so derives the same members, epochs and status.
+//!
+//! Two VDI records of the log change what it folds: `ClusterMsg::AlterClusterCopy` sets the
+//! config's default copies, and `ClusterMsg::AlterVdiCopy` moves objects without a new
+//! epoch: it starts another recovery *pass* of the epoch, and the epoch is stable again only
+//! once every member reports that pass done (`LogEntry::RecoveryDone::pass`).
 
 use std::collections::BTreeSet;
 
@@ -8,6 +13,7 @@ use sd_proto::cluster::SheepdogConfig;
 use sd_proto::node::{NodeId, SdNode};
 
 use crate::log::{LogEntry, Record, Saved};
+use crate::vdi_log::ClusterMsg;
 
 /// Cluster status as the fold sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +48,21 @@ pub enum Outcome {
     Formatted(SheepdogConfig),
     /// The status changed.
     Status(Status),
-    /// Every member finished recovering this epoch: copies no longer placed on a node may
-    /// be removed from it.
+    /// Every member finished recovering this epoch (its latest pass): copies no longer
+    /// placed on a node may be removed from it.
     Stable(Epoch),
+    /// The cluster's default copies changed (`ClusterMsg::AlterClusterCopy`): the new
+    /// config, to save. Comes before the record's `Notify`.
+    Config(SheepdogConfig),
+    /// A VDI's copies changed (`ClusterMsg::AlterVdiCopy`): every member recovers `epoch`
+    /// again, as its pass `pass`, placing objects by the new counts. Comes after the
+    /// record's `Notify`.
+    NewPass {
+        /// The epoch (unchanged).
+        epoch: Epoch,
+        /// The new pass of it.
+        pass: u32,
+    },
     /// A notification to apply.
     Notify {
         /// Sender.
@@ -75,8 +93,11 @@ pub struct Membership {
     /// How many copies each object has among the stable members: `copies`, or fewer when
     /// they span fewer zones. Losing this many of them may lose every copy of an object.
     stable_copies: usize,
-    /// Members that finished recovering the current epoch.
+    /// Members that finished recovering the current epoch's current pass.
     recovered: BTreeSet<NodeId>,
+    /// The current recovery pass of the epoch: 0 when it begins, bumped by every VDI copy
+    /// change.
+    pass: u32,
     /// The last epoch every member finished recovering (0: none since the format).
     stable_epoch: Epoch,
 }
@@ -93,6 +114,7 @@ impl Default for Membership {
             stable: BTreeSet::new(),
             stable_copies: 1,
             recovered: BTreeSet::new(),
+            pass: 0,
             stable_epoch: Epoch(0),
         }
     }
@@ -119,6 +141,10 @@ impl Membership {
     /// it is the format's epoch 1 or later, every member serves the formatted cluster.
     pub fn stable_epoch(&self) -> Epoch {
         self.stable_epoch
+    }
+    /// The current recovery pass of the epoch (0 until a VDI's copies change in it).
+    pub fn pass(&self) -> u32 {
+        self.pass
     }
     /// Epochs seen by this fold, oldest first.
     pub fn history(&self) -> &[EpochEntry] {
@@ -163,6 +189,7 @@ impl Membership {
     fn bump(&mut self, time: u64, out: &mut Vec<Outcome>) {
         self.epoch = self.epoch.next();
         self.recovered.clear();
+        self.pass = 0;
         let e = EpochEntry {
             epoch: self.epoch,
             time,
@@ -300,8 +327,9 @@ impl Membership {
                 // Waiting for nodes already (or unformatted): the same wait holds later.
                 self.set_status(Status::Shutdown, &mut out);
             }
-            LogEntry::RecoveryDone { nid, epoch } => {
-                if *epoch == self.epoch && self.is_member(nid) {
+            LogEntry::RecoveryDone { nid, epoch, pass } => {
+                // A pass superseded by a copy change says nothing about the new placement.
+                if *epoch == self.epoch && *pass == self.pass && self.is_member(nid) {
                     self.recovered.insert(*nid);
                     if self.members.iter().all(|m| self.recovered.contains(&m.nid)) {
                         self.set_stable(&self.members.clone());
@@ -310,11 +338,50 @@ impl Membership {
                     }
                 }
             }
-            LogEntry::Notify { from, msg } => out.push(Outcome::Notify {
-                from: *from,
-                msg: msg.clone(),
-            }),
+            LogEntry::Notify { from, msg } => {
+                let decoded = ClusterMsg::decode(msg).ok();
+                if let Some(ClusterMsg::AlterClusterCopy { copies, .. }) = decoded {
+                    self.alter_cluster_copy(copies, &mut out);
+                }
+                out.push(Outcome::Notify {
+                    from: *from,
+                    msg: msg.clone(),
+                });
+                if matches!(decoded, Some(ClusterMsg::AlterVdiCopy { .. })) {
+                    self.new_pass(&mut out);
+                }
+            }
         }
         out
+    }
+
+    /// `ClusterMsg::AlterClusterCopy`: a formatted, replicated cluster's default copies
+    /// become `copies` (a count out of range, which the VDI fold refuses, changes nothing).
+    fn alter_cluster_copy(&mut self, copies: u8, out: &mut Vec<Outcome>) {
+        if self.config.ctime == 0
+            || self.config.copy_policy != 0
+            || !crate::vdi_fold::valid_copies(copies)
+            || self.config.copies == copies
+        {
+            return;
+        }
+        self.config.copies = copies;
+        out.push(Outcome::Config(self.config.clone()));
+    }
+
+    /// `ClusterMsg::AlterVdiCopy`: objects move within the epoch. Every member recovers it
+    /// again; reports of the passes before no longer count. (Whether the VDI fold accepts
+    /// the record does not matter here: a pass that moves nothing finishes at once.)
+    fn new_pass(&mut self, out: &mut Vec<Outcome>) {
+        if self.status != Status::Ok {
+            // No recovery runs; the epoch that ends the wait recovers by the new counts.
+            return;
+        }
+        self.pass = self.pass.wrapping_add(1);
+        self.recovered.clear();
+        out.push(Outcome::NewPass {
+            epoch: self.epoch,
+            pass: self.pass,
+        });
     }
 }

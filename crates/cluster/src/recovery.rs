@@ -267,6 +267,37 @@ pub fn choose_source_with(
     }
 }
 
+/// The choice for a *stale* local copy, made from [`choose_source_with`]'s: a leftover copy
+/// a change of its VDI's copy count placed on this node again. It missed the writes made
+/// while it was placed elsewhere, yet its version may equal the newest (versions are
+/// epochs, and a copy change keeps the epoch), so a tie no longer keeps it: it is fetched
+/// from the members holding that version, trusted ones first (the caller may still keep
+/// it when its bytes match theirs). A strictly newer copy, or the only one, is kept.
+pub fn stale_loses_ties(
+    choice: SourceChoice,
+    answers: &[(NodeId, Probe)],
+    mine: Option<u32>,
+) -> SourceChoice {
+    let SourceChoice::KeepLocal(KeepReason::Newest { newest }) = choice else {
+        return choice;
+    };
+    if mine != Some(newest) {
+        return choice;
+    }
+    let holding = |want: Probe| answers.iter().filter(move |&&(_, p)| p == want);
+    let from: Vec<NodeId> = holding(Probe::Version(newest))
+        .chain(holding(Probe::Suspect(newest)))
+        .map(|&(n, _)| n)
+        .collect();
+    if from.is_empty() {
+        return choice;
+    }
+    SourceChoice::Fetch {
+        version: newest,
+        from,
+    }
+}
+
 /// The nodes to fetch `oid` from, in order, when copies carry no version: for each epoch of
 /// `history` older than `epoch`, newest first, the holders of `oid` (`copies` replicas on
 /// that epoch's ring) that are `alive`; then, as a last resort, the holders on the
@@ -407,6 +438,27 @@ mod tests {
             version,
             from: ports.iter().map(|&p| nid(p)).collect(),
         }
+    }
+
+    #[test]
+    fn a_stale_copy_loses_ties() {
+        let stale = |probes: &[Probe], mine: Option<u32>| {
+            let a = answers(probes);
+            stale_loses_ties(choose_source(&a, mine), &a, mine)
+        };
+        // A tie fetches from the holders of that version, trusted first.
+        assert_eq!(
+            stale(&[Probe::Suspect(5), Version(5), Version(4)], Some(5)),
+            fetch(5, &[7002, 7001])
+        );
+        // Strictly newer, the only copy, or older: as for any copy.
+        assert_eq!(
+            stale(&[Version(4), Missing], Some(5)),
+            KeepLocal(Newest { newest: 4 })
+        );
+        assert_eq!(stale(&[Missing], Some(5)), KeepLocal(OnlyLiveCopy));
+        assert_eq!(stale(&[Version(6)], Some(5)), fetch(6, &[7001]));
+        assert_eq!(stale(&[Busy, Version(5)], Some(5)), Again);
     }
 
     #[track_caller]

@@ -20,7 +20,11 @@ pub struct Applied {
 
 /// Applies `msg`, appended by `from` at `time` (Unix seconds, from the log), to `table`
 /// exactly as every other member does. An error is the record's answer (the table is then
-/// unchanged): NO_VDI, VDI_EXIST, FULL_VDI, BASE_VDI_READ or VDI_LOCKED.
+/// unchanged): NO_VDI, VDI_EXIST, FULL_VDI, BASE_VDI_READ, VDI_LOCKED or INVALID_PARMS.
+///
+/// `AlterClusterCopy` changes the cluster config, not the table ([`crate::Membership`]
+/// folds it); here it is only answered: INVALID_PARMS for a count out of range, which
+/// the membership fold ignores alike.
 pub fn apply(
     table: &mut VdiTable,
     msg: &ClusterMsg,
@@ -129,5 +133,34 @@ pub fn apply(
             vid: Vid::default(),
             time,
         }),
+        ClusterMsg::AlterClusterCopy { copies, .. } => {
+            if !valid_copies(*copies) {
+                return Err(SdResult::InvalidParms);
+            }
+            Ok(Applied {
+                vid: Vid::default(),
+                time,
+            })
+        }
+        ClusterMsg::AlterVdiCopy { vid, copies, .. } => {
+            if !valid_copies(*copies) {
+                return Err(SdResult::InvalidParms);
+            }
+            let Some(e) = table.get(*vid).filter(|_| table.is_live(*vid)) else {
+                return Err(SdResult::NoVdi);
+            };
+            // Replication only; and a VDI sharing objects with another would leave them
+            // with the other's count (as Sheepdog, only a standalone VDI may change).
+            if e.copy_policy != 0 || !table.is_standalone(*vid) {
+                return Err(SdResult::InvalidParms);
+            }
+            table.set_copies(*vid, *copies);
+            Ok(Applied { vid: *vid, time })
+        }
     }
+}
+
+/// A replication count a copy change may set: 1 to `SD_MAX_COPIES`.
+pub fn valid_copies(copies: u8) -> bool {
+    (1..=sd_proto::cluster::SD_MAX_COPIES).contains(&copies)
 }

@@ -1,6 +1,6 @@
 //! The VDI records of the ordered log ([`ClusterMsg`]: create, snapshot, clone, delete,
-//! `Settled`, locks, barriers) and their byte encoding, carried as the opaque `msg` of a
-//! [`crate::log::LogEntry::Notify`].
+//! `Settled`, locks, barriers, copy-count changes) and their byte encoding, carried as the
+//! opaque `msg` of a [`crate::log::LogEntry::Notify`].
 //!
 //! # Format versions
 //!
@@ -18,6 +18,8 @@
 //! | 6    | `Lock`: token u64, vid u32, holder u64                                             |
 //! | 7    | `Unlock`: token u64, vid u32, holder u64                                           |
 //! | 8    | `NewVdi` v3: as v2 with copy_policy u8 after shift (written only for an erasure-coded VDI, so binaries that know v2 keep reading every replicated create) |
+//! | 9    | `AlterClusterCopy`: token u64, copies u8                                           |
+//! | 10   | `AlterVdiCopy`: token u64, vid u32, copies u8                                      |
 //!
 //! A vid field is 24 bits in a u32; in `base` and `snapshot_of`, 0 means none. A decoder
 //! ignores bytes after a layout's fields (no encoder writes any). Changing a layout means
@@ -45,6 +47,10 @@ mod kind {
     pub const UNLOCK: u8 = 7;
     /// `NewVdi` with a copy policy (erasure coding).
     pub const NEW_VDI_V3: u8 = 8;
+    /// `AlterClusterCopy`.
+    pub const ALTER_CLUSTER_COPY: u8 = 9;
+    /// `AlterVdiCopy`.
+    pub const ALTER_VDI_COPY: u8 = 10;
 }
 
 /// A VDI operation decided in log order on every member.
@@ -111,6 +117,25 @@ pub enum ClusterMsg {
         /// Answer token of the submitter.
         token: u64,
     },
+    /// The cluster's default copies become `copies` (ALTER_CLUSTER_COPY): folded into the
+    /// cluster config by [`crate::Membership`], which every member then saves.
+    AlterClusterCopy {
+        /// Answer token of the submitter.
+        token: u64,
+        /// The new default (1 to `SD_MAX_COPIES`).
+        copies: u8,
+    },
+    /// `vid`'s objects get `copies` replicas from here on (ALTER_VDI_COPY): the VDI table
+    /// changes, and [`crate::Membership`] starts another recovery pass of the epoch, which
+    /// moves the copies to their new places.
+    AlterVdiCopy {
+        /// Answer token of the submitter.
+        token: u64,
+        /// The VDI.
+        vid: Vid,
+        /// Its new copies (1 to `SD_MAX_COPIES`).
+        copies: u8,
+    },
 }
 
 /// Why bytes are not a [`ClusterMsg`]. Every member decodes the same bytes the same way,
@@ -142,7 +167,9 @@ impl ClusterMsg {
             | ClusterMsg::Settled { token, .. }
             | ClusterMsg::Lock { token, .. }
             | ClusterMsg::Unlock { token, .. }
-            | ClusterMsg::Barrier { token } => *token,
+            | ClusterMsg::Barrier { token }
+            | ClusterMsg::AlterClusterCopy { token, .. }
+            | ClusterMsg::AlterVdiCopy { token, .. } => *token,
         }
     }
 
@@ -210,6 +237,17 @@ impl ClusterMsg {
                 out.extend_from_slice(&vid.get().to_le_bytes());
                 out.extend_from_slice(&holder.to_le_bytes());
             }
+            ClusterMsg::AlterClusterCopy { token, copies } => {
+                out.push(kind::ALTER_CLUSTER_COPY);
+                out.extend_from_slice(&token.to_le_bytes());
+                out.push(*copies);
+            }
+            ClusterMsg::AlterVdiCopy { token, vid, copies } => {
+                out.push(kind::ALTER_VDI_COPY);
+                out.extend_from_slice(&token.to_le_bytes());
+                out.extend_from_slice(&vid.get().to_le_bytes());
+                out.push(*copies);
+            }
         }
         out
     }
@@ -218,7 +256,7 @@ impl ClusterMsg {
     pub fn decode(b: &[u8]) -> Result<ClusterMsg, MsgDecodeError> {
         let mut r = Reader::new(b);
         let kind = r.u8()?;
-        if !(kind::NEW_VDI_V1..=kind::NEW_VDI_V3).contains(&kind) {
+        if !(kind::NEW_VDI_V1..=kind::ALTER_VDI_COPY).contains(&kind) {
             return Err(MsgDecodeError::UnknownKind(kind));
         }
         let token = r.u64()?;
@@ -282,6 +320,15 @@ impl ClusterMsg {
                     ClusterMsg::Unlock { token, vid, holder }
                 }
             }
+            kind::ALTER_CLUSTER_COPY => ClusterMsg::AlterClusterCopy {
+                token,
+                copies: r.u8()?,
+            },
+            kind::ALTER_VDI_COPY => ClusterMsg::AlterVdiCopy {
+                token,
+                vid: vid(&mut r)?,
+                copies: r.u8()?,
+            },
             other => return Err(MsgDecodeError::UnknownKind(other)),
         };
         Ok(msg)

@@ -268,6 +268,31 @@ impl VdiTable {
         }
     }
 
+    /// `vid`'s objects have `copies` replicas from now on; false if the table has no such
+    /// VDI.
+    pub fn set_copies(&mut self, vid: Vid, copies: u8) -> bool {
+        match self.entries.get_mut(&vid) {
+            Some(e) => {
+                e.nr_copies = copies;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `vid` is a live working VDI sharing no object with another VDI: it has no
+    /// parent (not a clone, nor the continuation of a snapshot) and no live VDI descends
+    /// from it. Only such a VDI may change its copies (Sheepdog's "standalone" VDI).
+    pub fn is_standalone(&self, vid: Vid) -> bool {
+        let Some(e) = self.entries.get(&vid) else {
+            return false;
+        };
+        self.is_live(vid)
+            && !e.snapshot
+            && e.parent.is_none()
+            && self.live_descendants(vid).iter().all(|v| *v == vid)
+    }
+
     /// Every VDI, deleted ones included, by vid.
     pub fn iter(&self) -> impl Iterator<Item = (Vid, &VdiEntry)> {
         self.entries.iter().map(|(v, e)| (*v, e))

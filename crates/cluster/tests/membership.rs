@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 use sd_cluster::log::{LogEntry, Record, Saved};
-use sd_cluster::{Membership, Outcome, Status};
+use sd_cluster::{ClusterMsg, Membership, Outcome, Status};
 use sd_proto::Epoch;
 use sd_proto::cluster::SheepdogConfig;
 use sd_proto::node::{NodeId, SdNode};
@@ -118,6 +118,7 @@ fn recovery_done_everywhere_makes_the_view_stable() {
             rec(LogEntry::RecoveryDone {
                 nid: node(i).nid,
                 epoch: Epoch(2),
+                pass: 0,
             })
         })
         .collect();
@@ -164,6 +165,148 @@ fn shutdown_and_notifications_pass_through() {
     );
     run(&mut m, &[rec(LogEntry::Shutdown)]);
     assert_eq!(m.status(), Status::Shutdown);
+}
+
+/// `RecoveryDone` of `epoch`'s pass `pass` from nodes `nodes`.
+fn done(nodes: std::ops::Range<u16>, epoch: u32, pass: u32) -> Vec<Record> {
+    nodes
+        .map(|i| {
+            rec(LogEntry::RecoveryDone {
+                nid: node(i).nid,
+                epoch: Epoch(epoch),
+                pass,
+            })
+        })
+        .collect()
+}
+
+fn notify(msg: &ClusterMsg) -> Record {
+    rec(LogEntry::Notify {
+        from: node(0).nid,
+        msg: msg.encode(),
+    })
+}
+
+#[test]
+fn a_vdi_copy_change_starts_a_pass_whose_reports_alone_make_the_epoch_stable() {
+    let mut m = formatted(3, 2);
+    assert_eq!((m.epoch(), m.pass()), (Epoch(1), 0));
+    let alter = ClusterMsg::AlterVdiCopy {
+        token: 7,
+        vid: sd_proto::Vid::new(0x7c_2b25).unwrap(),
+        copies: 3,
+    };
+    // The record is answered first, then every member recovers epoch 1 again.
+    assert_eq!(
+        run(&mut m, &[notify(&alter)]),
+        vec![
+            Outcome::Notify {
+                from: node(0).nid,
+                msg: alter.encode()
+            },
+            Outcome::NewPass {
+                epoch: Epoch(1),
+                pass: 1
+            }
+        ]
+    );
+    assert_eq!((m.epoch(), m.pass()), (Epoch(1), 1));
+    // Reports of the pass before (in flight when the copies changed) do not count.
+    assert_eq!(run(&mut m, &done(0..3, 1, 0)), vec![]);
+    assert_eq!(m.stable_epoch(), Epoch(0));
+    assert_eq!(run(&mut m, &done(0..2, 1, 1)), vec![]);
+    assert_eq!(
+        run(&mut m, &done(2..3, 1, 1)),
+        vec![Outcome::Stable(Epoch(1))]
+    );
+    assert_eq!(m.stable_epoch(), Epoch(1));
+    // Another change, then a new epoch: its recovery starts at pass 0 again.
+    run(&mut m, &[notify(&alter)]);
+    assert_eq!(m.pass(), 2);
+    run(&mut m, &[leave(2)]);
+    assert_eq!((m.epoch(), m.pass()), (Epoch(2), 0));
+    assert_eq!(
+        run(&mut m, &done(0..2, 2, 0)),
+        vec![Outcome::Stable(Epoch(2))]
+    );
+}
+
+#[test]
+fn a_vdi_copy_change_while_waiting_starts_no_pass() {
+    let mut m = formatted(3, 2);
+    run(&mut m, &[leave(0), leave(1)]);
+    assert_eq!(m.status(), Status::WaitJoin);
+    let alter = ClusterMsg::AlterVdiCopy {
+        token: 7,
+        vid: sd_proto::Vid::new(0x7c_2b25).unwrap(),
+        copies: 3,
+    };
+    let out = run(&mut m, &[notify(&alter)]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(m.pass(), 0);
+}
+
+#[test]
+fn a_cluster_copy_change_sets_the_default_in_the_config() {
+    let mut m = formatted(3, 3);
+    let alter = |copies| ClusterMsg::AlterClusterCopy { token: 1, copies };
+    let out = run(&mut m, &[notify(&alter(2))]);
+    let mut want = config(3);
+    want.copies = 2;
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Config(want.clone()),
+            Outcome::Notify {
+                from: node(0).nid,
+                msg: alter(2).encode()
+            }
+        ]
+    );
+    assert_eq!(m.config(), &want);
+    assert_eq!(m.pass(), 0, "no object moves");
+    // Out of range, or unchanged: nothing happens (the VDI fold refuses the first).
+    for copies in [0, 32, 2] {
+        let out = run(&mut m, &[notify(&alter(copies))]);
+        assert_eq!(out.len(), 1, "{copies}: {out:?}");
+        assert_eq!(m.config().copies, 2);
+    }
+    // Restarted members bring it back in their saved config.
+    let r = rejoin(1, &m);
+    let LogEntry::Join { saved, .. } = &r.entry else {
+        unreachable!()
+    };
+    assert_eq!(saved.config.copies, 2);
+    // An unformatted cluster has no default to change.
+    let mut u = Membership::default();
+    run(&mut u, &[join(0, fresh()), notify(&alter(2))]);
+    assert_eq!(u.config(), &SheepdogConfig::default());
+}
+
+#[test]
+fn recovery_done_records_keep_the_first_layout_for_pass_0() {
+    let nid = node(0).nid;
+    let r = |pass| Record {
+        time: 0x0102,
+        entry: LogEntry::RecoveryDone {
+            nid,
+            epoch: Epoch(5),
+            pass,
+        },
+    };
+    // time u64, kind, nid (16-byte address, port), epoch u32[, pass u32]
+    let mut v5 = vec![0x02, 0x01, 0, 0, 0, 0, 0, 0, 5];
+    v5.extend_from_slice(&nid.addr);
+    v5.extend_from_slice(&[0x58, 0x1b, 5, 0, 0, 0]);
+    assert_eq!(r(0).encode(), v5);
+    assert_eq!(Record::decode(&v5).unwrap(), r(0));
+    let mut v7 = v5.clone();
+    v7[8] = 7;
+    v7.extend_from_slice(&[3, 0, 0, 0]);
+    assert_eq!(r(3).encode(), v7);
+    assert_eq!(Record::decode(&v7).unwrap(), r(3));
+    // A kind 7 record without its pass is not a record.
+    assert!(Record::decode(&v7[..v7.len() - 1]).is_err());
 }
 
 fn formatted(n: u16, copies: u8) -> Membership {
@@ -293,6 +436,7 @@ fn a_node_still_recovering_never_runs_alone() {
             rec(LogEntry::RecoveryDone {
                 nid: node(i).nid,
                 epoch: Epoch(2),
+                pass: 0,
             })
         })
         .collect();
@@ -337,9 +481,28 @@ fn entry() -> impl Strategy<Value = LogEntry> {
         (0u16..50).prop_map(|i| LogEntry::Leave { nid: node(i).nid }),
         Just(LogEntry::Format { config: config(2) }),
         Just(LogEntry::Shutdown),
-        (0u16..50, any::<u32>()).prop_map(|(i, e)| LogEntry::RecoveryDone {
-            nid: node(i).nid,
-            epoch: Epoch(e)
+        (
+            0u16..50,
+            any::<u32>(),
+            prop_oneof![Just(0u32), any::<u32>()]
+        )
+            .prop_map(|(i, e, pass)| LogEntry::RecoveryDone {
+                nid: node(i).nid,
+                epoch: Epoch(e),
+                pass
+            }),
+        (0u16..50, 0u32..(1 << 24), 0u8..40).prop_map(|(i, v, copies)| LogEntry::Notify {
+            from: node(i).nid,
+            msg: ClusterMsg::AlterVdiCopy {
+                token: 1,
+                vid: sd_proto::Vid::from_masked(v),
+                copies
+            }
+            .encode()
+        }),
+        (0u16..50, 0u8..40).prop_map(|(i, copies)| LogEntry::Notify {
+            from: node(i).nid,
+            msg: ClusterMsg::AlterClusterCopy { token: 1, copies }.encode()
         }),
         proptest::collection::vec(any::<u8>(), 0..300).prop_map(|msg| LogEntry::Notify {
             from: node(1).nid,

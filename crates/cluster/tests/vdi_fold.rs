@@ -388,6 +388,97 @@ fn a_barrier_changes_nothing() {
     assert_eq!(view(&t), before);
 }
 
+fn alter(vid: Vid, copies: u8) -> ClusterMsg {
+    ClusterMsg::AlterVdiCopy {
+        token: 0,
+        vid,
+        copies,
+    }
+}
+
+#[test]
+fn a_standalone_vdi_changes_its_copies() {
+    let v = hash("test");
+    let mut t = check(&[(0, create("test"), Ok(v)), (1, lock(v, 1), Ok(v))]);
+    // A writer's lock does not stop it (the VM keeps running).
+    check_on(&mut t, &[(2, alter(v, 1), Ok(v)), (0, alter(v, 31), Ok(v))]);
+    assert_eq!(t.get(v).unwrap().nr_copies, 31);
+    let before = view(&t);
+    // Out of range, or no such VDI: refused, nothing changes.
+    check_on(
+        &mut t,
+        &[
+            (0, alter(v, 0), Err(SdResult::InvalidParms)),
+            (0, alter(v, 32), Err(SdResult::InvalidParms)),
+            (0, alter(vid(v.get() + 1), 2), Err(SdResult::NoVdi)),
+        ],
+    );
+    assert_eq!(view(&t), before);
+    // Deleted: no VDI any more.
+    let mut t = check(&[(0, create("gone"), Ok(hash("gone")))]);
+    check_on(
+        &mut t,
+        &[
+            (0, del(hash("gone")), Ok(hash("gone"))),
+            (0, alter(hash("gone"), 2), Err(SdResult::NoVdi)),
+        ],
+    );
+}
+
+#[test]
+fn a_vdi_sharing_objects_keeps_its_copies() {
+    // As Sheepdog 1.0: a snapshot, a VDI snapshotted (its successor shares its objects),
+    // a clone, and an erasure-coded VDI are refused.
+    let a = hash("test");
+    let mut t = check(&[(0, create("test"), Ok(a))]);
+    let w = vid(a.get() + 1);
+    check_on(&mut t, &[(0, snapshot("test", a, "s1"), Ok(w))]);
+    let c = hash("c");
+    check_on(&mut t, &[(0, clone_of("c", a), Ok(c))]);
+    let ec = hash("ec");
+    check_on(
+        &mut t,
+        &[(
+            0,
+            ClusterMsg::NewVdi {
+                token: 0,
+                name: b"ec".to_vec(),
+                size: 1 << 30,
+                copies: 3,
+                shift: 22,
+                copy_policy: 0x12,
+                base: None,
+                snapshot_of: None,
+                tag: Vec::new(),
+            },
+            Ok(ec),
+        )],
+    );
+    let before = view(&t);
+    for v in [a, w, c, ec] {
+        check_on(&mut t, &[(0, alter(v, 2), Err(SdResult::InvalidParms))]);
+    }
+    assert_eq!(view(&t), before);
+    assert!(t.is_standalone(hash("unrelated")) == t.is_live(hash("unrelated")));
+}
+
+#[test]
+fn a_cluster_copy_change_is_only_answered_here() {
+    let v = hash("test");
+    let mut t = check(&[(0, create("test"), Ok(v))]);
+    let before = view(&t);
+    let msg = |copies| ClusterMsg::AlterClusterCopy { token: 0, copies };
+    check_on(
+        &mut t,
+        &[
+            (0, msg(2), Ok(Vid::default())),
+            (0, msg(0), Err(SdResult::InvalidParms)),
+            (0, msg(32), Err(SdResult::InvalidParms)),
+        ],
+    );
+    assert_eq!(view(&t), before);
+}
+
 /// A small world of names and vids, so scripts hit each other's VDIs.
 fn small_msg() -> impl Strategy<Value = ClusterMsg> {
     let name = prop::sample::select(vec!["a", "b", "test"]);
@@ -404,8 +495,9 @@ fn small_msg() -> impl Strategy<Value = ClusterMsg> {
         v.clone().prop_map(del),
         v.clone().prop_map(settled),
         (v.clone(), 0u64..3).prop_map(|(v, h)| lock(v, h)),
-        (v, 0u64..3).prop_map(|(v, h)| unlock(v, h)),
+        (v.clone(), 0u64..3).prop_map(|(v, h)| unlock(v, h)),
         Just(ClusterMsg::Barrier { token: 0 }),
+        (v, 0u8..4).prop_map(|(v, c)| alter(v, c)),
     ]
 }
 

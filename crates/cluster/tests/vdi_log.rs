@@ -117,6 +117,23 @@ fn golden_bytes_of_every_kind() {
             },
             "07  04 00 00 00 00 00 00 00  25 2b 7c 00  00 00 00 00 00 00 00 00",
         ),
+        (
+            "cluster default copies",
+            ClusterMsg::AlterClusterCopy {
+                token: 5,
+                copies: 2,
+            },
+            "09  05 00 00 00 00 00 00 00  02",
+        ),
+        (
+            "a VDI's copies",
+            ClusterMsg::AlterVdiCopy {
+                token: 6,
+                vid: vid(0x7c_2b25),
+                copies: 3,
+            },
+            "0a  06 00 00 00 00 00 00 00  25 2b 7c 00  03",
+        ),
     ];
     for (what, msg, bytes) in cases {
         let bytes = hex(bytes);
@@ -155,7 +172,7 @@ fn records_of_the_first_format_still_decode() {
 
 #[test]
 fn bytes_that_are_not_records_say_why() {
-    let cases: [(&str, Vec<u8>, MsgDecodeError); 13] = [
+    let cases: [(&str, Vec<u8>, MsgDecodeError); 16] = [
         ("empty", vec![], MsgDecodeError::Truncated),
         (
             "kind 0",
@@ -163,9 +180,24 @@ fn bytes_that_are_not_records_say_why() {
             MsgDecodeError::UnknownKind(0),
         ),
         (
-            "kind 9 (newer binary)",
+            "kind 11 (newer binary)",
+            hex("0b  01 00 00 00 00 00 00 00"),
+            MsgDecodeError::UnknownKind(11),
+        ),
+        (
+            "cluster copies without the count",
             hex("09  01 00 00 00 00 00 00 00"),
-            MsgDecodeError::UnknownKind(9),
+            MsgDecodeError::Truncated,
+        ),
+        (
+            "VDI copies without the count",
+            hex("0a  01 00 00 00 00 00 00 00  25 2b 7c 00"),
+            MsgDecodeError::Truncated,
+        ),
+        (
+            "VDI copies of a vid over 24 bits",
+            hex("0a  01 00 00 00 00 00 00 00  00 00 00 01  03"),
+            MsgDecodeError::BadField("vid"),
         ),
         (
             "erasure-coded create without its policy",
@@ -297,6 +329,10 @@ fn msg() -> impl Strategy<Value = ClusterMsg> {
         (any::<u64>(), any_vid(), any::<u64>())
             .prop_map(|(token, vid, holder)| ClusterMsg::Unlock { token, vid, holder }),
         any::<u64>().prop_map(|token| ClusterMsg::Barrier { token }),
+        (any::<u64>(), any::<u8>())
+            .prop_map(|(token, copies)| ClusterMsg::AlterClusterCopy { token, copies }),
+        (any::<u64>(), any_vid(), any::<u8>())
+            .prop_map(|(token, vid, copies)| ClusterMsg::AlterVdiCopy { token, vid, copies }),
     ]
 }
 
@@ -316,7 +352,7 @@ proptest! {
 
     #[test]
     fn records_with_a_known_kind_byte_never_panic(
-        kind in 1u8..=7,
+        kind in 1u8..=10,
         b in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
         let b = [&[kind][..], &b].concat();

@@ -13,6 +13,11 @@
 //! replica that cannot be asked leaves the object undecided. Any of these exits 1.
 //! Objects are checked [`IN_FLIGHT`] at a time, each worker with its own connections.
 //!
+//! An erasure-coded VDI's data objects are checked by a sheep instead (CHECK_STRIPS): it
+//! reads every strip, rebuilds the missing ones and a wrong one when the others say which
+//! (`fixed missing %lx` / `fixed replica %lx` per strip), and reports strips that disagree
+//! with nothing saying which is wrong as `no majority of %lx`.
+//!
 //! With `-e`, each node is asked once (OIDS_EXIST, in batches) which of the objects it
 //! should hold it lacks; nothing is repaired.
 
@@ -26,6 +31,7 @@ use bytes::Bytes;
 use sd_client::{ClientError, Connection};
 use sd_proto::node::{NodeId, SdNode};
 use sd_proto::oid_list::OidList;
+use sd_proto::strip_check::{Outcome, StripCheck, StripStatus};
 use sd_proto::{
     Epoch, Flags, ForwArgs, ObjArgs, Oid, Opcode, RequestHeader, ResponseHeader, SdResult, Vid,
 };
@@ -375,6 +381,100 @@ async fn exist_objects(ctx: &mut Ctx, oids: &[Oid], copies: u8, doc: &mut VdiChe
     }
 }
 
+/// The data objects of an erasure-coded VDI: each checked (`-e`: looked for) by a sheep
+/// that reads every strip (CHECK_STRIPS), which rebuilds the missing and wrong ones.
+async fn ec_objects(ctx: &mut Ctx, oids: &[Oid], total: u8, doc: &mut VdiCheck) {
+    let exist = ctx.opts.exist_only;
+    let json = ctx.opts.json;
+    let ring = sd_cluster::placement::Ring::new(&ctx.nodes);
+    let bar = Progress::objects(u64::try_from(oids.len()).unwrap_or(u64::MAX));
+    for &oid in oids {
+        bar.inc(1);
+        let mut hdr = RequestHeader::new(Opcode::CheckStrips).with_obj(ObjArgs {
+            oid,
+            offset: u64::from(exist),
+            ..ObjArgs::default()
+        });
+        hdr.data_length = 2 + 255;
+        let answer = match ctx.conn().await {
+            Some(c) => c.call(hdr, &[]).await,
+            None => {
+                doc.failed.push(oid_hex(oid));
+                continue;
+            }
+        };
+        let report = match answer {
+            Ok((rsp, data)) if rsp.result == SdResult::Success => StripCheck::decode(&data).ok(),
+            Ok((rsp, _)) => {
+                bar.suspend(|| {
+                    sd_err!("failed to check {:x}: {}", oid.get(), rsp.result.message())
+                });
+                None
+            }
+            Err(e) => {
+                Ctx::report_transport(&e);
+                None
+            }
+        };
+        let Some(report) = report else {
+            doc.failed.push(oid_hex(oid));
+            continue;
+        };
+        let holders = ring.replicas(oid, usize::from(total));
+        bar.suspend(|| {
+            for (i, st) in report.strips.iter().enumerate() {
+                let addr = holders
+                    .get(i)
+                    .map(|n| n.nid.to_string())
+                    .unwrap_or_default();
+                let copy = CheckedCopy {
+                    oid: oid_hex(oid),
+                    addr: addr.clone(),
+                };
+                match (st, exist) {
+                    (StripStatus::Missing, true) => {
+                        if !json {
+                            ctx.put(&format!("[{addr}] oid {:016x} is missing.\n", oid.get()));
+                        }
+                        doc.missing.push(copy);
+                    }
+                    (StripStatus::Missing, false) if report.outcome == Outcome::Repaired => {
+                        if !json {
+                            ctx.put(&format!("fixed missing {:x}\n", oid.get()));
+                        }
+                        doc.fixed_missing.push(copy);
+                    }
+                    (StripStatus::Wrong, false) if report.outcome == Outcome::Repaired => {
+                        if !json {
+                            ctx.put(&format!("fixed replica {:x}\n", oid.get()));
+                        }
+                        doc.fixed_replicas.push(copy);
+                    }
+                    _ => {}
+                }
+            }
+            match report.outcome {
+                Outcome::Lost => {
+                    sd_err!(
+                        "object {:x} is lost: too few strips to decode it",
+                        oid.get()
+                    );
+                    doc.lost.push(oid_hex(oid));
+                }
+                Outcome::Undecided if report.strips.contains(&StripStatus::Unknown) => {
+                    doc.failed.push(oid_hex(oid));
+                }
+                Outcome::Undecided => {
+                    sd_err!("no majority of {:x}", oid.get());
+                    doc.no_majority.push(oid_hex(oid));
+                }
+                Outcome::Intact | Outcome::Repaired => {}
+            }
+        });
+    }
+    bar.finish();
+}
+
 /// The objects of a VDI: its inode, then every allocated data object (the oid names the
 /// VDI the index entry points at).
 fn vdi_objects(v: &ListedVdi) -> Vec<Oid> {
@@ -414,9 +514,14 @@ async fn check_vdi(ctx: &mut Ctx, v: &ListedVdi) -> VdiCheck {
         doc.failed.push(oid_hex(v.vid.inode_oid()));
         return doc;
     }
-    let oids = vdi_objects(v);
+    let mut oids = vdi_objects(v);
     doc.objects = u64::try_from(oids.len()).unwrap_or(u64::MAX);
     let json = ctx.opts.json;
+    if h.copy_policy != 0 {
+        // Erasure coded: the inode is replicated (below), the data objects are strips.
+        let data = oids.split_off(1.min(oids.len()));
+        ec_objects(ctx, &data, h.nr_copies, &mut doc).await;
+    }
     if exist {
         exist_objects(ctx, &oids, h.nr_copies, &mut doc).await;
         if !json {

@@ -238,6 +238,8 @@ async fn dispatch(ctx: &mut Ctx, cmd: &Command, sub: &SubCmd, args: &[OsString])
         Handler::VdiResize => crate::resize::resize(ctx, &args).await,
         Handler::VdiCheck => crate::check::vdi_check(ctx, &args).await,
         Handler::ClusterCheck => crate::check::cluster_check(ctx).await,
+        Handler::VdiAlterCopy => crate::alter::vdi_alter_copy(ctx, &args).await,
+        Handler::ClusterAlterCopy => crate::alter::cluster_alter_copy(ctx).await,
         Handler::NotImplemented => {
             if !sub.subsub.is_empty() {
                 let first = args

@@ -593,5 +593,5 @@ async fn hidden_subcommands_still_parse_and_fail() {
             hidden += 1;
         }
     }
-    assert_eq!(hidden, 17);
+    assert_eq!(hidden, 15);
 }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod alter;
 mod attr;
 mod check;
 mod cli;

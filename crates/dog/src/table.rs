@@ -267,6 +267,10 @@ pub enum Handler {
     VdiCheck,
     /// `cluster check`.
     ClusterCheck,
+    /// `vdi alter-copy`.
+    VdiAlterCopy,
+    /// `cluster alter-copy`.
+    ClusterAlterCopy,
     /// Listed for compatibility, not implemented by this `dog` yet.
     NotImplemented,
 }
@@ -545,7 +549,7 @@ const VDI_SUBS: &[SubCmd] = &[
         "caphTf",
         "set the vdi's redundancy level",
         NEED_NODELIST | NEED_ARG,
-        NI,
+        Handler::VdiAlterCopy,
     ),
     SubCmd {
         handler: Handler::VdiLock,
@@ -734,7 +738,7 @@ const CLUSTER_SUBS: &[SubCmd] = &[
         "aphTcf",
         "set the cluster's redundancy level",
         NEED_NODELIST,
-        NI,
+        Handler::ClusterAlterCopy,
     ),
 ];
 

@@ -164,6 +164,15 @@ impl RequestHeader {
         self.args = a.encode();
         self
     }
+    /// The `vdi_state` view of the arguments (NOTIFY_VDI_ADD, ALTER_VDI_COPY).
+    pub fn vdi_state(&self) -> VdiStateArgs {
+        VdiStateArgs::decode(&self.args)
+    }
+    /// Builder: sets `vdi_state` arguments.
+    pub fn with_vdi_state(mut self, a: VdiStateArgs) -> Self {
+        self.args = a.encode();
+        self
+    }
 }
 
 /// Forwarding arguments (REPAIR_REPLICA): the object and the node that holds a good copy.
@@ -350,6 +359,52 @@ impl VdiArgs {
             .u32(self.snapid)
             .u32(self.lock_type)
             .zeros(8);
+        to_array(&w.buf)
+    }
+}
+
+/// `vdi_state` arguments (NOTIFY_VDI_ADD, ALTER_VDI_COPY): off 16 u32 old_vid; 20 u32
+/// new_vid; 24 u8 copies; 25 u8 set_bitmap; 26 u8 copy_policy; 27 u8 block_size_shift;
+/// 28..48 unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VdiStateArgs {
+    /// The VDI before (NOTIFY_VDI_ADD).
+    pub old_vid: u32,
+    /// The VDI (ALTER_VDI_COPY: the one whose copies change).
+    pub new_vid: u32,
+    /// Copies.
+    pub copies: u8,
+    /// NOTIFY_VDI_ADD: set the in-use bit (0 = false).
+    pub set_bitmap: u8,
+    /// Copy policy (0 = replication).
+    pub copy_policy: u8,
+    /// log2 of the object size.
+    pub block_size_shift: u8,
+}
+
+impl VdiStateArgs {
+    /// Decodes from the argument union; total.
+    pub fn decode(a: &[u8; 32]) -> Self {
+        let mut r = Reader::new(a);
+        VdiStateArgs {
+            old_vid: r.u32().unwrap_or_default(),
+            new_vid: r.u32().unwrap_or_default(),
+            copies: r.u8().unwrap_or_default(),
+            set_bitmap: r.u8().unwrap_or_default(),
+            copy_policy: r.u8().unwrap_or_default(),
+            block_size_shift: r.u8().unwrap_or_default(),
+        }
+    }
+    /// Encodes into the argument union.
+    pub fn encode(&self) -> [u8; 32] {
+        let mut w = Writer::with_capacity(32);
+        w.u32(self.old_vid)
+            .u32(self.new_vid)
+            .u8(self.copies)
+            .u8(self.set_bitmap)
+            .u8(self.copy_policy)
+            .u8(self.block_size_shift)
+            .zeros(20);
         to_array(&w.buf)
     }
 }

@@ -18,6 +18,7 @@ pub mod peer_copy;
 pub mod result;
 pub mod stat;
 pub mod store_list;
+pub mod strip_check;
 pub mod strip_log;
 pub mod vdi_state;
 mod wire;

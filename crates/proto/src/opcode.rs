@@ -219,6 +219,10 @@ opcodes! {
     /// 0xF7 sheepdog-rs extension, between sheep: what a strip's log holds
     /// ([`StripLog`](crate::strip_log::StripLog)), to resolve a write some holders lack.
     StripLogPeer = 0xF7,
+    /// 0xF8 sheepdog-rs extension: check (and repair) every strip of erasure-coded object
+    /// `obj.oid` through this sheep ([`StripCheck`](crate::strip_check::StripCheck));
+    /// `obj.offset` 1: only which strips exist.
+    CheckStrips = 0xF8,
 }
 
 impl Opcode {

@@ -8,6 +8,7 @@ use sd_proto::cluster::{
     SD_FORMAT_VERSION, SD_VDI_BITMAP_SIZE, SheepdogConfig, flags,
 };
 use sd_proto::codec::encode_request;
+use sd_proto::header::VdiStateArgs;
 use sd_proto::inode::{
     GenRef, Inode, InodeHeader, SD_ATTR_OBJ_SIZE, SD_INODE_DATA_INDEX_SIZE, SD_INODE_GREF_OFFSET,
     SD_INODE_HEADER_SIZE, SD_INODE_SIZE, data_index_offset,
@@ -269,6 +270,52 @@ fn make_fs_and_stat_cluster_args() {
     h.flags = Flags::WRITE;
     h.data_length = 6;
     assert_eq!(h.encode(), g);
+    assert_eq!(RequestHeader::decode(&g).unwrap().cluster(), a);
+}
+
+#[test]
+fn alter_copy_requests() {
+    // ALTER_VDI_COPY (0xC0, internal: proto_ver 0x0a): vdi_state new_vid @20, copies @24,
+    // copy_policy @26, block_size_shift @27.
+    let mut g = [0u8; 48];
+    put(&mut g, 0, &[0x0a, 0xc0, 0x00, 0x00]);
+    put(&mut g, 20, &0x7c_2b25u32.to_le_bytes());
+    put(&mut g, 24, &[3, 0, 0, 22]);
+    let a = VdiStateArgs {
+        old_vid: 0,
+        new_vid: 0x7c_2b25,
+        copies: 3,
+        set_bitmap: 0,
+        copy_policy: 0,
+        block_size_shift: 22,
+    };
+    assert_eq!(
+        RequestHeader::new(Opcode::AlterVdiCopy)
+            .with_vdi_state(a)
+            .encode(),
+        g
+    );
+    assert_eq!(RequestHeader::decode(&g).unwrap().vdi_state(), a);
+    // NOTIFY_VDI_ADD's old_vid @16 and set_bitmap @25 share the layout.
+    put(&mut g, 16, &0x0a_0b0cu32.to_le_bytes());
+    put(&mut g, 25, &[1]);
+    let b = RequestHeader::decode(&g).unwrap().vdi_state();
+    assert_eq!((b.old_vid, b.set_bitmap), (0x0a_0b0c, 1));
+
+    // ALTER_CLUSTER_COPY (0xBF): cluster copies @32, copy_policy @33.
+    let mut g = [0u8; 48];
+    put(&mut g, 0, &[0x0a, 0xbf, 0x00, 0x00]);
+    put(&mut g, 32, &[2, 0]);
+    let a = ClusterArgs {
+        copies: 2,
+        ..ClusterArgs::default()
+    };
+    assert_eq!(
+        RequestHeader::new(Opcode::AlterClusterCopy)
+            .with_cluster(a)
+            .encode(),
+        g
+    );
     assert_eq!(RequestHeader::decode(&g).unwrap().cluster(), a);
 }
 

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use sd_proto::cluster::{ClusterInfo, EpochLogRecord, EpochMembers, STORE_LEN, SheepdogConfig};
+use sd_proto::header::VdiStateArgs;
 use sd_proto::inode::{
     GenRef, Inode, InodeHeader, SD_INODE_DATA_INDEX, SD_INODE_HEADER_SIZE, SD_MAX_VDI_LEN,
 };
@@ -360,6 +361,17 @@ proptest! {
         prop_assert_eq!(ClusterArgs::decode(&a.encode()), a);
         let h = h.with_cluster(a);
         prop_assert_eq!(RequestHeader::decode(&h.encode()).unwrap().cluster(), a);
+    }
+
+    /// VdiStateArgs keeps bytes 16..28 and drops the unused 28..48.
+    #[test]
+    fn vdi_state_args_round_trip(b in any::<[u8; 32]>(), h in request_header()) {
+        let mut want = b;
+        want[12..].fill(0);
+        let a = VdiStateArgs::decode(&b);
+        prop_assert_eq!(a.encode(), want);
+        let h = h.with_vdi_state(a);
+        prop_assert_eq!(RequestHeader::decode(&h.encode()).unwrap().vdi_state(), a);
     }
 
     /// ClusterArgs drops oid (16..24), tag (36..40) and the reserved bytes (45..48).

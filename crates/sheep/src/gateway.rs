@@ -8,6 +8,12 @@
 //!
 //! Erasure-coded objects take their own path (`crate::ec`) from [`mutate`] and [`read`].
 //!
+//! **Copy changes**: a VDI's copy count may change under a request (`ClusterMsg::
+//! AlterVdiCopy`, no new epoch). Each round takes the count from the VDI table; a mutation
+//! all replicas applied is sent again to the replicas of the new count before it is
+//! acknowledged if the count changed meanwhile, so no new holder misses a write another
+//! gateway began by the old count (`crate::recovery::copies`).
+//!
 //! **The fence**: a fenced node (`Sheep::fenced`: cut off from the membership service long
 //! enough that the others may soon count it dead) fails every request with
 //! `SheepError::Fenced` (CLUSTER_ERROR): new ones at once, those waiting for replicas as the
@@ -376,7 +382,9 @@ async fn mutate_rounds(
     sent: &mut bool,
 ) -> SheepResult<()> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
+    let mut copies = copies;
     loop {
+        copies = sheep.vdi_copies(oid).unwrap_or(copies);
         let (epoch, nodes) = targets(sheep, oid, copies)?;
         // Creates are durable on every replica; overwrites are, when the VDI's client
         // flushes after (nearly) every write (see `Writeback::durable_writes`).
@@ -420,7 +428,12 @@ async fn mutate_rounds(
             }
             // Every replica has it, but the cluster may have moved on without us.
             Next::Done(()) if sheep.fenced() => return Err(SheepError::Fenced),
-            Next::Done(()) => return Ok(()),
+            Next::Done(()) => match sheep.vdi_copies(oid) {
+                Some(now) if now != copies => {
+                    tracing::debug!(%oid, copies, now, "VDI copies changed under a write; sending it again");
+                }
+                _ => return Ok(()),
+            },
         }
     }
 }
@@ -438,6 +451,7 @@ pub async fn read(
     }
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
+        let copies = sheep.vdi_copies(oid).unwrap_or(copies);
         let (epoch, mut nodes) = targets(sheep, oid, copies)?;
         if let Some(i) = nodes.iter().position(|n| *n == sheep.me.nid) {
             nodes.swap(0, i);

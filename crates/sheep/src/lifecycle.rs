@@ -145,6 +145,7 @@ pub async fn start(
     tokio::spawn(crate::writeback::run_flusher(sheep.clone()));
     tokio::spawn(crate::scrub::run(sheep.clone()));
     tokio::spawn(crate::fanout::run(sheep.clone()));
+    tokio::spawn(crate::ec::run_checkpointer(sheep.clone()));
     tokio::select! {
         r = live_rx.wait_for(|l| *l) => { r.map_err(|_| StartError::Cancelled)?; }
         () = sheep.cancel.cancelled() => return Err(StartError::Cancelled),

@@ -56,7 +56,6 @@ pub struct VdiDev {
     name: Vec<u8>,
     size: u64,
     obj_size: u64,
-    copies: usize,
     read_only: bool,
     /// The current vid and its `data_vdi_id[]` as this gateway knows it (it is the only
     /// writer of this VDI).
@@ -91,13 +90,11 @@ async fn load_inode(sheep: &Sheep, vid: Vid) -> SheepResult<(InodeHeader, Vec<u3
 
 impl VdiDev {
     async fn open(sheep: Arc<Sheep>, vid: Vid) -> SheepResult<VdiDev> {
-        let copies = sheep.copies_of(vid.inode_oid(), 0);
         let (hdr, index) = load_inode(&sheep, vid).await?;
         Ok(VdiDev {
             name: hdr.name.clone(),
             size: hdr.vdi_size,
             obj_size: hdr.object_size(),
-            copies,
             read_only: hdr.is_snapshot(),
             state: Mutex::new(DevState { vid, index }),
             alloc: tokio::sync::Mutex::new(()),
@@ -140,6 +137,12 @@ impl VdiDev {
 
     fn state(&self) -> std::sync::MutexGuard<'_, DevState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replicas of `oid` now: its VDI's count, which a copy change may alter while the
+    /// export is open (`ClusterMsg::AlterVdiCopy`).
+    fn copies(&self, oid: sd_proto::Oid) -> usize {
+        self.sheep.copies_of(oid, 0)
     }
 
     /// The vid I/O goes to now.
@@ -220,7 +223,9 @@ impl VdiDev {
                 continue;
             }
             let oid = Vid::from_masked(owner).data_oid(idx);
-            out.extend_from_slice(&gateway::read(&self.sheep, oid, inner, len, self.copies).await?);
+            out.extend_from_slice(
+                &gateway::read(&self.sheep, oid, inner, len, self.copies(oid)).await?,
+            );
         }
         Ok(out.freeze())
     }
@@ -233,7 +238,7 @@ impl VdiDev {
                 offset: inner,
                 data,
             };
-            gateway::mutate(&self.sheep, oid, self.copies, m)
+            gateway::mutate(&self.sheep, oid, self.copies(oid), m)
         };
         if self.owner(idx) == vid.get() {
             return overwrite(data).await;
@@ -260,7 +265,7 @@ impl VdiDev {
         gateway::mutate(
             &self.sheep,
             oid,
-            self.copies,
+            self.copies(oid),
             Mutation::Create { offset, data },
         )
         .await?;
@@ -271,7 +276,7 @@ impl VdiDev {
             vid.inode_oid(),
             data_index_offset(idx),
             entry,
-            self.copies,
+            self.copies(vid.inode_oid()),
         )
         .await?;
         self.set_owner(idx, vid.get());
@@ -322,7 +327,7 @@ impl VdiDev {
                     vid.inode_oid(),
                     data_index_offset(idx),
                     zero,
-                    self.copies,
+                    self.copies(vid.inode_oid()),
                 )
                 .await?;
                 self.set_owner(idx, 0);

@@ -250,17 +250,29 @@ impl Sheep {
         oid.object_size(shift)
     }
 
-    /// Redundancy of `oid`: `requested` if non-zero, else its VDI's, else the cluster's.
+    /// Redundancy of `oid`: its VDI's, as the VDI table says now (a VDI's copies change
+    /// in log order, `ClusterMsg::AlterVdiCopy`, while clients keep the count they read
+    /// from the inode); for a VDI this node does not know (yet), `requested` if non-zero,
+    /// else the cluster's.
     pub fn copies_of(&self, oid: Oid, requested: u8) -> usize {
+        if let Some(c) = self.vdi_copies(oid) {
+            return c;
+        }
         let c = if requested != 0 {
             requested
         } else {
-            self.vdis()
-                .get(oid.vid())
-                .map(|e| e.nr_copies)
-                .filter(|c| *c != 0)
-                .unwrap_or_else(|| self.sys().config.copies)
+            self.sys().config.copies
         };
         usize::from(c.max(1))
+    }
+
+    /// Redundancy of `oid` by its VDI's entry in the VDI table; `None` if the table does
+    /// not know the VDI.
+    pub fn vdi_copies(&self, oid: Oid) -> Option<usize> {
+        self.vdis()
+            .get(oid.vid())
+            .map(|e| e.nr_copies)
+            .filter(|c| *c != 0)
+            .map(usize::from)
     }
 }

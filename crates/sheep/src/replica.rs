@@ -70,6 +70,7 @@ pub async fn read(
         if for_recovery {
             return Err(SdResult::NoObj.into());
         }
+        ahead_of_us(sheep, oid)?;
         let started = Instant::now();
         crate::recovery::object::recover_now(sheep, oid).await?;
         crate::metrics::recovery_wait("read", started);
@@ -78,6 +79,7 @@ pub async fn read(
         // Missing here although asked for: perhaps placed here by a new epoch and not
         // recovered yet. Fetch it, then serve.
         Err(e) if !for_recovery && e.result() == SdResult::NoObj => {
+            ahead_of_us(sheep, oid)?;
             let started = Instant::now();
             crate::recovery::object::recover_missing(sheep, oid).await?;
             crate::metrics::recovery_wait("read", started);
@@ -90,6 +92,19 @@ pub async fn read(
             Err(e)
         }
         other => other,
+    }
+}
+
+/// Before recovering `oid` for client I/O: if this node's view does not place it here, the
+/// gateway applied a change of its VDI's copies this node has not yet (the epochs are the
+/// same, or the request had been refused): NEW_NODE_VER, which the gateway retries in a
+/// moment, instead of fetching a copy that may miss writes still in flight
+/// (`recovery::copies`).
+fn ahead_of_us(sheep: &Sheep, oid: Oid) -> SheepResult<()> {
+    if crate::recovery::copies::placed_here(sheep, oid) {
+        Ok(())
+    } else {
+        Err(SdResult::NewNodeVer.into())
     }
 }
 
@@ -113,6 +128,7 @@ pub async fn write(
         crate::writeback::throttle(sheep).await?;
     }
     if sheep.recovery.needs(oid) {
+        ahead_of_us(sheep, oid)?;
         // Not held yet: kept in a partial copy, which recovery merges first.
         if crate::recovery::partial::write(sheep, oid, offset, &data, epoch).await? {
             return Ok(());
@@ -131,6 +147,7 @@ pub async fn write(
     match first {
         // As for reads: an object this node lacks may be one recovery has not reached.
         Err(e) if e.result() == SdResult::NoObj => {
+            ahead_of_us(sheep, oid)?;
             let started = Instant::now();
             crate::recovery::object::recover_missing(sheep, oid).await?;
             crate::metrics::recovery_wait("write", started);
@@ -161,11 +178,13 @@ pub async fn create(
 
 /// FETCH_PEER: the local copy's version, then (when `room` allows) its bytes, whether or not
 /// this node trusts the copy yet: the asking node compares versions (`recovery`). A copy
-/// still suspect after an unclean stop says so (`peer_copy::SUSPECT`). Without a copy, a
+/// still suspect after an unclean stop, or stale after a copy change, says so
+/// (`peer_copy::SUSPECT`). Without a copy, a
 /// partial copy answers with its version marked `peer_copy::PARTIAL`, and its ranges.
 pub async fn fetch(sheep: &Sheep, oid: Oid, room: u32) -> SheepResult<Bytes> {
     let store = sheep.store.clone();
-    let flag = if sheep.recovery.is_suspect(oid) {
+    // A stale leftover (`recovery::copies`) ranks after trusted copies, as a suspect one.
+    let flag = if sheep.recovery.is_suspect(oid) || sheep.recovery.is_stale(oid) {
         sd_proto::peer_copy::SUSPECT
     } else {
         0

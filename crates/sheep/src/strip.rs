@@ -198,6 +198,13 @@ pub async fn read(
     let (id, g) = strip_id(sheep, oid, index).await?;
     if !for_recovery {
         checked(sheep, oid).await?;
+    } else {
+        // Recovery and `vdi check` see the directory as it is, not a cached descriptor of
+        // a file removed behind our back.
+        let store = sheep.store.clone();
+        if !blocking(move || Ok(store.strip_exists(id))).await? {
+            return Err(SdResult::NoObj.into());
+        }
     }
     let len64 = u64::from(len);
     if offset.checked_add(len64).is_none_or(|e| e > g.strip_size()) {

@@ -743,7 +743,7 @@ fn read_new(log: &mut File, pos: &mut u64, frames: &mut Frames) -> anyhow::Resul
 }
 
 /// Follows the cluster log through the membership fold; announces our recovery of every
-/// epoch we are a member of.
+/// epoch we are a member of, and of every pass of it a VDI copy change starts.
 async fn tail(shared: Arc<Shared>) {
     let (mut pos, mut frames) = (0u64, Frames::default());
     let mut log: Option<File> = None;
@@ -772,10 +772,18 @@ async fn tail(shared: Arc<Shared>) {
             let mut st = shared.lock();
             for r in &records {
                 for o in st.membership.apply(r) {
-                    if let Outcome::NewEpoch(e) = o
-                        && e.members.iter().any(|m| m.nid == shared.me.nid)
-                    {
-                        recovered.push(e.epoch);
+                    match o {
+                        Outcome::NewEpoch(e)
+                            if e.members.iter().any(|m| m.nid == shared.me.nid) =>
+                        {
+                            recovered.push((e.epoch, 0));
+                        }
+                        Outcome::NewPass { epoch, pass }
+                            if st.membership.is_member(&shared.me.nid) =>
+                        {
+                            recovered.push((epoch, pass));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -784,14 +792,14 @@ async fn tail(shared: Arc<Shared>) {
         if !shared.announce_recovery {
             continue;
         }
-        for epoch in recovered {
+        for (epoch, pass) in recovered {
             if shared.dead.is_cancelled() {
                 return;
             }
             let cluster = shared.cluster.clone();
             let nid = shared.me.nid;
             let done = tokio::task::spawn_blocking(move || {
-                append(&cluster, LogEntry::RecoveryDone { nid, epoch })
+                append(&cluster, LogEntry::RecoveryDone { nid, epoch, pass })
             })
             .await;
             if !matches!(done, Ok(Ok(()))) {

@@ -8,6 +8,7 @@
 //! time per object (so every holder's log lists the same writes in the same order), and
 //! reads never see a write half-completed by this gateway.
 
+mod check;
 mod io;
 mod peer;
 mod recover;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use sd_proto::Oid;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+pub use check::check;
 pub use io::{create, read, remove, write};
 pub(crate) use peer::serve;
 pub use recover::recover;
@@ -42,6 +44,29 @@ impl Default for EcState {
             // two lives of one) apart.
             next_wid: AtomicU64::new(random_start()),
             rings: Mutex::default(),
+        }
+    }
+}
+
+/// How often strip logs are looked at for checkpoints.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A strip log not written for this long is checkpointed (its strip fdatasynced, the log
+/// emptied): logs hold a copy of every write since, so they must not linger.
+const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checkpoints the strip logs of this node that have gone idle, until the node stops.
+pub async fn run_checkpointer(sheep: Arc<crate::node::Sheep>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        tokio::select! {
+            () = sheep.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = sheep.store.clone();
+        match crate::disk::blocking(move || store.checkpoint_idle_strips(CHECKPOINT_IDLE)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(strips = n, "strip logs checkpointed"),
+            Err(e) => tracing::warn!(error = %e, "strip log checkpoint failed"),
         }
     }
 }

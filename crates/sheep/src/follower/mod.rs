@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sd_cluster::log::Record;
 use sd_cluster::placement::Ring;
-use sd_cluster::{Membership, Status, VdiTable};
+use sd_cluster::{ClusterMsg, Membership, Status, VdiTable};
 use sd_proto::cluster::{NodeStatus, SheepdogConfig};
 use sd_proto::{Oid, SdResult};
 use tokio::sync::{mpsc, watch};
@@ -225,8 +225,10 @@ async fn execute(
         }
         Effect::Stable(epoch) => {
             let sheep = Arc::clone(sheep);
+            // The pass every member reported done (the fold applied exactly this record).
+            let pass = fold.pass();
             tokio::spawn(async move {
-                if let Err(e) = crate::recovery::cleanup(&sheep, epoch).await {
+                if let Err(e) = crate::recovery::cleanup(&sheep, epoch, pass).await {
                     tracing::warn!(error = %e, "removing stale copies failed");
                 }
                 crate::reconcile::at_stable(&sheep).await;
@@ -242,11 +244,35 @@ async fn execute(
             }
             sheep.cancel.cancel();
         }
-        Effect::Vdi { from, msg, reply } => {
+        Effect::Vdi {
+            from,
+            msg,
+            reply,
+            live,
+        } => {
+            let alter = match &msg {
+                ClusterMsg::AlterVdiCopy { vid, copies, .. } if live => Some((*vid, *copies)),
+                _ => None,
+            };
+            if let Some((vid, copies)) = alter {
+                // Before the table changes: no read may reach a copy the change moves
+                // before it is distrusted.
+                crate::recovery::copies::before_change(sheep, vid, copies).await?;
+            }
             let r = sd_cluster::vdi_fold::apply(&mut sheep.vdis_mut(), &msg, from, rec.time);
             sheep.vdis_changed();
+            if let (Some((vid, copies)), Ok(_)) = (alter, &r) {
+                tracing::info!(%vid, copies, "VDI copies changed");
+                crate::recovery::copies::after_change(sheep);
+            }
             if reply {
                 sheep.complete_proposal(msg.token(), r);
+            }
+        }
+        Effect::SaveConfig(config) => save_copies(sheep, config.copies).await?,
+        Effect::Repass { epoch, pass } => {
+            if !sheep.recovery.start_pass(epoch, pass) {
+                tracing::warn!(%epoch, pass, "not recovering this epoch: copy change not recovered");
             }
         }
         Effect::Malformed { from, error } => {
@@ -260,6 +286,20 @@ async fn execute(
         Effect::LogWait => log_wait(sheep, fold),
     }
     Ok(())
+}
+
+/// The cluster's default copies are now `copies`: in our view at once (the proposal this
+/// record answers next reads it), and in `DIR/config`, rewritten atomically.
+async fn save_copies(sheep: &Sheep, copies: u8) -> SheepResult<()> {
+    tracing::info!(copies, "cluster default copies changed");
+    sheep.sys_mut().config.copies = copies;
+    let dir = sheep.cfg.dir.clone();
+    let mut config = crate::sys::load_config(&dir).map_err(|e| {
+        tracing::error!(error = %e, "reading the config to change its copies");
+        SheepError::Result(SdResult::Eio)
+    })?;
+    config.copies = copies;
+    blocking(move || write_config(&dir, &config)).await
 }
 
 /// Says which nodes the cluster waits for, and where its state lives (a sheep may have
@@ -299,6 +339,9 @@ async fn go_live(sheep: &Sheep, fold: &Membership) -> SheepResult<()> {
         );
         adopt_config(sheep, cluster).await?;
         sheep.sys_mut().epochs.clear();
+    } else if cluster.ctime != 0 && cluster.copies != mine.copies {
+        // The default changed while we were away.
+        save_copies(sheep, cluster.copies).await?;
     }
     persist_epochs(sheep, fold).await?;
     // Our copies may have missed writes while we were away: none is served until checked.

@@ -7,7 +7,11 @@
 //! - a node that joins or leaves ends its previous run: its unfinished VDI work is
 //!   orphaned and our connections to it are dropped, whether or not we are live yet;
 //! - VDI records are applied to the VDI table always (history teaches us the table as it
-//!   did everyone else), but only a live node answers its own proposals;
+//!   did everyone else), but only a live node answers its own proposals (and prepares its
+//!   store for a VDI's copy change);
+//! - a change of the cluster's default copies is saved (live; a node that goes live
+//!   saves the config it learnt), before the proposal it answers;
+//! - a VDI's copy change recovers the epoch again (live), after the record is applied;
 //! - every effect on our store or our view (format, epochs, recovery, stale copies, stop)
 //!   waits until our own join has been applied (`live`): records before it are history;
 //! - our own join makes us live: the store is reconciled with the cluster (`GoLive`);
@@ -72,6 +76,18 @@ pub enum Effect {
         msg: ClusterMsg,
         /// Answer our waiting proposal with the outcome.
         reply: bool,
+        /// We are live: a copy change also distrusts the local copies it moves
+        /// (`recovery::copies`).
+        live: bool,
+    },
+    /// (live) The cluster's default copies changed: save the config.
+    SaveConfig(SheepdogConfig),
+    /// (live) A VDI's copies changed: recover the epoch again as its pass `pass`.
+    Repass {
+        /// The epoch.
+        epoch: Epoch,
+        /// Its new pass.
+        pass: u32,
     },
     /// A VDI record that does not decode: ignored (and logged).
     Malformed {
@@ -102,6 +118,8 @@ impl Effect {
             Effect::StatusChanged(_) => "status changed",
             Effect::Stop => "stop",
             Effect::Vdi { .. } => "VDI record",
+            Effect::SaveConfig(_) => "save config",
+            Effect::Repass { .. } => "recover again",
             Effect::Malformed { .. } => "malformed record",
             Effect::GoLive => "go live",
             Effect::SyncView => "sync view",
@@ -151,12 +169,21 @@ pub fn plan(rec: &Record, outcomes: Vec<Outcome>, cx: &Context) -> Vec<Effect> {
                     out.push(Effect::Stop);
                 }
             }
-            Outcome::NewEpoch(_) | Outcome::Stable(_) | Outcome::Status(_) => {}
+            Outcome::Config(config) if cx.live => out.push(Effect::SaveConfig(config)),
+            Outcome::NewPass { epoch, pass } if cx.live => {
+                out.push(Effect::Repass { epoch, pass });
+            }
+            Outcome::NewEpoch(_)
+            | Outcome::Stable(_)
+            | Outcome::Status(_)
+            | Outcome::Config(_)
+            | Outcome::NewPass { .. } => {}
             Outcome::Notify { from, msg } => out.push(match ClusterMsg::decode(&msg) {
                 Ok(msg) => Effect::Vdi {
                     from,
                     msg,
                     reply: cx.live && from == cx.me,
+                    live: cx.live,
                 },
                 Err(error) => Effect::Malformed {
                     from,
@@ -394,6 +421,7 @@ mod tests {
             rec(LogEntry::RecoveryDone {
                 nid: nid(7001),
                 epoch: Epoch(3),
+                pass: 0,
             })
         };
         check(
@@ -413,10 +441,11 @@ mod tests {
     #[test]
     fn vdi_records_apply_always_and_answer_only_our_live_proposals() {
         let msg = barrier(11);
-        let vdi = |port, reply| Effect::Vdi {
+        let vdi = |port, reply, live| Effect::Vdi {
             from: nid(port),
             msg: msg.clone(),
             reply,
+            live,
         };
         let r = || {
             rec(LogEntry::Notify {
@@ -428,16 +457,107 @@ mod tests {
             r(),
             vec![notify(ME, &msg)],
             cx(true),
-            vec![vdi(ME, true), Effect::SyncView],
+            vec![vdi(ME, true, true), Effect::SyncView],
         );
         check(
             r(),
             vec![notify(7001, &msg)],
             cx(true),
-            vec![vdi(7001, false), Effect::SyncView],
+            vec![vdi(7001, false, true), Effect::SyncView],
         );
         // A proposal of our previous run, read before our join: applied, never answered.
-        check(r(), vec![notify(ME, &msg)], cx(false), vec![vdi(ME, false)]);
+        check(
+            r(),
+            vec![notify(ME, &msg)],
+            cx(false),
+            vec![vdi(ME, false, false)],
+        );
+    }
+
+    #[test]
+    fn copy_changes_save_the_config_and_recover_again_only_when_live() {
+        let vdi_msg = ClusterMsg::AlterVdiCopy {
+            token: 3,
+            vid: sd_proto::Vid::new(0x7c_2b25).unwrap(),
+            copies: 3,
+        };
+        let vdi = |live| Effect::Vdi {
+            from: nid(7001),
+            msg: vdi_msg.clone(),
+            reply: false,
+            live,
+        };
+        let r = || {
+            rec(LogEntry::Notify {
+                from: nid(7001),
+                msg: vdi_msg.encode(),
+            })
+        };
+        let outcomes = || {
+            vec![
+                notify(7001, &vdi_msg),
+                Outcome::NewPass {
+                    epoch: Epoch(4),
+                    pass: 1,
+                },
+            ]
+        };
+        check(
+            r(),
+            outcomes(),
+            cx(true),
+            vec![
+                vdi(true),
+                Effect::Repass {
+                    epoch: Epoch(4),
+                    pass: 1,
+                },
+                Effect::SyncView,
+            ],
+        );
+        check(r(), outcomes(), cx(false), vec![vdi(false)]);
+
+        // The default: saved before our own proposal is answered.
+        let cluster_msg = ClusterMsg::AlterClusterCopy {
+            token: 4,
+            copies: 2,
+        };
+        let mut two = config();
+        two.copies = 2;
+        let r = || {
+            rec(LogEntry::Notify {
+                from: nid(ME),
+                msg: cluster_msg.encode(),
+            })
+        };
+        let outcomes = || vec![Outcome::Config(two.clone()), notify(ME, &cluster_msg)];
+        check(
+            r(),
+            outcomes(),
+            cx(true),
+            vec![
+                Effect::SaveConfig(two.clone()),
+                Effect::Vdi {
+                    from: nid(ME),
+                    msg: cluster_msg.clone(),
+                    reply: true,
+                    live: true,
+                },
+                Effect::SyncView,
+            ],
+        );
+        // Before our join it is history: going live saves what the fold learnt.
+        check(
+            r(),
+            outcomes(),
+            cx(false),
+            vec![Effect::Vdi {
+                from: nid(ME),
+                msg: cluster_msg.clone(),
+                reply: false,
+                live: false,
+            }],
+        );
     }
 
     #[test]

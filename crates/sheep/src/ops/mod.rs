@@ -36,6 +36,8 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         O::DiscardObj | O::FlushVdi => (Local, false),
         O::NewVdi | O::LockVdi | O::ReleaseVdi | O::GetVdiInfo | O::DelVdi => (Cluster, false),
         O::GetVdiAttr => (Cluster, false),
+        // Decided in the log (`ops::vdi::alter`): served by VDI handlers as cluster ops.
+        O::AlterClusterCopy | O::AlterVdiCopy => (Cluster, false),
         O::ReadVdis | O::ReadDelVdis | O::GetClusterDefault | O::GetNodeList => (Local, true),
         O::GetVdiCopies => (Local, true),
         O::StatCluster | O::ClusterInfo | O::GetStoreList | O::Exist | O::GetEpoch => (Local, true),
@@ -53,6 +55,8 @@ pub fn op_info(op: Opcode) -> Option<(OpKind, bool)> {
         }
         // `dog vdi check`: answered from (or repairing) this node's own copies.
         O::GetHash | O::RepairReplica | O::OidsExist => (Local, false),
+        // ... and for erasure-coded objects, through this node as their gateway.
+        O::CheckStrips => (Local, false),
         _ => return None,
     })
 }
@@ -302,7 +306,8 @@ async fn dispatch(
             | Opcode::GetObjList
             | Opcode::GetHash
             | Opcode::RepairReplica
-            | Opcode::OidsExist => obj::handle(sheep, kind, req, payload).await,
+            | Opcode::OidsExist
+            | Opcode::CheckStrips => obj::handle(sheep, kind, req, payload).await,
             Opcode::ReadVdis | Opcode::ReadDelVdis | Opcode::GetVdiCopies => {
                 vdi::handle(sheep, req, payload).await
             }

@@ -114,6 +114,11 @@ pub(super) async fn handle(
             Ok(Reply::ok())
         }
         O::OidsExist => oids_exist(sheep, req, &payload).await,
+        O::CheckStrips => {
+            let g = crate::strip::geometry(sheep, oid).ok_or(SdResult::InvalidParms)?;
+            let report = crate::ec::check(sheep, oid, g, args.offset == 1).await?;
+            Ok(Reply::data(report.encode()))
+        }
         O::FlushVdi => {
             crate::writeback::flush_vdi(sheep, oid.vid()).await?;
             Ok(Reply::ok())

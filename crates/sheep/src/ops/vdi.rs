@@ -1,4 +1,7 @@
-//! VDI operations: create, look up, lock, delete, and the VDI bitmaps.
+//! VDI operations: create, look up, lock, delete, the VDI bitmaps, and copy-count
+//! changes (`alter`).
+
+mod alter;
 
 use super::{Reply, expect_payload};
 use crate::error::{SheepError, SheepResult};
@@ -48,6 +51,8 @@ pub(super) async fn handle(
         }
         O::GetVdiCopies => {
             // Answer with every lock taken before the request, through any gateway.
+            // (Recovery relies on it: any answer, BUFFER_SMALL included, comes after this
+            // barrier, `recovery::copies::catch_up`.)
             sheep.barrier().await?;
             let cap = usize::try_from(req.data_length).unwrap_or(0);
             let out = vdi_states(sheep);
@@ -57,6 +62,8 @@ pub(super) async fn handle(
             Ok(Reply::data(out))
         }
         O::DelVdi => del_vdi(sheep, req, payload).await,
+        O::AlterVdiCopy => alter::vdi_copies(sheep, req).await,
+        O::AlterClusterCopy => alter::cluster_copies(sheep, req).await,
         O::ReadVdis | O::ReadDelVdis => {
             if usize::try_from(req.data_length).ok() != Some(SD_VDI_BITMAP_SIZE) {
                 return Err(SdResult::InvalidParms.into());

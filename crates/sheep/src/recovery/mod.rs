@@ -7,7 +7,9 @@
 //! what they hold, so a tie with a trusted copy no longer keeps them.
 //! Objects the node no longer needs are removed only once every member has recovered the
 //! epoch (`Outcome::Stable`). Client I/O to an object still pending recovers it first.
+//! A VDI's copy change recovers the epoch again, as another pass of it (`copies`).
 
+pub mod copies;
 pub mod object;
 pub mod partial;
 pub mod state;
@@ -156,7 +158,19 @@ pub async fn run(sheep: Arc<Sheep>) {
 /// or superseded by a newer epoch).
 async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     let rec = &sheep.recovery;
-    let (epoch, generation) = rec.current();
+    let state::Pass {
+        epoch,
+        generation,
+        pass: pass_no,
+        caught_up,
+    } = rec.current_pass();
+    if !caught_up {
+        match copies::catch_up(sheep, epoch).await {
+            Ok(()) => rec.caught_up(generation),
+            Err(_) if rec.superseded(generation) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
     let all = match cluster_objects(sheep, epoch).await {
         Ok(all) => all,
         // Superseded: the new epoch's recovery was kicked.
@@ -188,7 +202,7 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     if !rec.begin_pass(generation, todo.len()) {
         return Ok(true);
     }
-    tracing::info!(%epoch, objects = todo.len(), "recovery started");
+    tracing::info!(%epoch, pass = pass_no, objects = todo.len(), "recovery started");
     if !todo.is_empty() {
         // Tests: objects stay to recover for a while (client I/O reaches them first).
         crate::failpoint::delay_point("recovery:pass").await;
@@ -275,23 +289,32 @@ async fn recover_epoch(sheep: &Arc<Sheep>) -> SheepResult<bool> {
     if !rec.finish(generation) {
         return Ok(true);
     }
-    tracing::info!(%epoch, "recovery finished");
+    tracing::info!(%epoch, pass = pass_no, "recovery finished");
     sheep
         .driver
-        .append(LogEntry::RecoveryDone { nid: me, epoch })
+        .append(LogEntry::RecoveryDone {
+            nid: me,
+            epoch,
+            pass: pass_no,
+        })
         .await
         .map_err(|_| SheepError::Result(SdResult::ClusterError))?;
     Ok(true)
 }
 
-/// Every member recovered `epoch`: drop the copies, and partial copies, of objects this
-/// node no longer holds. (Partial copies of objects placed here stay until merged or the
-/// object is removed: one recovery did not need may still hold the only bytes of writes
-/// whose whole copies are on nodes that are away.)
-pub async fn cleanup(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
+/// Every member recovered `epoch`'s pass `pass`: drop the copies, and partial copies, of
+/// objects this node no longer holds. (Partial copies of objects placed here stay until
+/// merged or the object is removed: one recovery did not need may still hold the only
+/// bytes of writes whose whole copies are on nodes that are away.)
+pub async fn cleanup(sheep: &Sheep, epoch: Epoch, pass: u32) -> SheepResult<()> {
     // A node on its way out keeps its copies: it restarts with them (checked by hash, not
     // copied again), and a removal cut short by its exit would leave some of them gone.
-    if sheep.sys().epoch != epoch || sheep.drain.is_draining() {
+    // A newer pass (a copy change since) places objects its own way, not complete yet.
+    let current = sheep.recovery.current_pass();
+    if sheep.sys().epoch != epoch
+        || (current.epoch, current.pass) != (epoch, pass)
+        || sheep.drain.is_draining()
+    {
         return Ok(());
     }
     let ring = sheep.sys().ring.clone();

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use sd_cluster::check::Answer;
 use sd_cluster::recovery::{
     Fallback, KeepReason, Probe, SourceChoice, SourceFailure, Suspect, choose_source_with,
-    placement_fallback, placement_sources, suspect_order,
+    placement_fallback, placement_sources, stale_loses_ties, suspect_order,
 };
 use sd_proto::node::NodeId;
 use sd_proto::peer_copy::{Partial, PeerCopy};
@@ -258,6 +258,8 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     if let Some(g) = crate::strip::geometry(sheep, oid) {
         return crate::ec::recover(sheep, oid, g, epoch).await;
     }
+    // After a copy change, no fetch before every member writes by the new counts.
+    super::copies::wait_caught_up(sheep, epoch).await?;
     let me = sheep.me.nid;
     let size = sheep.object_size(oid);
     let members: Vec<NodeId> = sheep
@@ -307,6 +309,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
         order: &order,
     };
     let suspect = sheep.recovery.is_suspect(oid).then_some(&suspect);
+    let stale = sheep.recovery.is_stale(oid);
     let keep_local = |newest: u32| {
         let newer = super::partial::newer_than(&partials, newest);
         async move {
@@ -325,7 +328,11 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             store_copy(sheep, oid, data, newest, overlays).await
         }
     };
-    let (version, from) = match choose_source_with(&answers, mine, suspect) {
+    let mut choice = choose_source_with(&answers, mine, suspect);
+    if stale {
+        choice = stale_loses_ties(choice, &answers, mine);
+    }
+    let (version, from) = match choice {
         SourceChoice::ByPlacement => return recover_by_placement(sheep, oid, epoch).await,
         SourceChoice::Again => return Err(SheepError::RecoverLater),
         SourceChoice::Lost => {
@@ -347,8 +354,8 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
             return keep_local(newest).await;
         }
         SourceChoice::Fetch { version, from } if mine == Some(version) => {
-            // Ours is suspect and as new: fetched only if it differs (copies that agree,
-            // as after most unclean stops, cost two reads instead of a copy).
+            // Ours is suspect (or stale) and as new: fetched only if it differs (copies
+            // that agree, as after most unclean stops, cost two reads instead of a copy).
             if let Some(src) = from.first()
                 && same_copy(sheep, oid, *src, epoch).await
             {

@@ -1,6 +1,7 @@
 //! Recovery's shared state: which objects this node must fetch or re-verify before
-//! serving them, the progress of the current epoch's recovery, and the per-object locks
-//! that keep a recovery and a whole-object replace of the same object apart. Pure
+//! serving them, the progress of the current epoch's recovery (and which pass of it: a
+//! VDI's copy change recovers the epoch again, `recovery::copies`), and the per-object
+//! locks that keep a recovery and a whole-object replace of the same object apart. Pure
 //! bookkeeping: the work itself is in `recovery::object` (one object) and `recovery`
 //! (an epoch's pass).
 
@@ -15,6 +16,13 @@ use crate::error::SheepResult;
 struct State {
     /// Epoch being recovered.
     epoch: Epoch,
+    /// Its recovery pass (`sd_cluster::Membership::pass`): 0, or the number of VDI copy
+    /// changes in the epoch so far.
+    pass: u32,
+    /// Every member is known to have applied the log up to this pass's start, so none
+    /// still writes by the copy counts before it (`recovery::copies`). Always so for
+    /// pass 0: replicas refuse requests of another epoch.
+    caught_up: bool,
     /// Bumped whenever recovery restarts; running work notices and stops.
     generation: u64,
     /// Objects this node must fetch before serving them.
@@ -46,6 +54,10 @@ struct State {
     fresh_partials: HashSet<Oid>,
     /// Objects with a fresh partial copy that the pass has not recovered yet: first in line.
     urgent: Vec<Oid>,
+    /// Leftover copies a VDI's copy change placed here again (a subset of `unverified`):
+    /// they missed writes made meanwhile although their version may be the newest, so a
+    /// version tie does not keep them (`sd_cluster::recovery::stale_loses_ties`).
+    stale: HashSet<Oid>,
 }
 
 /// Recovery state shared by the background task and the I/O path.
@@ -53,10 +65,25 @@ struct State {
 pub struct Recovery {
     state: Mutex<State>,
     kick: tokio::sync::Notify,
+    /// Woken when the current pass is caught up, or superseded.
+    caught: tokio::sync::Notify,
     /// When client I/O last reached this node's store (recovery yields to it).
     activity: super::yielding::ClientActivity,
     /// Client write latency and how long recovery rests for it.
     pace: super::yielding::Pace,
+}
+
+/// The pass being recovered, as the task starts it ([`Recovery::current_pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Bumped by every restart of recovery.
+    pub generation: u64,
+    /// The pass of the epoch (0: the epoch's first).
+    pub pass: u32,
+    /// Every member applied the log up to the pass's start.
+    pub caught_up: bool,
 }
 
 /// Progress for STAT_RECOVERY.
@@ -80,10 +107,83 @@ impl Recovery {
     pub fn start_epoch(&self, epoch: Epoch) {
         let mut st = self.st();
         st.epoch = epoch;
+        st.pass = 0;
+        st.caught_up = true;
         st.generation += 1;
         st.active = true;
         drop(st);
+        self.caught.notify_waiters();
         self.kick.notify_one();
+    }
+
+    /// A VDI's copies changed in `epoch`: recover it again as its pass `pass`, once every
+    /// member has caught up (see [`Recovery::caught_up`]). False (nothing started) if this
+    /// node is not recovering `epoch`.
+    pub fn start_pass(&self, epoch: Epoch, pass: u32) -> bool {
+        let mut st = self.st();
+        if st.epoch != epoch {
+            return false;
+        }
+        st.pass = pass;
+        st.caught_up = false;
+        st.generation += 1;
+        st.active = true;
+        drop(st);
+        self.caught.notify_waiters();
+        self.kick.notify_one();
+        true
+    }
+
+    /// The pass to run now.
+    pub fn current_pass(&self) -> Pass {
+        let st = self.st();
+        Pass {
+            epoch: st.epoch,
+            generation: st.generation,
+            pass: st.pass,
+            caught_up: st.caught_up,
+        }
+    }
+
+    /// Every member has applied the log up to the start of the pass of `generation`: its
+    /// objects may be fetched from now on.
+    pub fn caught_up(&self, generation: u64) {
+        let mut st = self.st();
+        if st.generation == generation {
+            st.caught_up = true;
+        }
+        drop(st);
+        self.caught.notify_waiters();
+    }
+
+    /// Waits until the pass being recovered is caught up, or `epoch` is no longer the one
+    /// recovered.
+    pub async fn wait_caught_up(&self, epoch: Epoch) {
+        loop {
+            let woken = self.caught.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let st = self.st();
+                if st.caught_up || st.epoch != epoch {
+                    return;
+                }
+            }
+            woken.await;
+        }
+    }
+
+    /// `oids` are leftover copies a copy change placed here again: not served, nor kept on
+    /// a version tie, before they are compared with the other copies.
+    pub fn distrust_stale(&self, oids: Vec<Oid>) {
+        let mut st = self.st();
+        st.stale.extend(oids.iter().copied());
+        st.unverified.extend(oids);
+    }
+
+    /// Whether the local copy of `oid` is a stale leftover ([`Recovery::distrust_stale`]).
+    pub fn is_stale(&self, oid: Oid) -> bool {
+        self.st().stale.contains(&oid)
     }
 
     /// The cluster was formatted: nothing is pending any more.
@@ -96,6 +196,7 @@ impl Recovery {
         st.lone.clear();
         st.fresh_partials.clear();
         st.urgent.clear();
+        st.stale.clear();
         st.active = false;
         st.done = 0;
         st.total = 0;
@@ -129,6 +230,7 @@ impl Recovery {
         if !st.lone.remove(&oid) {
             st.suspect.remove(&oid);
         }
+        st.stale.remove(&oid);
         if was {
             st.done += 1;
             crate::metrics::recovered();
@@ -228,13 +330,6 @@ impl Recovery {
         self.st().epoch
     }
 
-    /// The epoch being recovered and the generation of its recovery (bumped by every
-    /// restart, so a pass can tell it was superseded).
-    pub fn current(&self) -> (Epoch, u64) {
-        let st = self.st();
-        (st.epoch, st.generation)
-    }
-
     /// Whether recovery restarted since `generation`.
     pub fn superseded(&self, generation: u64) -> bool {
         self.st().generation != generation
@@ -285,6 +380,7 @@ impl Recovery {
             st.pending.remove(oid);
             st.suspect.remove(oid);
             st.lone.remove(oid);
+            st.stale.remove(oid);
         }
     }
 

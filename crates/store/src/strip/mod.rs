@@ -37,8 +37,9 @@ pub const MAX_STRIP_INDEX: u8 = 30;
 
 /// A checkpoint follows a complete once the log holds this many writes...
 const CHECKPOINT_RECORDS: usize = 64;
-/// ...or this many bytes.
-const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// ...or this many bytes (a log holds a second copy of its writes: keep it small beside
+/// the strip).
+const CHECKPOINT_BYTES: u64 = 1 << 20;
 /// Strips kept open at most (those with a log to keep are never dropped).
 const CAPACITY: usize = 4096;
 

@@ -334,9 +334,14 @@ impl Store {
         self.with_strip(id, |st| Ok(st.size))
     }
 
-    /// Whether strip `id` exists.
+    /// Whether strip `id` exists. A strip whose file went away behind the store's back
+    /// (removed by hand) is forgotten, so it reads as missing from then on.
     pub fn strip_exists(&self, id: StripId) -> bool {
-        std::fs::symlink_metadata(self.strip_path(id)).is_ok_and(|m| m.is_file())
+        let there = std::fs::symlink_metadata(self.strip_path(id)).is_ok_and(|m| m.is_file());
+        if !there {
+            self.strips.forget(id);
+        }
+        there
     }
 
     /// Removes strip `id` and its log; [`StoreError::NoStrip`] if absent.
