@@ -58,7 +58,7 @@ pub struct Sheep {
     /// Objects a failed write fan-out may have left different (`fanout`).
     pub fanout: crate::fanout::state::Fanout,
     /// Erasure-coded objects this gateway is working on (`ec`).
-    pub ec: crate::ec::EcState,
+    pub ec: crate::ec::state::EcState,
     /// Client work in flight, refused once the node stops (`drain`).
     pub drain: Drain,
     /// This node's own `Arc`, for work it spawns.
@@ -103,7 +103,7 @@ impl Sheep {
             recovery: Recovery::default(),
             writeback: Writeback::default(),
             fanout: crate::fanout::state::Fanout::default(),
-            ec: crate::ec::EcState::default(),
+            ec: crate::ec::state::EcState::default(),
             drain: Drain::default(),
             this: std::sync::OnceLock::new(),
             index_ops: tokio::sync::Mutex::new(()),

@@ -12,7 +12,7 @@ use sd_ec::Geometry;
 use sd_proto::strip_check::{Outcome, StripCheck, StripStatus};
 use sd_proto::{Oid, SdResult};
 
-use super::io::holders;
+use super::gather::holders;
 use super::peer::{self, Op};
 use super::resolve;
 use crate::error::{SheepError, SheepResult};

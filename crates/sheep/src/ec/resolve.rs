@@ -16,7 +16,7 @@ use sd_proto::strip_log::StripLog;
 use sd_proto::{Epoch, Oid, SdResult};
 use tokio::time::Instant;
 
-use super::io::{gather, holders};
+use super::gather::{gather, holders};
 use super::peer::{self, Op};
 use crate::error::{SheepError, SheepResult};
 use crate::gateway::{Answer, SETTLE_DEADLINE, Wait, classify, settle};
