@@ -22,6 +22,33 @@ pub(super) fn holders(sheep: &Sheep, oid: Oid, g: Geometry) -> SheepResult<(Epoc
     Ok((epoch, nodes))
 }
 
+/// Applies `op(i)` to strip `i` on each holder of `nodes` at once, in `epoch` (`None` from
+/// `op`: nothing for that holder, answered `Done`). The answers, or `None` if the cluster
+/// left `epoch` first (the caller settles and retries); fenced is an error.
+pub(super) async fn each_holder(
+    sheep: &Sheep,
+    epoch: Epoch,
+    oid: Oid,
+    g: Geometry,
+    nodes: &[NodeId],
+    op: impl Fn(usize) -> Option<Op>,
+) -> SheepResult<Option<Vec<Answer>>> {
+    let calls = nodes.iter().enumerate().map(|(i, nid)| {
+        let op = op(i);
+        async move {
+            let (Some(op), Ok(index)) = (op, u8::try_from(i)) else {
+                return Ok(bytes::Bytes::new());
+            };
+            peer::call(sheep, *nid, epoch, oid, g, index, &op).await
+        }
+    });
+    match guarded(sheep, epoch, join_all(calls)).await {
+        Ok(a) => Ok(Some(a.into_iter().map(classify).collect())),
+        Err(Cut::Fenced) => Err(SheepError::Fenced),
+        Err(Cut::EpochMoved) => Ok(None),
+    }
+}
+
 /// Strips gathered from their holders for one strip range.
 pub(super) struct Gathered {
     /// Per strip index: its bytes, if a holder gave them.

@@ -2,17 +2,16 @@
 //! lock, retried across epoch changes as the replicated gateway does.
 
 use bytes::Bytes;
-use futures::future::join_all;
 use sd_ec::{DataRange, Geometry, StripRange};
 use sd_proto::node::NodeId;
 use sd_proto::{Epoch, Oid, SdResult};
 use tokio::time::Instant;
 
-use super::gather::{gather, holders};
-use super::peer::{self, Op};
+use super::gather::{each_holder, gather, holders};
+use super::peer::Op;
 use super::resolve;
 use crate::error::{SheepError, SheepResult};
-use crate::gateway::{Answer, Cut, SETTLE_DEADLINE, Wait, classify, guarded, settle};
+use crate::gateway::{Answer, SETTLE_DEADLINE, Wait, settle};
 use crate::node::Sheep;
 
 /// How many times a read resolves an in-doubt write before giving up.
@@ -172,16 +171,11 @@ async fn abandon(
     at: &[usize],
     wid: u64,
 ) {
-    let op = Op::Discard { wid };
-    let calls = at.iter().filter_map(|&i| {
-        let nid = *nodes.get(i)?;
-        let index = u8::try_from(i).ok()?;
-        Some(peer::call(sheep, nid, epoch, oid, g, index, &op))
-    });
-    for r in join_all(calls).await {
-        if let Err(e) = r {
-            tracing::debug!(%oid, wid, error = %e, "could not drop an abandoned strip write");
-        }
+    let discard = |i: usize| at.contains(&i).then_some(Op::Discard { wid });
+    if let Ok(Some(answers)) = each_holder(sheep, epoch, oid, g, nodes, discard).await
+        && answers.iter().any(|a| !matches!(a, Answer::Done(_)))
+    {
+        tracing::debug!(%oid, wid, "could not drop an abandoned strip write everywhere");
     }
 }
 
@@ -197,43 +191,29 @@ async fn update(
     loop {
         let (epoch, nodes) = holders(sheep, oid, g)?;
         let wid = sheep.ec.next_wid();
-        let calls = nodes
-            .iter()
-            .zip(strips)
-            .enumerate()
-            .filter_map(|(i, (nid, data))| {
-                let op = Op::Prepare {
-                    wid,
-                    offset: sr.offset,
-                    data: data.clone(),
-                };
-                let index = u8::try_from(i).ok()?;
-                Some(async move { peer::call(sheep, *nid, epoch, oid, g, index, &op).await })
-            });
-        let answers = match guarded(sheep, epoch, join_all(calls)).await {
-            Ok(a) => a,
-            Err(Cut::Fenced) => return Err(SheepError::Fenced),
-            Err(Cut::EpochMoved) => {
-                // Holders that prepared it presume it orphaned in the new epoch.
-                settle(sheep, epoch, Wait::Epoch, deadline).await?;
-                continue;
-            }
+        let prepare = |i: usize| {
+            Some(Op::Prepare {
+                wid,
+                offset: sr.offset,
+                data: strips.get(i)?.clone(),
+            })
         };
-        let answers: Vec<Answer> = answers.into_iter().map(classify).collect();
+        let Some(answers) = each_holder(sheep, epoch, oid, g, &nodes, prepare).await? else {
+            // Holders that prepared it presume it orphaned in the new epoch.
+            settle(sheep, epoch, Wait::Epoch, deadline).await?;
+            continue;
+        };
         let prepared: Vec<usize> = (0..answers.len())
             .filter(|i| matches!(answers.get(*i), Some(Answer::Done(_))))
             .collect();
         if prepared.len() == nodes.len() {
             // Decided: every holder has it durably. Completion failures are left to the
             // resolution (which keeps a write every holder prepared).
-            let op = Op::Complete { wid };
-            let calls = nodes.iter().enumerate().filter_map(|(i, nid)| {
-                let index = u8::try_from(i).ok()?;
-                Some(peer::call(sheep, *nid, epoch, oid, g, index, &op))
-            });
-            for r in join_all(calls).await {
-                if let Err(e) = r {
-                    tracing::debug!(%oid, wid, error = %e, "strip write not completed; resolution will");
+            let complete = |_| Some(Op::Complete { wid });
+            match each_holder(sheep, epoch, oid, g, &nodes, complete).await {
+                Ok(Some(answers)) if answers.iter().all(|a| matches!(a, Answer::Done(_))) => {}
+                other => {
+                    tracing::debug!(%oid, wid, ?other, "strip write not completed everywhere; resolution will");
                 }
             }
             return Ok(());
@@ -308,28 +288,17 @@ pub async fn create(
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, nodes) = holders(sheep, oid, g)?;
-        let calls = nodes
-            .iter()
-            .zip(&strips)
-            .enumerate()
-            .filter_map(|(i, (nid, data))| {
-                let op = Op::Create {
-                    offset: sr.offset,
-                    data: data.clone(),
-                    version: 0,
-                };
-                let index = u8::try_from(i).ok()?;
-                Some(async move { peer::call(sheep, *nid, epoch, oid, g, index, &op).await })
-            });
-        let answers = match guarded(sheep, epoch, join_all(calls)).await {
-            Ok(a) => a,
-            Err(Cut::Fenced) => return Err(SheepError::Fenced),
-            Err(Cut::EpochMoved) => {
-                settle(sheep, epoch, Wait::Epoch, deadline).await?;
-                continue;
-            }
+        let create = |i: usize| {
+            Some(Op::Create {
+                offset: sr.offset,
+                data: strips.get(i)?.clone(),
+                version: 0,
+            })
         };
-        let answers: Vec<Answer> = answers.into_iter().map(classify).collect();
+        let Some(answers) = each_holder(sheep, epoch, oid, g, &nodes, create).await? else {
+            settle(sheep, epoch, Wait::Epoch, deadline).await?;
+            continue;
+        };
         match decide(&answers) {
             Round::Done => return Ok(()),
             Round::Again(wait) => settle(sheep, epoch, wait, deadline).await?,
@@ -344,19 +313,11 @@ pub async fn remove(sheep: &Sheep, oid: Oid, g: Geometry) -> SheepResult<()> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
     loop {
         let (epoch, nodes) = holders(sheep, oid, g)?;
-        let calls = nodes.iter().enumerate().filter_map(|(i, nid)| {
-            let index = u8::try_from(i).ok()?;
-            Some(peer::call(sheep, *nid, epoch, oid, g, index, &Op::Remove))
-        });
-        let answers = match guarded(sheep, epoch, join_all(calls)).await {
-            Ok(a) => a,
-            Err(Cut::Fenced) => return Err(SheepError::Fenced),
-            Err(Cut::EpochMoved) => {
-                settle(sheep, epoch, Wait::Epoch, deadline).await?;
-                continue;
-            }
+        let Some(answers) = each_holder(sheep, epoch, oid, g, &nodes, |_| Some(Op::Remove)).await?
+        else {
+            settle(sheep, epoch, Wait::Epoch, deadline).await?;
+            continue;
         };
-        let answers: Vec<Answer> = answers.into_iter().map(classify).collect();
         if answers
             .iter()
             .all(|a| matches!(a, Answer::Failed(SdResult::NoObj)))

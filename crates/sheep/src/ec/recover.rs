@@ -116,6 +116,11 @@ pub async fn recover(sheep: &Sheep, oid: Oid, g: Geometry, epoch: Epoch) -> Shee
     let me = sheep.me.nid;
     let (current, alive) = {
         let sys = sheep.sys();
+        if sys.epoch != epoch {
+            // The ring and the history must be those of the epoch recovered: this node has
+            // not caught up (or has moved on); the caller tries again in a moment.
+            return Err(SheepError::RecoverLater);
+        }
         let alive: HashSet<NodeId> = sys.nodes.iter().map(|n| n.nid).collect();
         (sys.ring.clone(), alive)
     };
