@@ -250,6 +250,16 @@ impl Sheep {
         oid.object_size(shift)
     }
 
+    /// The current members other than this node.
+    pub fn other_members(&self) -> Vec<sd_proto::node::NodeId> {
+        self.sys()
+            .nodes
+            .iter()
+            .map(|n| n.nid)
+            .filter(|n| *n != self.me.nid)
+            .collect()
+    }
+
     /// Redundancy of `oid`: its VDI's, as the VDI table says now (a VDI's copies change
     /// in log order, `ClusterMsg::AlterVdiCopy`, while clients keep the count they read
     /// from the inode); for a VDI this node does not know (yet), `requested` if non-zero,

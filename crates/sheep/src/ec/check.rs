@@ -76,13 +76,7 @@ pub async fn check(
     }
     let (epoch, nodes) = holders(sheep, oid, g)?;
     let d = usize::from(g.ec().data());
-    let len =
-        u32::try_from(g.strip_size()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let op = Op::Read {
-        offset: 0,
-        len,
-        recovery: true,
-    };
+    let op = peer::whole_strip(g)?;
     let reads = join_all(nodes.iter().enumerate().filter_map(|(i, nid)| {
         let index = u8::try_from(i).ok()?;
         Some(peer::call(sheep, *nid, epoch, oid, g, index, &op))

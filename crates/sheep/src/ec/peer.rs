@@ -45,6 +45,17 @@ pub(crate) enum Op {
     Remove,
 }
 
+/// A read of a whole strip as its holder has it (for recovery and checks).
+pub(crate) fn whole_strip(g: Geometry) -> SheepResult<Op> {
+    let len =
+        u32::try_from(g.strip_size()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
+    Ok(Op::Read {
+        offset: 0,
+        len,
+        recovery: true,
+    })
+}
+
 /// Applies `op` to strip `index` of `oid` on `nid`, in `epoch`; the answer's payload
 /// (read data) or empty.
 pub(crate) async fn call(

@@ -96,13 +96,7 @@ async fn fetch(
     index: u8,
     nid: NodeId,
 ) -> SheepResult<Vec<u8>> {
-    let len =
-        u32::try_from(g.strip_size()).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
-    let op = Op::Read {
-        offset: 0,
-        len,
-        recovery: true,
-    };
+    let op = peer::whole_strip(g)?;
     Ok(peer::call(sheep, nid, epoch, oid, g, index, &op)
         .await?
         .to_vec())

@@ -109,13 +109,7 @@ pub(super) async fn wait_caught_up(sheep: &Sheep, epoch: Epoch) -> SheepResult<(
 /// answer, BUFFER_SMALL for the empty buffer included, comes after it). AGAIN (the pass is
 /// retried) if a member does not answer, or the cluster leaves `epoch` first.
 pub(super) async fn catch_up(sheep: &Sheep, epoch: Epoch) -> SheepResult<()> {
-    let others: Vec<_> = sheep
-        .sys()
-        .nodes
-        .iter()
-        .map(|n| n.nid)
-        .filter(|n| *n != sheep.me.nid)
-        .collect();
+    let others = sheep.other_members();
     let asks = others.iter().map(|nid| async move {
         for _ in 0..CATCH_UP_ATTEMPTS {
             let h = RequestHeader::new(Opcode::GetVdiCopies);

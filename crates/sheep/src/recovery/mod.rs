@@ -68,13 +68,7 @@ async fn cluster_objects(sheep: &Sheep, epoch: Epoch) -> SheepResult<HashSet<Oid
         .await?
         .into_iter()
         .collect();
-    let others: Vec<_> = sheep
-        .sys()
-        .nodes
-        .iter()
-        .map(|n| n.nid)
-        .filter(|n| *n != sheep.me.nid)
-        .collect();
+    let others = sheep.other_members();
     for nid in others {
         let mut buf_len: u32 = 1 << 20;
         let mut attempts = 0u32;

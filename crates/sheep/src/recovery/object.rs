@@ -262,13 +262,7 @@ async fn recover_one(sheep: &Sheep, oid: Oid, epoch: Epoch) -> SheepResult<()> {
     super::copies::wait_caught_up(sheep, epoch).await?;
     let me = sheep.me.nid;
     let size = sheep.object_size(oid);
-    let members: Vec<NodeId> = sheep
-        .sys()
-        .nodes
-        .iter()
-        .map(|n| n.nid)
-        .filter(|n| *n != me)
-        .collect();
+    let members = sheep.other_members();
     let room = u32::try_from(size + 4).map_err(|_| SheepError::Result(SdResult::InvalidParms))?;
     let probes: Vec<(NodeId, Result<PeerCopy, SdResult>)> = futures::future::join_all(
         members
